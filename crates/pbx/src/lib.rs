@@ -1,0 +1,18 @@
+//! Listens to the phone system and turns what it sees into one typed stream of
+//! call events.
+//!
+//! Two families of sources: SIP mirrored as HEP v3 (Kamailio, OpenSIPS, Asterisk,
+//! FreeSWITCH, heplify) and the Asterisk Manager Interface. Parsers and trackers
+//! are sans-IO — bytes and a clock in, events out — so they are unit-tested and
+//! fuzzed without sockets. The tokio drivers that own sockets live behind the
+//! `driver` feature.
+
+pub mod direction;
+pub mod live;
+pub mod model;
+
+pub use direction::ExtensionPatterns;
+pub use live::{CallState, LiveCall, LiveCalls};
+pub use model::{
+    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
+};

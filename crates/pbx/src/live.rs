@@ -1,0 +1,301 @@
+//! The live-call table: the current state of every call, built from call events.
+//!
+//! Fed with the same [`CallEvent`] stream whatever the source, so the HTTP API
+//! and the supervisor board read one table. Ended calls stay visible for a
+//! configurable linger time so that a board can show how they ended.
+
+use crate::model::{
+    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    /// Started, no phone rings yet.
+    Setup,
+    /// At least one phone rings.
+    Ringing,
+    /// Connected.
+    Answered,
+    /// Connected and on hold.
+    Held,
+    /// Over.
+    Ended,
+}
+
+/// One call as the live table shows it (the `/api/calls/live` JSON shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveCall {
+    /// Fiche's id of the call.
+    pub id: CallId,
+    /// Where it was observed.
+    pub source: Source,
+    /// The source's own key (SIP Call-ID, AMI Linkedid).
+    pub source_key: String,
+    /// Where it stands.
+    pub state: CallState,
+    /// Inbound, outbound or internal.
+    pub direction: Direction,
+    /// Who calls.
+    pub caller: Party,
+    /// Who is called.
+    pub callee: Party,
+    /// Extensions ringing now (empty once answered or ended).
+    pub ringing_extensions: Vec<String>,
+    /// Every extension that rang during the call, in order.
+    pub rang_extensions: Vec<String>,
+    /// The extension that answered (or placed an outbound call).
+    pub agent_extension: Option<String>,
+    /// Transfer targets, in order.
+    pub transferred_to: Vec<String>,
+    /// Forwarding history from the signalling.
+    pub diverted_from: Vec<String>,
+    /// When the call started.
+    pub started_at: Timestamp,
+    /// When it was answered.
+    pub answered_at: Option<Timestamp>,
+    /// When it ended.
+    pub ended_at: Option<Timestamp>,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// Why it ended.
+    pub cause: Option<String>,
+}
+
+/// Table of live (and recently ended) calls.
+#[derive(Debug, Default)]
+pub struct LiveCalls {
+    calls: HashMap<CallId, LiveCall>,
+}
+
+impl LiveCalls {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event. Events for a call never started are ignored (a
+    /// source always sends `CallStarted` first); returns whether the table changed.
+    pub fn apply(&mut self, event: &CallEvent) -> bool {
+        if let CallEventKind::CallStarted {
+            source_key,
+            direction,
+            caller,
+            callee,
+            diverted_from,
+        } = &event.kind
+        {
+            if self.calls.contains_key(&event.call_id) {
+                return false;
+            }
+            let agent_extension = match direction {
+                Direction::Outbound | Direction::Internal => caller.number.clone(),
+                Direction::Inbound => None,
+            };
+            self.calls.insert(
+                event.call_id,
+                LiveCall {
+                    id: event.call_id,
+                    source: event.source,
+                    source_key: source_key.clone(),
+                    state: CallState::Setup,
+                    direction: *direction,
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                    ringing_extensions: Vec::new(),
+                    rang_extensions: Vec::new(),
+                    agent_extension,
+                    transferred_to: Vec::new(),
+                    diverted_from: diverted_from.clone(),
+                    started_at: event.at,
+                    answered_at: None,
+                    ended_at: None,
+                    outcome: None,
+                    cause: None,
+                },
+            );
+            return true;
+        }
+        let Some(call) = self.calls.get_mut(&event.call_id) else {
+            return false;
+        };
+        if call.state == CallState::Ended {
+            return false;
+        }
+        match &event.kind {
+            CallEventKind::CallStarted { .. } => return false,
+            CallEventKind::Ringing { extension } => {
+                if call.ringing_extensions.contains(extension) {
+                    return false;
+                }
+                call.ringing_extensions.push(extension.clone());
+                if !call.rang_extensions.contains(extension) {
+                    call.rang_extensions.push(extension.clone());
+                }
+                if call.state == CallState::Setup {
+                    call.state = CallState::Ringing;
+                }
+            }
+            CallEventKind::RingingStopped { extension, .. } => {
+                let before = call.ringing_extensions.len();
+                call.ringing_extensions.retain(|e| e != extension);
+                if before == call.ringing_extensions.len() {
+                    return false;
+                }
+            }
+            CallEventKind::Answered { extension } => {
+                if matches!(call.state, CallState::Answered | CallState::Held) {
+                    return false;
+                }
+                call.state = CallState::Answered;
+                call.answered_at = Some(event.at);
+                call.ringing_extensions.clear();
+                if extension.is_some() && call.direction == Direction::Inbound {
+                    call.agent_extension = extension.clone();
+                }
+            }
+            CallEventKind::PartiesUpdated { caller, callee } => {
+                call.caller = caller.clone();
+                call.callee = callee.clone();
+            }
+            CallEventKind::Held => {
+                if call.state != CallState::Answered {
+                    return false;
+                }
+                call.state = CallState::Held;
+            }
+            CallEventKind::Resumed => {
+                if call.state != CallState::Held {
+                    return false;
+                }
+                call.state = CallState::Answered;
+            }
+            CallEventKind::Transferred { to, .. } => {
+                call.transferred_to.push(to.clone());
+                if call.direction == Direction::Inbound || call.agent_extension.is_some() {
+                    call.agent_extension = Some(to.clone());
+                }
+            }
+            CallEventKind::Ended { outcome, cause } => {
+                call.state = CallState::Ended;
+                call.ringing_extensions.clear();
+                call.ended_at = Some(event.at);
+                call.outcome = Some(*outcome);
+                call.cause = Some(cause.clone());
+            }
+        }
+        true
+    }
+
+    /// The call with this id, if known.
+    pub fn get(&self, id: &CallId) -> Option<&LiveCall> {
+        self.calls.get(id)
+    }
+
+    /// Every call in the table, oldest first.
+    pub fn snapshot(&self) -> Vec<LiveCall> {
+        let mut calls: Vec<LiveCall> = self.calls.values().cloned().collect();
+        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        calls
+    }
+
+    /// Calls not yet ended.
+    pub fn active(&self) -> impl Iterator<Item = &LiveCall> {
+        self.calls.values().filter(|c| c.state != CallState::Ended)
+    }
+
+    /// Forgets calls that ended before `ended_before`; returns how many.
+    pub fn prune(&mut self, ended_before: Timestamp) -> usize {
+        let before = self.calls.len();
+        self.calls
+            .retain(|_, c| c.ended_at.is_none_or(|ended| ended >= ended_before));
+        before - self.calls.len()
+    }
+
+    /// Number of calls in the table (ended ones included until pruned).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// True when the table holds no call.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    fn at(s: i64) -> Timestamp {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default()
+    }
+
+    fn ev(s: i64, kind: CallEventKind) -> CallEvent {
+        CallEvent {
+            call_id: CallId::from_source_key(Source::Hep, "c1"),
+            source: Source::Hep,
+            at: at(s),
+            kind,
+        }
+    }
+
+    fn started() -> CallEvent {
+        ev(
+            0,
+            CallEventKind::CallStarted {
+                source_key: "c1".into(),
+                direction: Direction::Inbound,
+                caller: Party {
+                    number: Some("0612345678".into()),
+                    name: Some("<b>x</b>".into()),
+                    withheld: false,
+                },
+                callee: Party {
+                    number: Some("600".into()),
+                    ..Party::default()
+                },
+                diverted_from: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn ring_group_answered_by_one() {
+        let mut t = LiveCalls::new();
+        assert!(t.apply(&started()));
+        for ext in ["201", "202", "203"] {
+            assert!(t.apply(&ev(1, CallEventKind::Ringing { extension: ext.into() })));
+        }
+        assert!(!t.apply(&ev(1, CallEventKind::Ringing { extension: "202".into() })));
+        let id = CallId::from_source_key(Source::Hep, "c1");
+        assert_eq!(t.get(&id).map(|c| c.state), Some(CallState::Ringing));
+        assert!(t.apply(&ev(3, CallEventKind::Answered { extension: Some("202".into()) })));
+        let call = t.get(&id).cloned().unwrap();
+        assert_eq!(call.state, CallState::Answered);
+        assert_eq!(call.agent_extension.as_deref(), Some("202"));
+        assert!(call.ringing_extensions.is_empty());
+        assert_eq!(call.rang_extensions, ["201", "202", "203"]);
+        assert!(t.apply(&ev(4, CallEventKind::Held)));
+        assert!(t.apply(&ev(5, CallEventKind::Resumed)));
+        assert!(t.apply(&ev(9, CallEventKind::Ended { outcome: Outcome::Answered, cause: "BYE".into() })));
+        assert!(!t.apply(&ev(10, CallEventKind::Held)), "nothing changes an ended call");
+        let call = t.get(&id).cloned().unwrap();
+        assert_eq!(call.outcome, Some(Outcome::Answered));
+        assert_eq!(call.ended_at, Some(at(9)));
+        assert_eq!(t.prune(at(9)), 0);
+        assert_eq!(t.prune(at(10)), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn events_before_start_are_ignored() {
+        let mut t = LiveCalls::new();
+        assert!(!t.apply(&ev(1, CallEventKind::Ringing { extension: "201".into() })));
+        assert!(t.is_empty());
+    }
+}
