@@ -8,6 +8,7 @@
 //! `driver` feature.
 
 pub mod direction;
+pub mod hep;
 pub mod live;
 pub mod model;
 
