@@ -7,6 +7,7 @@
 //! fuzzed without sockets. The tokio drivers that own sockets live behind the
 //! `driver` feature.
 
+pub mod ami;
 pub mod direction;
 pub mod hep;
 pub mod live;

@@ -1,0 +1,1187 @@
+//! The AMI call tracker: typed AMI events in, Fiche call events out.
+//!
+//! Sans-IO: `handle(now, &event)`, `poll_event()`, `next_timeout()`,
+//! `handle_timeout(now)`. A call is the set of channels sharing a `Linkedid`;
+//! its [`CallId`] comes from the Linkedid of its first channel and never changes,
+//! even when Asterisk re-stamps channels with another Linkedid (transfers,
+//! pickups: the calls are merged). `Local/` halves carry calls between real
+//! legs but never start a call and are never reported as parties.
+//!
+//! **Invariant:** every call gets `CallStarted` first and `Ended` last, exactly once.
+
+use super::event::{AgentFields, AmiEvent, ChannelSnapshot, HangupCause};
+use crate::direction::ExtensionPatterns;
+use crate::model::{
+    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
+};
+use regex::Regex;
+use std::collections::{HashMap, VecDeque};
+
+/// Cause given to calls found gone after a reconnect.
+pub const ENDED_WHILE_DISCONNECTED: &str = "ended while disconnected";
+
+/// Errors building a tracker configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackerConfigError {
+    /// A channel pattern is not a valid regular expression.
+    #[error("invalid AMI channel pattern {pattern:?}: {source}")]
+    BadPattern {
+        /// The pattern as configured.
+        pattern: String,
+        /// Why it is invalid.
+        source: regex::Error,
+    },
+    /// A channel pattern has no `ext` capture group.
+    #[error("AMI channel pattern {pattern:?} has no (?P<ext>…) group")]
+    NoExtGroup {
+        /// The pattern as configured.
+        pattern: String,
+    },
+}
+
+/// How to read the phone's extension from a channel name (`PJSIP/201-00000012` → `201`).
+///
+/// Each pattern is a regular expression with a named group `ext`, tried in order.
+#[derive(Debug, Clone)]
+pub struct ChannelPatterns {
+    patterns: Vec<Regex>,
+}
+
+/// The default channel patterns: PJSIP, chan_sip and IAX2 device legs (the
+/// trailing `-<hex>` counter is cut, endpoint names may contain `-`), and
+/// FreePBX queue members `Local/201@from-queue-…;1`.
+pub const DEFAULT_CHANNEL_PATTERNS: &[&str] = &[
+    r"^(?:PJSIP|SIP|IAX2)/(?P<ext>.+)-[0-9a-fA-F]+$",
+    r"^Local/(?P<ext>[^@;/]+)@from-queue-[0-9a-fA-F]+;[12]$",
+];
+
+impl ChannelPatterns {
+    /// Compiles `patterns`; each must have an `ext` group.
+    pub fn new<I, S>(patterns: I) -> Result<Self, TrackerConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut compiled = Vec::new();
+        for pattern in patterns {
+            let pattern = pattern.as_ref();
+            let regex = Regex::new(pattern).map_err(|source| TrackerConfigError::BadPattern {
+                pattern: pattern.to_owned(),
+                source,
+            })?;
+            if !regex.capture_names().any(|n| n == Some("ext")) {
+                return Err(TrackerConfigError::NoExtGroup {
+                    pattern: pattern.to_owned(),
+                });
+            }
+            compiled.push(regex);
+        }
+        Ok(Self { patterns: compiled })
+    }
+
+    /// The extension of `channel`, when a pattern matches.
+    pub fn extension<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        self.patterns.iter().find_map(|regex| {
+            regex
+                .captures(channel)
+                .and_then(|c| c.name("ext"))
+                .map(|m| m.as_str())
+        })
+    }
+}
+
+impl Default for ChannelPatterns {
+    fn default() -> Self {
+        Self::new(DEFAULT_CHANNEL_PATTERNS)
+            .unwrap_or_else(|_| unreachable!("the default channel patterns are valid"))
+    }
+}
+
+/// What the tracker needs to know about the site.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// Which numbers are agent extensions (direction, which legs are "ringing at an agent").
+    pub agents: ExtensionPatterns,
+    /// How to read an extension from a channel name.
+    pub channels: ChannelPatterns,
+    /// How long a cancelled ringing leg waits for its call to end before its
+    /// pop is withdrawn: a caller hanging up cancels every leg just before the
+    /// call ends, and that should read as one `Ended`, not a stop per phone.
+    pub cancel_grace: chrono::Duration,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            agents: ExtensionPatterns::default(),
+            channels: ChannelPatterns::default(),
+            cancel_grace: chrono::Duration::seconds(2),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Channel {
+    linked_id: String,
+    local: bool,
+    extension: Option<String>,
+    state: u8,
+    held: bool,
+    /// Resync generation in which the channel was last seen.
+    seen: u64,
+    /// Created by the running resync: its call may need rebuilding.
+    from_resync: bool,
+    duration_secs: i64,
+    caller_id_num: String,
+    caller_id_name: String,
+    connected_line_num: String,
+    connected_line_name: String,
+    exten: String,
+}
+
+#[derive(Debug)]
+struct Call {
+    call_id: CallId,
+    source_key: String,
+    started: bool,
+    origin: Option<String>,
+    direction: Direction,
+    caller: Party,
+    callee: Party,
+    channels: Vec<String>,
+    ringing: Vec<String>,
+    /// Ringing legs cancelled, withdrawn unless the call ends by the deadline.
+    cancelled: Vec<(String, Timestamp)>,
+    answered: bool,
+    held: bool,
+    abandoned: Option<(String, Option<u32>)>,
+    dial_failure: Option<Outcome>,
+    last_cause: Option<(u16, String)>,
+    end_note: Option<String>,
+}
+
+impl Call {
+    fn new(linked_id: &str) -> Self {
+        Call {
+            call_id: CallId::from_source_key(Source::Ami, linked_id),
+            source_key: linked_id.to_owned(),
+            started: false,
+            origin: None,
+            direction: Direction::Inbound,
+            caller: Party::default(),
+            callee: Party::default(),
+            channels: Vec::new(),
+            ringing: Vec::new(),
+            cancelled: Vec::new(),
+            answered: false,
+            held: false,
+            abandoned: None,
+            dial_failure: None,
+            last_cause: None,
+            end_note: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ExpectedOriginate {
+    channel_id: String,
+    agent_extension: String,
+    number: String,
+    at: Timestamp,
+}
+
+/// The sans-IO AMI call tracker.
+#[derive(Debug)]
+pub struct AmiTracker {
+    config: TrackerConfig,
+    channels: HashMap<String, Channel>,
+    calls: HashMap<String, Call>,
+    out: VecDeque<CallEvent>,
+    originates: Vec<ExpectedOriginate>,
+    generation: u64,
+    resyncing: bool,
+}
+
+/// How long an announced originate waits for its first channel.
+const ORIGINATE_EXPECTATION_SECS: i64 = 300;
+/// At most this many announced originates are remembered.
+const MAX_EXPECTED_ORIGINATES: usize = 256;
+
+/// Channel name without the `;1`/`;2` suffix tells a Local half.
+fn is_local(channel: &str) -> bool {
+    channel.starts_with("Local/")
+}
+
+fn is_unknown(value: &str) -> bool {
+    let value = value.trim();
+    value.is_empty() || value == "<unknown>" || value.eq_ignore_ascii_case("unknown")
+}
+
+fn is_withheld(value: &str) -> bool {
+    let value = value.trim();
+    ["anonymous", "restricted", "private", "withheld", "unavailable"]
+        .iter()
+        .any(|w| value.eq_ignore_ascii_case(w))
+}
+
+/// A party from AMI caller-id values: `<unknown>`, empty and anonymous mean no number.
+fn party(number: &str, name: &str, presentation: Option<u8>) -> Party {
+    let restricted = presentation.is_some_and(|p| p >= 32);
+    let withheld = restricted || is_withheld(number);
+    let number = (!withheld && !is_unknown(number)).then(|| number.trim().to_owned());
+    let name = (!is_unknown(name) && !(withheld && is_withheld(name))).then(|| name.to_owned());
+    Party {
+        number,
+        name,
+        withheld,
+    }
+}
+
+fn dialled_number(exten: &str) -> Option<String> {
+    let exten = exten.trim();
+    (!exten.is_empty() && exten != "s" && !is_unknown(exten)).then(|| exten.to_owned())
+}
+
+/// `HH:MM:SS` (or plain seconds) → seconds.
+fn duration_secs(duration: &str) -> i64 {
+    duration
+        .split(':')
+        .try_fold(0i64, |acc, part| part.trim().parse::<i64>().ok().map(|n| acc * 60 + n))
+        .unwrap_or(0)
+}
+
+fn cause_text(cause: Option<&(u16, String)>) -> String {
+    match cause {
+        Some((code, text)) if !text.is_empty() => format!("{text} (Q.850 cause {code})"),
+        Some((code, _)) => format!("Q.850 cause {code}"),
+        None => "hung up".to_owned(),
+    }
+}
+
+/// Outcome of an unanswered call from a Q.850 cause, when the cause says more than "normal".
+fn outcome_from_cause(code: u16) -> Option<Outcome> {
+    match code {
+        17 => Some(Outcome::Busy),
+        21 => Some(Outcome::Rejected),
+        18..=20 => Some(Outcome::Missed),
+        1..=3 | 22 | 27 | 28 | 34 | 38 | 41 | 42 | 47 | 58 | 127 => Some(Outcome::Failed),
+        _ => None,
+    }
+}
+
+impl AmiTracker {
+    /// A tracker with no call.
+    pub fn new(config: TrackerConfig) -> Self {
+        Self {
+            config,
+            channels: HashMap::new(),
+            calls: HashMap::new(),
+            out: VecDeque::new(),
+            originates: Vec::new(),
+            generation: 0,
+            resyncing: false,
+        }
+    }
+
+    /// The next call event, oldest first.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.out.pop_front()
+    }
+
+    /// Number of calls not yet ended.
+    pub fn live_calls(&self) -> usize {
+        self.calls.values().filter(|c| c.started).count()
+    }
+
+    /// Announces a click-to-call: the channel created with Uniqueid `channel_id`
+    /// is the agent's phone calling `number`. Returns the id the call will have.
+    pub fn expect_originate(
+        &mut self,
+        now: Timestamp,
+        channel_id: &str,
+        agent_extension: &str,
+        number: &str,
+    ) -> CallId {
+        let horizon = now - chrono::Duration::seconds(ORIGINATE_EXPECTATION_SECS);
+        self.originates.retain(|o| o.at >= horizon);
+        if self.originates.len() >= MAX_EXPECTED_ORIGINATES {
+            self.originates.remove(0);
+        }
+        self.originates.push(ExpectedOriginate {
+            channel_id: channel_id.to_owned(),
+            agent_extension: agent_extension.to_owned(),
+            number: number.to_owned(),
+            at: now,
+        });
+        CallId::from_source_key(Source::Ami, channel_id)
+    }
+
+    /// The earliest instant at which [`AmiTracker::handle_timeout`] has work.
+    pub fn next_timeout(&self) -> Option<Timestamp> {
+        self.calls
+            .values()
+            .flat_map(|c| c.cancelled.iter().map(|(_, deadline)| *deadline))
+            .min()
+    }
+
+    /// Withdraws the pops of cancelled legs whose call went on ringing elsewhere.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let keys: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.cancelled.iter().any(|(_, d)| *d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let due: Vec<String> = match self.calls.get_mut(&key) {
+                Some(call) => {
+                    let due = call
+                        .cancelled
+                        .iter()
+                        .filter(|(_, d)| *d <= now)
+                        .map(|(e, _)| e.clone())
+                        .collect();
+                    call.cancelled.retain(|(_, d)| *d > now);
+                    due
+                }
+                None => continue,
+            };
+            for extension in due {
+                self.stop_ringing(now, &key, &extension, "cancelled");
+            }
+        }
+    }
+
+    /// Feeds one AMI event.
+    pub fn handle(&mut self, now: Timestamp, event: &AmiEvent<'_>) {
+        match event {
+            AmiEvent::Other(_) => {}
+            AmiEvent::Newchannel(s) => self.on_new_channel(now, s),
+            AmiEvent::Newstate(s) => {
+                if let Some(key) = self.touch(now, s) {
+                    self.on_state(now, &key, s.unique_id);
+                }
+            }
+            AmiEvent::NewCallerid {
+                channel,
+                presentation,
+            } => self.on_caller_id(now, channel, *presentation),
+            AmiEvent::NewConnectedLine(s)
+            | AmiEvent::BridgeEnter { channel: s, .. }
+            | AmiEvent::BridgeLeave { channel: s, .. } => {
+                self.touch(now, s);
+            }
+            AmiEvent::DialBegin { caller, dest, .. } => {
+                if let Some(caller) = caller {
+                    self.touch(now, caller);
+                }
+                self.touch(now, dest);
+            }
+            AmiEvent::DialState { dest, status } => {
+                if let Some(key) = self.touch(now, dest) {
+                    if status.eq_ignore_ascii_case("RINGING") {
+                        self.ring_leg(now, &key, dest.unique_id);
+                    }
+                }
+            }
+            AmiEvent::DialEnd { caller, dest, status } => {
+                if let Some(caller) = caller {
+                    self.touch(now, caller);
+                }
+                if let Some(key) = self.touch(now, dest) {
+                    self.on_dial_end(now, &key, dest.unique_id, status);
+                }
+            }
+            AmiEvent::Hold(s) => self.on_hold(now, s, true),
+            AmiEvent::Unhold(s) => self.on_hold(now, s, false),
+            AmiEvent::Hangup { channel, cause } => self.on_hangup(now, channel, cause),
+            AmiEvent::BlindTransfer {
+                result,
+                transferer,
+                transferee,
+                extension,
+            } => {
+                if !result.eq_ignore_ascii_case("Success") {
+                    return;
+                }
+                let key = transferee
+                    .as_ref()
+                    .and_then(|s| self.touch(now, s))
+                    .or_else(|| transferer.as_ref().and_then(|s| self.touch(now, s)));
+                if let Some(key) = key {
+                    self.emit_for(
+                        now,
+                        &key,
+                        CallEventKind::Transferred {
+                            to: extension.to_string(),
+                            kind: TransferKind::Blind,
+                        },
+                    );
+                }
+            }
+            AmiEvent::AttendedTransfer {
+                result,
+                orig_transferer,
+                second_transferer,
+                transferee,
+                transfer_target,
+            } => {
+                if result.eq_ignore_ascii_case("Success") {
+                    self.on_attended_transfer(
+                        now,
+                        orig_transferer.as_ref(),
+                        second_transferer.as_ref(),
+                        transferee.as_ref(),
+                        transfer_target.as_ref(),
+                    );
+                }
+            }
+            AmiEvent::LocalBridge {
+                local_one,
+                local_two,
+            } => {
+                for s in [local_one, local_two].into_iter().flatten() {
+                    self.touch(now, s);
+                }
+            }
+            AmiEvent::QueueCallerJoin { channel, .. } | AmiEvent::QueueCallerLeave { channel, .. } => {
+                self.touch(now, channel);
+            }
+            AmiEvent::QueueCallerAbandon {
+                channel,
+                queue,
+                hold_time,
+            } => {
+                if let Some(key) = self.touch(now, channel) {
+                    if let Some(call) = self.calls.get_mut(&key) {
+                        call.abandoned = Some((queue.to_string(), *hold_time));
+                    }
+                }
+            }
+            AmiEvent::AgentCalled(f) => {
+                if let Some((key, extension)) = self.agent(now, f) {
+                    self.ring(now, &key, &extension);
+                }
+            }
+            AmiEvent::AgentRingNoAnswer(f) => {
+                if let Some((key, extension)) = self.agent(now, f) {
+                    self.stop_ringing(now, &key, &extension, "no answer");
+                }
+            }
+            AmiEvent::AgentConnect(f) => {
+                if let Some((key, extension)) = self.agent(now, f) {
+                    self.answer(now, &key, Some(extension));
+                }
+            }
+            AmiEvent::AgentComplete(f) => {
+                self.agent(now, f);
+            }
+            AmiEvent::CoreShowChannel {
+                channel, duration, ..
+            } => {
+                if self.resyncing {
+                    self.resync_channel(now, channel, duration);
+                }
+            }
+            AmiEvent::CoreShowChannelsComplete { .. } => {
+                if self.resyncing {
+                    self.resync_end(now);
+                }
+            }
+        }
+    }
+
+    /// Starts a resync: channels not reported (nor seen in live events) before
+    /// [`AmiTracker::resync_end`] are taken as gone.
+    pub fn resync_begin(&mut self) {
+        self.generation += 1;
+        self.resyncing = true;
+    }
+
+    /// True between `resync_begin` and `resync_end`.
+    pub fn is_resyncing(&self) -> bool {
+        self.resyncing
+    }
+
+    /// One live channel from `CoreShowChannels`; `duration` is its `HH:MM:SS` age.
+    pub fn resync_channel(&mut self, now: Timestamp, channel: &ChannelSnapshot<'_>, duration: &str) {
+        if self.channels.contains_key(channel.unique_id) {
+            self.touch(now, channel);
+            if let Some(c) = self.channels.get_mut(channel.unique_id) {
+                c.from_resync = true;
+                if let Some(state) = channel.state {
+                    c.state = state;
+                }
+            }
+            return;
+        }
+        self.insert_channel(channel);
+        if let Some(c) = self.channels.get_mut(channel.unique_id) {
+            c.from_resync = true;
+            c.duration_secs = duration_secs(duration);
+        }
+    }
+
+    /// Ends the resync: drops channels gone while disconnected, ends calls left
+    /// without a real leg ("ended while disconnected"), starts the calls found
+    /// live that were unknown (a restart of Fiche), without duplicates.
+    pub fn resync_end(&mut self, now: Timestamp) {
+        self.resyncing = false;
+        let generation = self.generation;
+        let mut gone: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.seen < generation)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        gone.sort_by_key(|uid| uid_order(uid));
+        let mut stopped: Vec<(String, String)> = Vec::new();
+        let mut touched_calls: Vec<String> = Vec::new();
+        for uid in gone {
+            let Some(channel) = self.channels.remove(&uid) else {
+                continue;
+            };
+            let key = channel.linked_id;
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.channels.retain(|u| u != &uid);
+                call.end_note = Some(ENDED_WHILE_DISCONNECTED.to_owned());
+            }
+            if let Some(extension) = channel.extension.filter(|_| !channel.local) {
+                stopped.push((key.clone(), extension));
+            }
+            if !touched_calls.contains(&key) {
+                touched_calls.push(key);
+            }
+        }
+        // Calls left without a real leg end (their ringing goes with them);
+        // calls that go on withdraw the pops of the legs that vanished.
+        for key in &touched_calls {
+            self.end_if_empty(now, key);
+        }
+        for (key, extension) in stopped {
+            self.stop_ringing(now, &key, &extension, "stopped ringing while disconnected");
+        }
+        // Rebuild what the list shows: unknown calls start, legs ring or answer.
+        let mut keys: Vec<String> = self
+            .channels
+            .values()
+            .filter(|c| c.from_resync)
+            .map(|c| c.linked_id.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            if let Some(call) = self.calls.get_mut(&key) {
+                // Known calls survive a reconnect; the note only explains an end.
+                call.end_note = None;
+            }
+            self.rebuild(now, &key);
+        }
+        for channel in self.channels.values_mut() {
+            channel.from_resync = false;
+        }
+    }
+
+    fn rebuild(&mut self, now: Timestamp, key: &str) {
+        let started = self.calls.get(key).is_some_and(|c| c.started);
+        if !started {
+            let Some(call) = self.calls.get(key) else {
+                return;
+            };
+            // The caller leg: the channel whose Uniqueid is the Linkedid, else the oldest real one.
+            let mut candidates: Vec<(&String, &Channel)> = call
+                .channels
+                .iter()
+                .filter_map(|u| self.channels.get_key_value(u))
+                .filter(|(_, c)| !c.local)
+                .collect();
+            candidates.sort_by_key(|(u, c)| (u.as_str() != key, -c.duration_secs, uid_order(u)));
+            let Some((origin, channel)) = candidates.first() else {
+                return;
+            };
+            let origin = (*origin).clone();
+            let started_at = now - chrono::Duration::seconds(channel.duration_secs);
+            self.start_call(started_at, key, &origin);
+        }
+        let legs: Vec<String> = self
+            .calls
+            .get(key)
+            .map(|c| c.channels.clone())
+            .unwrap_or_default();
+        for uid in legs {
+            let from_resync = self.channels.get(&uid).is_some_and(|c| c.from_resync);
+            if from_resync {
+                self.on_state(now, key, &uid);
+            }
+        }
+    }
+
+    /// Records a channel we have not seen yet, creating its call record.
+    fn insert_channel(&mut self, s: &ChannelSnapshot<'_>) {
+        let local = is_local(s.channel);
+        let extension = self
+            .config
+            .channels
+            .extension(s.channel)
+            .map(str::to_owned);
+        self.channels.insert(
+            s.unique_id.to_owned(),
+            Channel {
+                linked_id: s.linked_id.to_owned(),
+                local,
+                extension,
+                state: s.state.unwrap_or(0),
+                held: false,
+                seen: self.generation,
+                from_resync: false,
+                duration_secs: 0,
+                caller_id_num: s.caller_id_num.to_owned(),
+                caller_id_name: s.caller_id_name.to_owned(),
+                connected_line_num: s.connected_line_num.to_owned(),
+                connected_line_name: s.connected_line_name.to_owned(),
+                exten: s.exten.to_owned(),
+            },
+        );
+        self.calls
+            .entry(s.linked_id.to_owned())
+            .or_insert_with(|| Call::new(s.linked_id))
+            .channels
+            .push(s.unique_id.to_owned());
+    }
+
+    fn on_new_channel(&mut self, now: Timestamp, s: &ChannelSnapshot<'_>) {
+        if self.channels.contains_key(s.unique_id) {
+            self.touch(now, s);
+            return;
+        }
+        self.insert_channel(s);
+        let started = self.calls.get(s.linked_id).is_some_and(|c| c.started);
+        if !started && !is_local(s.channel) {
+            self.start_call(now, s.linked_id, s.unique_id);
+        }
+    }
+
+    fn start_call(&mut self, now: Timestamp, key: &str, origin_uid: &str) {
+        let Some(channel) = self.channels.get(origin_uid) else {
+            return;
+        };
+        let expected = self
+            .originates
+            .iter()
+            .position(|o| o.channel_id == origin_uid)
+            .map(|i| self.originates.remove(i));
+        let (caller, callee) = if let Some(o) = expected {
+            (
+                party(&o.agent_extension, "", None),
+                party(&o.number, "", None),
+            )
+        } else if origin_uid == key {
+            (
+                party(&channel.caller_id_num, &channel.caller_id_name, None),
+                Party {
+                    number: dialled_number(&channel.exten),
+                    ..Party::default()
+                },
+            )
+        } else {
+            // A leg dialled through Local halves: its caller id is the callee's
+            // number and its connected line is the caller.
+            let callee_number = channel
+                .extension
+                .clone()
+                .or_else(|| dialled_number(&channel.caller_id_num));
+            (
+                party(&channel.connected_line_num, &channel.connected_line_name, None),
+                Party {
+                    number: callee_number,
+                    ..Party::default()
+                },
+            )
+        };
+        let direction = self
+            .config
+            .agents
+            .direction(caller.number.as_deref(), callee.number.as_deref());
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        call.started = true;
+        call.origin = Some(origin_uid.to_owned());
+        call.direction = direction;
+        call.caller = caller.clone();
+        call.callee = callee.clone();
+        let kind = CallEventKind::CallStarted {
+            source_key: call.source_key.clone(),
+            direction,
+            caller,
+            callee,
+            diverted_from: Vec::new(),
+        };
+        self.out.push_back(CallEvent {
+            call_id: call.call_id,
+            source: Source::Ami,
+            at: now,
+            kind,
+        });
+    }
+
+    /// Updates a known channel from a snapshot; follows Linkedid changes (merging
+    /// calls). Returns the key of the channel's call. Unknown channels are
+    /// ignored: only `Newchannel` and resync create channels.
+    fn touch(&mut self, now: Timestamp, s: &ChannelSnapshot<'_>) -> Option<String> {
+        let generation = self.generation;
+        let channel = self.channels.get_mut(s.unique_id)?;
+        channel.seen = generation;
+        if let Some(state) = s.state {
+            channel.state = state;
+        }
+        if channel.linked_id != s.linked_id && !s.linked_id.is_empty() {
+            let old = channel.linked_id.clone();
+            if self.calls.contains_key(s.linked_id) {
+                self.move_channel(now, s.unique_id, &old, s.linked_id);
+            }
+        }
+        self.channels.get(s.unique_id).map(|c| c.linked_id.clone())
+    }
+
+    fn move_channel(&mut self, now: Timestamp, uid: &str, from: &str, to: &str) {
+        if let Some(channel) = self.channels.get_mut(uid) {
+            channel.linked_id = to.to_owned();
+        }
+        if let Some(call) = self.calls.get_mut(from) {
+            call.channels.retain(|u| u != uid);
+            if call.end_note.is_none() {
+                call.end_note = Some("merged into another call".to_owned());
+            }
+        }
+        if let Some(call) = self.calls.get_mut(to) {
+            if !call.channels.iter().any(|u| u == uid) {
+                call.channels.push(uid.to_owned());
+            }
+        }
+        self.end_if_empty(now, from);
+    }
+
+    fn on_caller_id(&mut self, now: Timestamp, s: &ChannelSnapshot<'_>, presentation: Option<u8>) {
+        let Some(key) = self.touch(now, s) else {
+            return;
+        };
+        if let Some(channel) = self.channels.get_mut(s.unique_id) {
+            channel.caller_id_num = s.caller_id_num.to_owned();
+            channel.caller_id_name = s.caller_id_name.to_owned();
+        }
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if !call.started || call.origin.as_deref() != Some(s.unique_id) {
+            return;
+        }
+        if call.direction != Direction::Inbound {
+            // An agent's own caller id is the extension; outbound presentation is not news.
+            return;
+        }
+        let caller = party(s.caller_id_num, s.caller_id_name, presentation);
+        if caller != call.caller {
+            call.caller = caller.clone();
+            let callee = call.callee.clone();
+            self.emit_for(now, &key, CallEventKind::PartiesUpdated { caller, callee });
+        }
+    }
+
+    /// A leg's state is known: ringing legs ring, answered legs answer.
+    fn on_state(&mut self, now: Timestamp, key: &str, uid: &str) {
+        let Some(channel) = self.channels.get(uid) else {
+            return;
+        };
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        if channel.local || call.origin.as_deref() == Some(uid) {
+            return;
+        }
+        match channel.state {
+            5 => self.ring_leg(now, key, uid),
+            6 => {
+                let extension = self.agent_extension_of(uid);
+                self.answer(now, key, extension);
+            }
+            _ => {}
+        }
+    }
+
+    fn agent_extension_of(&self, uid: &str) -> Option<String> {
+        let channel = self.channels.get(uid)?;
+        let extension = channel.extension.as_deref()?;
+        self.config
+            .agents
+            .is_agent(extension)
+            .then(|| extension.to_owned())
+    }
+
+    fn ring_leg(&mut self, now: Timestamp, key: &str, uid: &str) {
+        let is_origin = self
+            .calls
+            .get(key)
+            .is_some_and(|c| c.origin.as_deref() == Some(uid));
+        if is_origin || self.channels.get(uid).is_none_or(|c| c.local) {
+            return;
+        }
+        if let Some(extension) = self.agent_extension_of(uid) {
+            self.ring(now, key, &extension);
+        }
+    }
+
+    fn ring(&mut self, now: Timestamp, key: &str, extension: &str) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if !call.started {
+            return;
+        }
+        if let Some(i) = call.cancelled.iter().position(|(e, _)| e == extension) {
+            // Rung again before its pop was withdrawn: it never stopped for the user.
+            call.cancelled.remove(i);
+            return;
+        }
+        if call.ringing.iter().any(|e| e == extension) {
+            return;
+        }
+        call.ringing.push(extension.to_owned());
+        self.emit_for(
+            now,
+            key,
+            CallEventKind::Ringing {
+                extension: extension.to_owned(),
+            },
+        );
+    }
+
+    fn stop_ringing(&mut self, now: Timestamp, key: &str, extension: &str, cause: &str) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        call.cancelled.retain(|(e, _)| e != extension);
+        let before = call.ringing.len();
+        call.ringing.retain(|e| e != extension);
+        if before != call.ringing.len() {
+            self.emit_for(
+                now,
+                key,
+                CallEventKind::RingingStopped {
+                    extension: extension.to_owned(),
+                    cause: cause.to_owned(),
+                },
+            );
+        }
+    }
+
+    fn answer(&mut self, now: Timestamp, key: &str, extension: Option<String>) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if !call.started {
+            return;
+        }
+        if call.answered {
+            // A second answer: a transfer target picking up. Its pop is done.
+            if let Some(extension) = extension {
+                self.stop_ringing(now, key, &extension, "answered");
+            }
+            return;
+        }
+        call.answered = true;
+        call.cancelled.clear();
+        let others: Vec<String> = call
+            .ringing
+            .drain(..)
+            .filter(|e| Some(e) != extension.as_ref())
+            .collect();
+        self.emit_for(now, key, CallEventKind::Answered { extension });
+        for other in others {
+            self.emit_for(
+                now,
+                key,
+                CallEventKind::RingingStopped {
+                    extension: other,
+                    cause: "answered elsewhere".to_owned(),
+                },
+            );
+        }
+    }
+
+    fn on_dial_end(&mut self, now: Timestamp, key: &str, uid: &str, status: &str) {
+        let Some(channel) = self.channels.get(uid) else {
+            return;
+        };
+        if channel.local {
+            return;
+        }
+        let extension = self.agent_extension_of(uid);
+        let status = status.split(':').next().unwrap_or_default().trim();
+        let failure = match status {
+            "ANSWER" => {
+                let is_origin = self
+                    .calls
+                    .get(key)
+                    .is_some_and(|c| c.origin.as_deref() == Some(uid));
+                if !is_origin {
+                    self.answer(now, key, extension);
+                }
+                return;
+            }
+            "BUSY" => Some((Outcome::Busy, "busy")),
+            "NOANSWER" => Some((Outcome::Missed, "no answer")),
+            "CHANUNAVAIL" => Some((Outcome::Failed, "unavailable")),
+            "CONGESTION" => Some((Outcome::Failed, "congestion")),
+            "CANCEL" => None,
+            _ => Some((Outcome::Missed, "dial ended")),
+        };
+        let grace = self.config.cancel_grace;
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        match (failure, extension) {
+            (Some((outcome, cause)), Some(extension)) => {
+                if outcome != Outcome::Missed || call.dial_failure.is_none() {
+                    call.dial_failure = Some(outcome);
+                }
+                self.stop_ringing(now, key, &extension, cause);
+            }
+            (Some((outcome, _)), None) => {
+                call.dial_failure = Some(outcome);
+            }
+            (None, Some(extension)) => {
+                if call.ringing.contains(&extension)
+                    && !call.cancelled.iter().any(|(e, _)| e == &extension)
+                {
+                    call.cancelled.push((extension, now + grace));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn on_hold(&mut self, now: Timestamp, s: &ChannelSnapshot<'_>, held: bool) {
+        let Some(key) = self.touch(now, s) else {
+            return;
+        };
+        if let Some(channel) = self.channels.get_mut(s.unique_id) {
+            channel.held = held;
+        }
+        let any_held = self.calls.get(&key).is_some_and(|call| {
+            call.channels
+                .iter()
+                .any(|u| self.channels.get(u).is_some_and(|c| c.held))
+        });
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if !call.answered {
+            return;
+        }
+        if any_held && !call.held {
+            call.held = true;
+            self.emit_for(now, &key, CallEventKind::Held);
+        } else if !any_held && call.held {
+            call.held = false;
+            self.emit_for(now, &key, CallEventKind::Resumed);
+        }
+    }
+
+    fn on_hangup(&mut self, now: Timestamp, s: &ChannelSnapshot<'_>, cause: &HangupCause<'_>) {
+        let Some(key) = self.touch(now, s) else {
+            return;
+        };
+        let Some(channel) = self.channels.remove(s.unique_id) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.channels.retain(|u| u != s.unique_id);
+        let is_origin = call.origin.as_deref() == Some(s.unique_id);
+        if !channel.local {
+            if is_origin {
+                call.last_cause = Some((cause.code, cause.text.to_owned()));
+            } else if let Some(outcome) = outcome_from_cause(cause.code) {
+                call.dial_failure = Some(outcome);
+            }
+            if call.last_cause.is_none() && cause.code != 26 {
+                call.last_cause = Some((cause.code, cause.text.to_owned()));
+            }
+        }
+        let was_held = channel.held;
+        if let Some(extension) = channel.extension.filter(|_| !channel.local) {
+            let still_ringing = call.ringing.contains(&extension);
+            let has_real_legs = call
+                .channels
+                .iter()
+                .any(|u| self.channels.get(u).is_some_and(|c| !c.local));
+            if still_ringing && has_real_legs {
+                match cause.code {
+                    17 => self.stop_ringing(now, &key, &extension, "busy"),
+                    21 => self.stop_ringing(now, &key, &extension, "rejected"),
+                    18 | 19 => self.stop_ringing(now, &key, &extension, "no answer"),
+                    26 => self.stop_ringing(now, &key, &extension, "answered elsewhere"),
+                    _ => {
+                        let grace = self.config.cancel_grace;
+                        if let Some(call) = self.calls.get_mut(&key) {
+                            if !call.cancelled.iter().any(|(e, _)| e == &extension) {
+                                call.cancelled.push((extension, now + grace));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if was_held {
+            let any_held = self.calls.get(&key).is_some_and(|call| {
+                call.channels
+                    .iter()
+                    .any(|u| self.channels.get(u).is_some_and(|c| c.held))
+            });
+            if let Some(call) = self.calls.get_mut(&key) {
+                if call.held && !any_held && !call.channels.is_empty() {
+                    call.held = false;
+                    self.emit_for(now, &key, CallEventKind::Resumed);
+                }
+            }
+        }
+        self.end_if_empty(now, &key);
+    }
+
+    fn on_attended_transfer(
+        &mut self,
+        now: Timestamp,
+        orig_transferer: Option<&ChannelSnapshot<'_>>,
+        second_transferer: Option<&ChannelSnapshot<'_>>,
+        transferee: Option<&ChannelSnapshot<'_>>,
+        transfer_target: Option<&ChannelSnapshot<'_>>,
+    ) {
+        let key = orig_transferer
+            .and_then(|s| self.touch(now, s))
+            .or_else(|| transferee.and_then(|s| self.touch(now, s)));
+        let Some(key) = key else {
+            return;
+        };
+        let target_uid = transfer_target.map(|s| s.unique_id.to_owned());
+        let to = transfer_target
+            .and_then(|s| {
+                self.channels
+                    .get(s.unique_id)
+                    .and_then(|c| c.extension.clone())
+                    .or_else(|| dialled_number(s.caller_id_num))
+            })
+            .or_else(|| second_transferer.and_then(|s| dialled_number(s.connected_line_num)))
+            .unwrap_or_default();
+        self.emit_for(
+            now,
+            &key,
+            CallEventKind::Transferred {
+                to,
+                kind: TransferKind::Attended,
+            },
+        );
+        // Asterisk will re-stamp the target with our Linkedid; move it now so the
+        // consultation call ends as soon as the transferer's leg hangs up.
+        if let Some(uid) = target_uid {
+            let from = self.channels.get(&uid).map(|c| c.linked_id.clone());
+            if let Some(from) = from.filter(|f| f != &key) {
+                if let Some(call) = self.calls.get_mut(&from) {
+                    call.end_note = Some("attended transfer completed".to_owned());
+                }
+                self.move_channel(now, &uid, &from, &key);
+            }
+        }
+    }
+
+    /// Call key and agent extension of an `Agent*` queue event.
+    fn agent(&mut self, now: Timestamp, f: &AgentFields<'_>) -> Option<(String, String)> {
+        let key = f
+            .caller
+            .as_ref()
+            .and_then(|s| self.touch(now, s))
+            .or_else(|| f.dest.as_ref().and_then(|s| self.touch(now, s)))?;
+        let extension = f
+            .dest
+            .as_ref()
+            .and_then(|d| self.config.channels.extension(d.channel))
+            .or_else(|| f.interface.split_once('/').map(|(_, rest)| {
+                rest.split(['@', '/']).next().unwrap_or(rest)
+            }))
+            .filter(|e| self.config.agents.is_agent(e))
+            .or_else(|| Some(f.member_name).filter(|m| self.config.agents.is_agent(m)))?;
+        Some((key, extension.to_owned()))
+    }
+
+    fn end_if_empty(&mut self, now: Timestamp, key: &str) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let has_real_legs = call
+            .channels
+            .iter()
+            .any(|u| self.channels.get(u).is_some_and(|c| !c.local));
+        if has_real_legs {
+            return;
+        }
+        if !call.started {
+            // Only Local halves so far (an originate through Local): wait for a
+            // real leg, or forget the record once nothing is left.
+            if call.channels.is_empty() {
+                self.calls.remove(key);
+            }
+            return;
+        }
+        let Some(call) = self.calls.remove(key) else {
+            return;
+        };
+        for uid in &call.channels {
+            self.channels.remove(uid);
+        }
+        let (outcome, cause) = if call.answered {
+            (Outcome::Answered, call.end_note.clone().unwrap_or_else(|| cause_text(call.last_cause.as_ref())))
+        } else if let Some((queue, hold_time)) = &call.abandoned {
+            let waited = hold_time.map_or_else(String::new, |s| format!(" after waiting {s} s"));
+            (Outcome::Missed, format!("abandoned in queue {queue}{waited}"))
+        } else {
+            let outcome = call
+                .last_cause
+                .as_ref()
+                .and_then(|(code, _)| outcome_from_cause(*code))
+                .or(call.dial_failure)
+                .unwrap_or(Outcome::Missed);
+            (outcome, call.end_note.clone().unwrap_or_else(|| cause_text(call.last_cause.as_ref())))
+        };
+        self.out.push_back(CallEvent {
+            call_id: call.call_id,
+            source: Source::Ami,
+            at: now,
+            kind: CallEventKind::Ended { outcome, cause },
+        });
+    }
+
+    fn emit_for(&mut self, now: Timestamp, key: &str, kind: CallEventKind) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        if !call.started {
+            return;
+        }
+        self.out.push_back(CallEvent {
+            call_id: call.call_id,
+            source: Source::Ami,
+            at: now,
+            kind,
+        });
+    }
+}
+
+/// Sort key of a Uniqueid `[system-]epoch.seq`: older first.
+fn uid_order(uid: &str) -> (u64, u64) {
+    let tail = uid.rsplit('-').next().unwrap_or(uid);
+    let (epoch, seq) = tail.split_once('.').unwrap_or((tail, "0"));
+    (epoch.parse().unwrap_or(u64::MAX), seq.parse().unwrap_or(u64::MAX))
+}
