@@ -1,0 +1,199 @@
+//! Fiche's storage: the customer file, its phone numbers, users and their extensions,
+//! calls and tickets, behind one typed API over SQLite (embedded default, one file) or
+//! PostgreSQL (larger and multi-node installs), chosen by the database URL.
+//!
+//! SQL stays inside this crate: callers see [`Store`] methods and plain structs. Each
+//! query is written once with `?` placeholders and run on whichever backend the store
+//! holds; the schema lives in the top-level `migrations/sqlite` and `migrations/postgres`
+//! folders and is embedded in the binary.
+
+mod calls;
+mod customers;
+mod error;
+mod password;
+mod sql;
+mod tickets;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use calls::{Call, CallUpsert};
+pub use customers::{
+    BatchOutcome, Customer, CustomerId, CustomerPage, CustomerQuery, MatchedBy, MergeKeys,
+    MergeMatches, NewCustomer, NewPhone, Phone, PhoneEntry, PhoneId, UpsertAction, MAX_BATCH_ROWS,
+};
+pub use error::{Result, StoreError};
+pub use password::PasswordHash;
+pub use tickets::{
+    NewTicket, NewTicketEvent, Ticket, TicketEvent, TicketEventId, TicketId, TicketKind,
+    TicketStatus,
+};
+pub use users::{NewUser, Role, User, UserId};
+
+/// How long a SQLite connection waits for another writer before failing with "busy".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// SQLite allows one writer at a time; a few connections let readers run alongside it.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// PostgreSQL connections per Fiche process.
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The database, SQLite or PostgreSQL. Cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool and `$dialect` to its
+/// [`sql::Dialect`]. The body is written once and compiled for each backend, so the
+/// same sqlx calls are type-checked against both.
+macro_rules! dispatch {
+    ($store:expr, |$pool:ident, $dialect:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => {
+                let $dialect = $crate::sql::Dialect::Sqlite;
+                $body
+            }
+            $crate::Backend::Postgres($pool) => {
+                let $dialect = $crate::sql::Dialect::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use dispatch;
+
+impl Store {
+    /// Opens the database at `url`: `sqlite://PATH` (the file is created on first run;
+    /// `sqlite::memory:` for a throw-away database) or `postgres://user@host/db`
+    /// (`postgresql://` too; `?options[search_path]=schema` selects a schema).
+    ///
+    /// SQLite runs in WAL mode with foreign keys enforced and a busy timeout;
+    /// `synchronous=NORMAL`, which in WAL mode cannot corrupt the file but may lose the
+    /// last transactions on a power cut (not on a crash of Fiche).
+    pub async fn connect(url: &str) -> Result<Store> {
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Url(format!("{}: {e}", redacted_url(url))))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let pool = if in_memory {
+                // Every connection to `:memory:` is a separate database: keep exactly one,
+                // forever.
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await?
+            } else {
+                SqlitePoolOptions::new()
+                    .max_connections(SQLITE_MAX_CONNECTIONS)
+                    .connect_with(options)
+                    .await?
+            };
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Url(format!("{}: {e}", redacted_url(url))))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::Url(format!(
+                "{}: expected sqlite://PATH or postgres://…",
+                redacted_url(url)
+            )));
+        };
+        tracing::info!(url = %redacted_url(url), "database connected");
+        Ok(Store { backend })
+    }
+
+    /// Applies the migrations not applied yet; a no-op when the schema is current.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: safe to log or display.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user_info = &authority[..at];
+    let Some(colon) = user_info.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..scheme_end + 3],
+        &user_info[..colon],
+        &rest[at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redacted_url("postgres://fiche:s3cr@t@db.local:5432/fiche?sslmode=require"),
+            "postgres://fiche:***@db.local:5432/fiche?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(redacted_url("sqlite://fiche.db"), "sqlite://fiche.db");
+    }
+}

@@ -1,0 +1,399 @@
+//! Users (agents, supervisors, admins), their password hashes and their extensions.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+
+use crate::error::{conflict, Result, StoreError};
+use crate::password::PasswordHash;
+use crate::sql::{now, placeholders};
+use crate::{dispatch, Store};
+
+/// Longest login, display name or extension, in characters.
+const MAX_SHORT_CHARS: usize = 128;
+/// Most extensions one user owns.
+const MAX_EXTENSIONS: usize = 64;
+
+/// Id of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub i64);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes calls, sees their own pops and tickets.
+    Agent,
+    /// Also sees the live board and everyone's tickets.
+    Supervisor,
+    /// Also manages users and settings.
+    Admin,
+}
+
+impl Role {
+    /// The lowercase name used in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Role> {
+        match s {
+            "agent" => Ok(Role::Agent),
+            "supervisor" => Ok(Role::Supervisor),
+            "admin" => Ok(Role::Admin),
+            other => Err(StoreError::invalid(
+                "role",
+                format!("{other:?} is not agent, supervisor or admin"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// Login name, unique whatever its case.
+    pub login: String,
+    /// Name shown to colleagues.
+    pub display_name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// `None` for a user who cannot log in yet.
+    pub password: Option<PasswordHash>,
+}
+
+/// A stored user. The password hash is not part of it: see [`Store::user_password`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// Login name.
+    pub login: String,
+    /// Name shown to colleagues.
+    pub display_name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// A disabled user cannot log in.
+    pub disabled: bool,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// The extensions the user owns, sorted.
+    pub extensions: Vec<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    login: String,
+    display_name: String,
+    role: String,
+    password_hash: Option<String>,
+    disabled: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str =
+    "id, login, display_name, role, password_hash, disabled, created_at, updated_at";
+
+impl UserRow {
+    fn into_user(self, extensions: Vec<String>) -> Result<User> {
+        let role = Role::from_str(&self.role).map_err(|_| StoreError::Corrupt {
+            entity: "user",
+            field: "role",
+            value: self.role.clone(),
+        })?;
+        Ok(User {
+            id: UserId(self.id),
+            login: self.login,
+            display_name: self.display_name,
+            role,
+            disabled: self.disabled,
+            has_password: self.password_hash.is_some(),
+            extensions,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn clean_short(field: &'static str, value: &str) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > MAX_SHORT_CHARS || value.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            field,
+            format!("at most {MAX_SHORT_CHARS} printable characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn clean_login(login: &str) -> Result<String> {
+    let login = clean_short("login", login)?;
+    if login.chars().any(char::is_whitespace) {
+        return Err(StoreError::invalid("login", "must not contain spaces"));
+    }
+    Ok(login)
+}
+
+impl Store {
+    /// Creates a user. A login already taken (in any case) is a
+    /// [`StoreError::Conflict`] on `login`.
+    pub async fn add_user(&self, user: &NewUser) -> Result<User> {
+        let login = clean_login(&user.login)?;
+        let display_name = clean_short("display_name", &user.display_name)?;
+        let at = now();
+        let id: i64 = dispatch!(self, |pool, dialect| {
+            let (id,): (i64,) = sqlx::query_as(&dialect.sql(
+                "INSERT INTO users (login, display_name, role, password_hash, disabled, \
+                 created_at, updated_at) VALUES (?, ?, ?, ?, FALSE, ?, ?) RETURNING id",
+            ))
+            .bind(&login)
+            .bind(&display_name)
+            .bind(user.role.as_str())
+            .bind(user.password.as_ref().map(PasswordHash::as_str))
+            .bind(at)
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .map_err(conflict)?;
+            id
+        });
+        self.get_user(UserId(id)).await
+    }
+
+    /// The user `id`.
+    pub async fn get_user(&self, id: UserId) -> Result<User> {
+        self.users_where("id = ?", Some(id.0.to_string()), Some(id.0))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::not_found("user", id))
+    }
+
+    /// The user with this login (case-insensitive), if any.
+    pub async fn get_user_by_login(&self, login: &str) -> Result<Option<User>> {
+        Ok(self
+            .users_where(
+                "lower(login) = lower(?)",
+                Some(login.trim().to_owned()),
+                None,
+            )
+            .await?
+            .pop())
+    }
+
+    /// Every user, by login.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.users_where("1 = 1", None, None).await
+    }
+
+    /// The user owning `extension`, if any (to route a ringing call to its agent).
+    pub async fn user_for_extension(&self, extension: &str) -> Result<Option<User>> {
+        Ok(self
+            .users_where(
+                "id IN (SELECT user_id FROM user_extensions WHERE extension = ?)",
+                Some(extension.trim().to_owned()),
+                None,
+            )
+            .await?
+            .pop())
+    }
+
+    /// Users matching `condition`, which has at most one placeholder bound to `text` or
+    /// `number`, with their extensions.
+    async fn users_where(
+        &self,
+        condition: &str,
+        text: Option<String>,
+        number: Option<i64>,
+    ) -> Result<Vec<User>> {
+        dispatch!(self, |pool, dialect| {
+            let mut conn = pool.acquire().await?;
+            let sql = dialect.sql_owned(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE {condition} ORDER BY lower(login)"
+            ));
+            let mut query = sqlx::query_as::<_, UserRow>(&sql);
+            if let Some(number) = number {
+                query = query.bind(number);
+            } else if let Some(text) = text {
+                query = query.bind(text);
+            }
+            let rows = query.fetch_all(&mut *conn).await?;
+            let mut extensions: HashMap<i64, Vec<String>> = HashMap::new();
+            if !rows.is_empty() {
+                let sql = dialect.sql_owned(format!(
+                    "SELECT user_id, extension FROM user_extensions WHERE user_id IN ({}) \
+                     ORDER BY extension",
+                    placeholders(rows.len())
+                ));
+                let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
+                for row in &rows {
+                    query = query.bind(row.id);
+                }
+                for (user_id, extension) in query.fetch_all(&mut *conn).await? {
+                    extensions.entry(user_id).or_default().push(extension);
+                }
+            }
+            rows.into_iter()
+                .map(|row| {
+                    let own = extensions.remove(&row.id).unwrap_or_default();
+                    row.into_user(own)
+                })
+                .collect()
+        })
+    }
+
+    /// The user and their password hash, for checking a login. `None` when the login
+    /// is unknown or has no password.
+    pub async fn user_password(&self, login: &str) -> Result<Option<(User, PasswordHash)>> {
+        let hash: Option<(i64, Option<String>)> = dispatch!(self, |pool, dialect| {
+            sqlx::query_as(
+                &dialect.sql("SELECT id, password_hash FROM users WHERE lower(login) = lower(?)"),
+            )
+            .bind(login.trim())
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some((id, Some(phc))) = hash else {
+            return Ok(None);
+        };
+        let hash = PasswordHash::from_phc(&phc).map_err(|_| StoreError::Corrupt {
+            entity: "user",
+            field: "password_hash",
+            value: "(not an argon2 hash)".to_owned(),
+        })?;
+        Ok(Some((self.get_user(UserId(id)).await?, hash)))
+    }
+
+    /// Sets (or replaces) a user's password.
+    pub async fn set_password(&self, id: UserId, password: &PasswordHash) -> Result<()> {
+        self.update_user_column("password_hash = ?", password.as_str().to_owned(), id)
+            .await
+    }
+
+    /// Changes a user's role.
+    pub async fn set_role(&self, id: UserId, role: Role) -> Result<()> {
+        self.update_user_column("role = ?", role.as_str().to_owned(), id)
+            .await
+    }
+
+    /// Changes a user's display name.
+    pub async fn set_display_name(&self, id: UserId, display_name: &str) -> Result<()> {
+        let display_name = clean_short("display_name", display_name)?;
+        self.update_user_column("display_name = ?", display_name, id)
+            .await
+    }
+
+    /// Disables (or re-enables) a user; their extensions stay assigned.
+    pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<()> {
+        let done = dispatch!(self, |pool, dialect| {
+            sqlx::query(&dialect.sql("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?"))
+                .bind(disabled)
+                .bind(now())
+                .bind(id.0)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if done == 0 {
+            return Err(StoreError::not_found("user", id));
+        }
+        Ok(())
+    }
+
+    async fn update_user_column(&self, assignment: &str, value: String, id: UserId) -> Result<()> {
+        let done = dispatch!(self, |pool, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "UPDATE users SET {assignment}, updated_at = ? WHERE id = ?"
+            ));
+            sqlx::query(&sql)
+                .bind(value)
+                .bind(now())
+                .bind(id.0)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if done == 0 {
+            return Err(StoreError::not_found("user", id));
+        }
+        Ok(())
+    }
+
+    /// Replaces the extensions a user owns. An extension owned by another user is a
+    /// [`StoreError::Conflict`] on `extension`, and nothing changes.
+    pub async fn set_extensions(&self, id: UserId, extensions: &[String]) -> Result<()> {
+        let mut wanted: Vec<String> = Vec::with_capacity(extensions.len());
+        for extension in extensions {
+            let extension = clean_short("extension", extension)?;
+            if !wanted.contains(&extension) {
+                wanted.push(extension);
+            }
+        }
+        if wanted.len() > MAX_EXTENSIONS {
+            return Err(StoreError::invalid(
+                "extensions",
+                format!("more than {MAX_EXTENSIONS}"),
+            ));
+        }
+        dispatch!(self, |pool, dialect| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(&dialect.sql("UPDATE users SET updated_at = ? WHERE id = ?"))
+                .bind(now())
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::not_found("user", id));
+            }
+            sqlx::query(&dialect.sql("DELETE FROM user_extensions WHERE user_id = ?"))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            for extension in &wanted {
+                sqlx::query(
+                    &dialect.sql("INSERT INTO user_extensions (extension, user_id) VALUES (?, ?)"),
+                )
+                .bind(extension)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict)?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
