@@ -209,7 +209,13 @@ impl<T> PendingActions<T> {
     }
 
     /// Registers `action`, due by `now + timeout`; returns its ActionID and wire bytes.
-    pub fn send(&mut self, action: &Action, tag: T, now: Instant, timeout: Duration) -> (String, String) {
+    pub fn send(
+        &mut self,
+        action: &Action,
+        tag: T,
+        now: Instant,
+        timeout: Duration,
+    ) -> (String, String) {
         let action_id = format!("{}{}", self.prefix, self.next);
         self.next += 1;
         let wire = action.encode(&action_id);
@@ -256,7 +262,10 @@ impl<T> PendingActions<T> {
 
     /// Drops every pending action (the connection is gone) and returns them.
     pub fn drain(&mut self) -> Vec<(String, T)> {
-        self.pending.drain().map(|(id, (_, tag))| (id, tag)).collect()
+        self.pending
+            .drain()
+            .map(|(id, (_, tag))| (id, tag))
+            .collect()
     }
 
     /// Number of actions waiting.
@@ -278,7 +287,10 @@ mod tests {
     fn md5_key_matches_the_asterisk_formula() {
         // md5("145769581" + "mysecret"), computed independently.
         assert_eq!(md5_login_key("", ""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(md5_login_key("1457", "69581"), md5_login_key("145769581", ""));
+        assert_eq!(
+            md5_login_key("1457", "69581"),
+            md5_login_key("145769581", "")
+        );
     }
 
     #[test]
@@ -293,7 +305,9 @@ mod tests {
             timeout: Duration::from_secs(30),
         });
         let wire = action.encode("fiche-1-7");
-        assert!(wire.starts_with("Action: Originate\r\nActionID: fiche-1-7\r\nChannel: PJSIP/201\r\n"));
+        assert!(
+            wire.starts_with("Action: Originate\r\nActionID: fiche-1-7\r\nChannel: PJSIP/201\r\n")
+        );
         assert!(wire.contains("Exten: 0612345678  Action: Hangup\r\n"));
         assert!(wire.contains("Async: true\r\nChannelId: fiche-abc\r\n"));
         assert!(wire.ends_with("\r\n\r\n"));
@@ -315,13 +329,22 @@ mod tests {
         let t0 = Instant::now();
         let mut table = PendingActions::new("f-");
         let (ping, _) = table.send(&Action::Ping, "ping", t0, Duration::from_secs(5));
-        let (list, _) = table.send(&Action::CoreShowChannels, "list", t0, Duration::from_secs(10));
+        let (list, _) = table.send(
+            &Action::CoreShowChannels,
+            "list",
+            t0,
+            Duration::from_secs(10),
+        );
         assert_eq!(table.next_timeout(), Some(t0 + Duration::from_secs(5)));
-        let reply = AmiMessage::from_fields(&[("Response", "Success"), ("ActionId", ping.as_str())]);
+        let reply =
+            AmiMessage::from_fields(&[("Response", "Success"), ("ActionId", ping.as_str())]);
         let (_, tag, outcome) = table.on_response(&reply).unwrap();
         assert_eq!(tag, "ping");
         assert!(matches!(outcome, ActionOutcome::Success(_)));
-        assert!(table.on_response(&reply).is_none(), "a reply is matched once");
+        assert!(
+            table.on_response(&reply).is_none(),
+            "a reply is matched once"
+        );
         assert!(table.expire(t0 + Duration::from_secs(9)).is_empty());
         let expired = table.expire(t0 + Duration::from_secs(10));
         assert_eq!(expired, vec![(list, "list")]);

@@ -94,6 +94,9 @@ pub struct HangupCause<'a> {
 }
 
 /// One AMI event the call tracker understands, or [`AmiEvent::Other`].
+// Events live one at a time on the stack while the tracker reads them; boxing
+// the large transfer variants would cost an allocation per event instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AmiEvent<'a> {
@@ -392,7 +395,12 @@ mod tests {
             ("DestLinkedid", "1.1"),
             ("DialString", "201"),
         ]);
-        let AmiEvent::DialBegin { caller, dest, dial_string } = AmiEvent::from_message(&m) else {
+        let AmiEvent::DialBegin {
+            caller,
+            dest,
+            dial_string,
+        } = AmiEvent::from_message(&m)
+        else {
             panic!("not a DialBegin");
         };
         assert_eq!(caller.map(|c| c.channel), Some("PJSIP/ovh-00000001"));

@@ -27,7 +27,9 @@ const END_COMMAND: &[u8] = b"--END COMMAND--";
 #[non_exhaustive]
 pub enum AmiError {
     /// A message grew past the cap without an empty line.
-    #[error("AMI message longer than {limit} bytes without an end; skipped to the next empty line")]
+    #[error(
+        "AMI message longer than {limit} bytes without an end; skipped to the next empty line"
+    )]
     Oversize {
         /// The cap in bytes.
         limit: usize,
@@ -479,7 +481,10 @@ Event: Newchannel\r\nChannel: PJSIP/201-00000012\r\nChanVariable: realm=a\r\nCha
             .collect();
         assert_eq!(messages[0].action_id(), Some("1"));
         assert_eq!(messages[0].get("actionid"), Some("1"));
-        assert_eq!(messages[1].get("AppData"), Some("Hit dialplan for 9898 @ okon: x"));
+        assert_eq!(
+            messages[1].get("AppData"),
+            Some("Hit dialplan for 9898 @ okon: x")
+        );
         assert_eq!(messages[1].get("AccountCode"), Some(""));
         let vars: Vec<&str> = messages[2].get_all("chanvariable").collect();
         assert_eq!(vars, ["realm=a", "SIPCALLID=b:c"]);
@@ -503,7 +508,11 @@ Response: Success\r\nActionID: 8\r\n\r\n";
             let output: Vec<&str> = got[0].get_all("Output").collect();
             assert_eq!(
                 output,
-                ["Asterisk 11.25.3 built by root", "", "second line: with colon"],
+                [
+                    "Asterisk 11.25.3 built by root",
+                    "",
+                    "second line: with colon"
+                ],
                 "split at {split}"
             );
             assert_eq!(got[1].action_id(), Some("8"));
@@ -522,7 +531,10 @@ Response: Success\r\nActionID: 8\r\n\r\n";
                 assert!(result.is_err());
                 errors += 1;
             }
-            assert!(buf.len() <= MAX_MESSAGE_LEN + chunk.len(), "buffer stays bounded");
+            assert!(
+                buf.len() <= MAX_MESSAGE_LEN + chunk.len(),
+                "buffer stays bounded"
+            );
         }
         assert_eq!(errors, 1);
         buf.extend_from_slice(b"\r\nEvent: Hangup\r\nUniqueid: 9\r\n\r\n");
@@ -552,6 +564,8 @@ Response: Success\r\nActionID: 8\r\n\r\n";
         let mut framer = AmiFramer::new();
         let got = decode_all(&mut framer, &mut buf);
         assert_eq!(got.len(), 500);
-        assert!(got.iter().all(|m| m.as_ref().is_ok_and(|m| m.event() == Some("RTCPSent"))));
+        assert!(got
+            .iter()
+            .all(|m| m.as_ref().is_ok_and(|m| m.event() == Some("RTCPSent"))));
     }
 }

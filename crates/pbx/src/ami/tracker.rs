@@ -128,6 +128,9 @@ struct Channel {
     extension: Option<String>,
     state: u8,
     held: bool,
+    /// The Linkedid this channel had before a transfer moved it: events still
+    /// carrying it are late, not a move back.
+    stale_linked_id: Option<String>,
     /// Resync generation in which the channel was last seen.
     seen: u64,
     /// Created by the running resync: its call may need rebuilding.
@@ -221,9 +224,15 @@ fn is_unknown(value: &str) -> bool {
 
 fn is_withheld(value: &str) -> bool {
     let value = value.trim();
-    ["anonymous", "restricted", "private", "withheld", "unavailable"]
-        .iter()
-        .any(|w| value.eq_ignore_ascii_case(w))
+    [
+        "anonymous",
+        "restricted",
+        "private",
+        "withheld",
+        "unavailable",
+    ]
+    .iter()
+    .any(|w| value.eq_ignore_ascii_case(w))
 }
 
 /// A party from AMI caller-id values: `<unknown>`, empty and anonymous mean no number.
@@ -231,7 +240,8 @@ fn party(number: &str, name: &str, presentation: Option<u8>) -> Party {
     let restricted = presentation.is_some_and(|p| p >= 32);
     let withheld = restricted || is_withheld(number);
     let number = (!withheld && !is_unknown(number)).then(|| number.trim().to_owned());
-    let name = (!is_unknown(name) && !(withheld && is_withheld(name))).then(|| name.to_owned());
+    let hide_name = is_unknown(name) || (withheld && is_withheld(name));
+    let name = (!hide_name).then(|| name.to_owned());
     Party {
         number,
         name,
@@ -248,7 +258,9 @@ fn dialled_number(exten: &str) -> Option<String> {
 fn duration_secs(duration: &str) -> i64 {
     duration
         .split(':')
-        .try_fold(0i64, |acc, part| part.trim().parse::<i64>().ok().map(|n| acc * 60 + n))
+        .try_fold(0i64, |acc, part| {
+            part.trim().parse::<i64>().ok().map(|n| acc * 60 + n)
+        })
         .unwrap_or(0)
 }
 
@@ -386,7 +398,11 @@ impl AmiTracker {
                     }
                 }
             }
-            AmiEvent::DialEnd { caller, dest, status } => {
+            AmiEvent::DialEnd {
+                caller,
+                dest,
+                status,
+            } => {
                 if let Some(caller) = caller {
                     self.touch(now, caller);
                 }
@@ -446,7 +462,8 @@ impl AmiTracker {
                     self.touch(now, s);
                 }
             }
-            AmiEvent::QueueCallerJoin { channel, .. } | AmiEvent::QueueCallerLeave { channel, .. } => {
+            AmiEvent::QueueCallerJoin { channel, .. }
+            | AmiEvent::QueueCallerLeave { channel, .. } => {
                 self.touch(now, channel);
             }
             AmiEvent::QueueCallerAbandon {
@@ -506,7 +523,12 @@ impl AmiTracker {
     }
 
     /// One live channel from `CoreShowChannels`; `duration` is its `HH:MM:SS` age.
-    pub fn resync_channel(&mut self, now: Timestamp, channel: &ChannelSnapshot<'_>, duration: &str) {
+    pub fn resync_channel(
+        &mut self,
+        now: Timestamp,
+        channel: &ChannelSnapshot<'_>,
+        duration: &str,
+    ) {
         if self.channels.contains_key(channel.unique_id) {
             self.touch(now, channel);
             if let Some(c) = self.channels.get_mut(channel.unique_id) {
@@ -621,11 +643,7 @@ impl AmiTracker {
     /// Records a channel we have not seen yet, creating its call record.
     fn insert_channel(&mut self, s: &ChannelSnapshot<'_>) {
         let local = is_local(s.channel);
-        let extension = self
-            .config
-            .channels
-            .extension(s.channel)
-            .map(str::to_owned);
+        let extension = self.config.channels.extension(s.channel).map(str::to_owned);
         self.channels.insert(
             s.unique_id.to_owned(),
             Channel {
@@ -634,6 +652,7 @@ impl AmiTracker {
                 extension,
                 state: s.state.unwrap_or(0),
                 held: false,
+                stale_linked_id: None,
                 seen: self.generation,
                 from_resync: false,
                 duration_secs: 0,
@@ -693,7 +712,11 @@ impl AmiTracker {
                 .clone()
                 .or_else(|| dialled_number(&channel.caller_id_num));
             (
-                party(&channel.connected_line_num, &channel.connected_line_name, None),
+                party(
+                    &channel.connected_line_num,
+                    &channel.connected_line_name,
+                    None,
+                ),
                 Party {
                     number: callee_number,
                     ..Party::default()
@@ -737,7 +760,10 @@ impl AmiTracker {
         if let Some(state) = s.state {
             channel.state = state;
         }
-        if channel.linked_id != s.linked_id && !s.linked_id.is_empty() {
+        if channel.linked_id != s.linked_id
+            && !s.linked_id.is_empty()
+            && channel.stale_linked_id.as_deref() != Some(s.linked_id)
+        {
             let old = channel.linked_id.clone();
             if self.calls.contains_key(s.linked_id) {
                 self.move_channel(now, s.unique_id, &old, s.linked_id);
@@ -749,10 +775,18 @@ impl AmiTracker {
     fn move_channel(&mut self, now: Timestamp, uid: &str, from: &str, to: &str) {
         if let Some(channel) = self.channels.get_mut(uid) {
             channel.linked_id = to.to_owned();
+            channel.stale_linked_id = Some(from.to_owned());
         }
         if let Some(call) = self.calls.get_mut(from) {
             call.channels.retain(|u| u != uid);
-            if call.end_note.is_none() {
+        }
+        let from_has_real_legs = self.calls.get(from).is_some_and(|call| {
+            call.channels
+                .iter()
+                .any(|u| self.channels.get(u).is_some_and(|c| !c.local))
+        });
+        if let Some(call) = self.calls.get_mut(from) {
+            if !from_has_real_legs && call.end_note.is_none() {
                 call.end_note = Some("merged into another call".to_owned());
             }
         }
@@ -1108,9 +1142,11 @@ impl AmiTracker {
             .dest
             .as_ref()
             .and_then(|d| self.config.channels.extension(d.channel))
-            .or_else(|| f.interface.split_once('/').map(|(_, rest)| {
-                rest.split(['@', '/']).next().unwrap_or(rest)
-            }))
+            .or_else(|| {
+                f.interface
+                    .split_once('/')
+                    .map(|(_, rest)| rest.split(['@', '/']).next().unwrap_or(rest))
+            })
             .filter(|e| self.config.agents.is_agent(e))
             .or_else(|| Some(f.member_name).filter(|m| self.config.agents.is_agent(m)))?;
         Some((key, extension.to_owned()))
@@ -1142,10 +1178,18 @@ impl AmiTracker {
             self.channels.remove(uid);
         }
         let (outcome, cause) = if call.answered {
-            (Outcome::Answered, call.end_note.clone().unwrap_or_else(|| cause_text(call.last_cause.as_ref())))
+            (
+                Outcome::Answered,
+                call.end_note
+                    .clone()
+                    .unwrap_or_else(|| cause_text(call.last_cause.as_ref())),
+            )
         } else if let Some((queue, hold_time)) = &call.abandoned {
             let waited = hold_time.map_or_else(String::new, |s| format!(" after waiting {s} s"));
-            (Outcome::Missed, format!("abandoned in queue {queue}{waited}"))
+            (
+                Outcome::Missed,
+                format!("abandoned in queue {queue}{waited}"),
+            )
         } else {
             let outcome = call
                 .last_cause
@@ -1153,7 +1197,12 @@ impl AmiTracker {
                 .and_then(|(code, _)| outcome_from_cause(*code))
                 .or(call.dial_failure)
                 .unwrap_or(Outcome::Missed);
-            (outcome, call.end_note.clone().unwrap_or_else(|| cause_text(call.last_cause.as_ref())))
+            (
+                outcome,
+                call.end_note
+                    .clone()
+                    .unwrap_or_else(|| cause_text(call.last_cause.as_ref())),
+            )
         };
         self.out.push_back(CallEvent {
             call_id: call.call_id,
@@ -1183,5 +1232,8 @@ impl AmiTracker {
 fn uid_order(uid: &str) -> (u64, u64) {
     let tail = uid.rsplit('-').next().unwrap_or(uid);
     let (epoch, seq) = tail.split_once('.').unwrap_or((tail, "0"));
-    (epoch.parse().unwrap_or(u64::MAX), seq.parse().unwrap_or(u64::MAX))
+    (
+        epoch.parse().unwrap_or(u64::MAX),
+        seq.parse().unwrap_or(u64::MAX),
+    )
 }
