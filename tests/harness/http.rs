@@ -1,0 +1,61 @@
+//! A minimal HTTP/1.1 GET over loopback, enough for `/healthz` and
+//! `/api/calls/live` (the crate avoids an HTTP client dependency).
+
+use anyhow::{bail, Context};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bound of one request, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response body accepted.
+const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+
+/// `GET http://127.0.0.1:<port><path>`: the status code and the body as text.
+pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request(port, path))
+        .await
+        .with_context(|| format!("GET {path} timed out"))?
+}
+
+async fn request(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.take(MAX_RESPONSE).read_to_end(&mut raw).await?;
+    let text = String::from_utf8(raw).context("response is not UTF-8")?;
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("no end of headers in {text:?}");
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok((status, dechunk(body)?));
+    }
+    Ok((status, body.to_owned()))
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("truncated chunk size")?;
+        let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = rest.get(..size).context("truncated chunk")?;
+        out.push_str(chunk);
+        body = rest.get(size + 2..).context("truncated chunk end")?;
+    }
+}
