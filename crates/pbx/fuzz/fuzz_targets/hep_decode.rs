@@ -34,7 +34,11 @@ fn check_datagram(data: &[u8]) {
         // Packets HEP cannot carry (e.g. an inflated payload above 65529 bytes) are skipped.
         if let Ok(bytes) = hep::try_encode(&packet, encoding) {
             let again = hep::decode(&bytes);
-            assert_eq!(again.ok().as_ref(), Some(&packet), "encode/decode round trip");
+            assert_eq!(
+                again.ok().as_ref(),
+                Some(&packet),
+                "encode/decode round trip"
+            );
         }
     }
 }
@@ -66,14 +70,23 @@ fn read_stream(stream: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> StreamO
                     results.push(Err(error.to_string()));
                     if error.breaks_framing() {
                         // The caller closes the connection here.
-                        return StreamOutcome { results, left_over: None };
+                        return StreamOutcome {
+                            results,
+                            left_over: None,
+                        };
                     }
                 }
             }
         }
-        assert!(buf.len() <= hep::HEP_MAX_PACKET, "stream buffer above one packet");
+        assert!(
+            buf.len() <= hep::HEP_MAX_PACKET,
+            "stream buffer above one packet"
+        );
     }
-    StreamOutcome { results, left_over: Some(buf.len()) }
+    StreamOutcome {
+        results,
+        left_over: Some(buf.len()),
+    }
 }
 
 /// Read sizes from a small xorshift generator: mostly tiny reads, some large ones.
@@ -95,6 +108,10 @@ impl Iterator for ReadSizes {
         x ^= x << 8;
         self.0 = x;
         let size = usize::from(x);
-        Some(if x & 0x8000 == 0 { size % 16 + 1 } else { size % 2048 + 1 })
+        Some(if x & 0x8000 == 0 {
+            size % 16 + 1
+        } else {
+            size % 2048 + 1
+        })
     }
 }
