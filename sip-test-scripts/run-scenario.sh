@@ -160,13 +160,13 @@ for f in "$here/scenarios/$scenario"/phone-*.xml "$here/scenarios/$scenario"/tru
 done
 
 timeout -k 2 "$T" sipp -sf "$here/scenarios/$scenario/caller.xml" -p "$CALLER_PORT" "${sipp_common[@]}" \
-	-cid_str "$scenario-%u-%p@fiche.test" \
+	-cid_str "$scenario-$$-%u@fiche.test" \
 	-message_file "$work/caller.messages.log" -error_file "$work/caller.errors.log" \
 	"127.0.0.1:$PBX_PORT" >"$work/caller.out" 2>&1 &
 caller_pid=$!
 pids+=($caller_pid)
 if wait "$caller_pid"; then
-	echo "caller: ok"
+	echo "caller: ok (Call-ID $scenario-$$-1@fiche.test)"
 else
 	echo "caller: FAILED (sipp exit $?), see $work/caller.*" >&2
 	failed=1
