@@ -12,6 +12,7 @@ pub mod direction;
 pub mod hep;
 pub mod live;
 pub mod model;
+pub mod sip;
 
 pub use direction::ExtensionPatterns;
 pub use live::{CallState, LiveCall, LiveCalls};
