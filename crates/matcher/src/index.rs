@@ -15,7 +15,8 @@
 //! **Fallback:** numbers also go into a second table keyed by their last 9
 //! digits, so a caller still finds a customer whose number was stored with a
 //! wrong country code or could not be parsed at all (`Index::insert` accepts
-//! any stored text). Those matches carry [`Confidence::LastDigits`].
+//! any stored text). Those matches carry [`Confidence::LastDigits`] and are
+//! returned only when no number matches exactly.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -125,12 +126,20 @@ impl<T: Copy + PartialEq> Bucket<T> {
         true
     }
 
-    /// Removes `item`; returns whether the bucket is now empty.
-    fn remove(&mut self, item: T) -> bool {
+    fn as_mut_slice(&mut self) -> &mut [T] {
         match self {
-            Bucket::One(only) => *only == item,
+            Bucket::One(item) => std::slice::from_mut(item),
+            Bucket::Many(items) => items,
+        }
+    }
+
+    /// Removes the items matching `gone`; returns whether the bucket is now
+    /// empty (the caller then drops it).
+    fn remove_where(&mut self, gone: impl Fn(&T) -> bool) -> bool {
+        match self {
+            Bucket::One(only) => gone(only),
             Bucket::Many(items) => {
-                items.retain(|x| *x != item);
+                items.retain(|x| !gone(x));
                 if items.len() == 1 {
                     *self = Bucket::One(items[0]);
                 }
@@ -161,25 +170,48 @@ fn insert_into<K: std::hash::Hash + Eq, T: Copy + PartialEq>(
 fn remove_from<K: std::hash::Hash + Eq, T: Copy + PartialEq>(
     map: &mut FastMap<K, Bucket<T>>,
     key: K,
-    item: T,
+    gone: impl Fn(&T) -> bool,
 ) {
     if let Some(bucket) = map.get_mut(&key) {
-        if bucket.remove(item) {
+        if bucket.remove_where(gone) {
             map.remove(&key);
         }
     }
 }
 
+/// "Never contacted" in [`Holder::last_contact`]; sorts before any time.
+const NEVER: i64 = i64::MIN;
+
+fn to_micros(at: Option<Timestamp>) -> i64 {
+    at.map_or(NEVER, |t| t.timestamp_micros())
+}
+
+fn from_micros(micros: i64) -> Option<Timestamp> {
+    if micros == NEVER {
+        return None;
+    }
+    chrono::DateTime::from_timestamp_micros(micros)
+}
+
+/// A customer owning a number, with its last contact copied in (as
+/// microseconds, to keep the entry at 16 bytes) so that an exact lookup
+/// touches a single table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    customer_id: CustomerId,
+    last_contact: i64,
+}
+
 #[derive(Debug, Clone)]
 struct CustomerSlot {
-    last_contact: Option<Timestamp>,
+    last_contact: i64,
     keys: Bucket<u64>,
 }
 
 /// Phone number → customers, with a last-9-digits fallback.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    by_number: FastMap<u64, Bucket<CustomerId>>,
+    by_number: FastMap<u64, Bucket<Holder>>,
     by_tail: FastMap<u32, Bucket<(CustomerId, u64)>>,
     customers: FastMap<CustomerId, CustomerSlot>,
 }
@@ -238,24 +270,58 @@ impl Index {
         let Some(key) = stored_key(number) else {
             return false;
         };
-        if key & RAW_FLAG == 0 {
-            insert_into(&mut self.by_number, key, customer_id);
-        }
-        if let Some(tail) = tail_of_key(key) {
-            insert_into(&mut self.by_tail, tail, (customer_id, key));
-        }
-        match self.customers.entry(customer_id) {
+        let mut contact = to_micros(last_contact);
+        let known = match self.customers.entry(customer_id) {
             std::collections::hash_map::Entry::Occupied(mut slot) => {
                 let slot = slot.get_mut();
                 slot.keys.insert(key);
-                slot.last_contact = slot.last_contact.max(last_contact);
+                if contact > slot.last_contact {
+                    slot.last_contact = contact;
+                    true
+                } else {
+                    contact = slot.last_contact;
+                    false
+                }
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(CustomerSlot {
-                    last_contact,
+                    last_contact: contact,
                     keys: Bucket::One(key),
                 });
+                false
             }
+        };
+        if known {
+            // A more recent contact came with this row: its other numbers
+            // must rank it the same way.
+            self.touch(customer_id, last_contact.unwrap_or_default());
+        }
+        if key & RAW_FLAG == 0 {
+            let holder = Holder {
+                customer_id,
+                last_contact: contact,
+            };
+            match self.by_number.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let bucket = slot.get_mut();
+                    match bucket
+                        .as_mut_slice()
+                        .iter_mut()
+                        .find(|h| h.customer_id == customer_id)
+                    {
+                        Some(existing) => existing.last_contact = contact,
+                        None => {
+                            bucket.insert(holder);
+                        }
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Bucket::One(holder));
+                }
+            }
+        }
+        if let Some(tail) = tail_of_key(key) {
+            insert_into(&mut self.by_tail, tail, (customer_id, key));
         }
         true
     }
@@ -271,7 +337,7 @@ impl Index {
         if !slot.keys.as_slice().contains(&key) {
             return;
         }
-        if slot.keys.remove(key) {
+        if slot.keys.remove_where(|k| *k == key) {
             self.customers.remove(&customer_id);
         }
         self.unlink(customer_id, key);
@@ -290,23 +356,39 @@ impl Index {
     /// Records a contact (a call) with the customer at `at`, which moves it
     /// up among customers sharing a number. Older times are ignored.
     pub fn touch(&mut self, customer_id: CustomerId, at: Timestamp) {
-        if let Some(slot) = self.customers.get_mut(&customer_id) {
-            slot.last_contact = slot.last_contact.max(Some(at));
+        let Some(slot) = self.customers.get_mut(&customer_id) else {
+            return;
+        };
+        let at = to_micros(Some(at));
+        slot.last_contact = slot.last_contact.max(at);
+        let at = slot.last_contact;
+        for key in slot.keys.as_slice() {
+            if let Some(bucket) = self.by_number.get_mut(key) {
+                for holder in bucket.as_mut_slice() {
+                    if holder.customer_id == customer_id {
+                        holder.last_contact = at;
+                    }
+                }
+            }
         }
     }
 
     fn unlink(&mut self, customer_id: CustomerId, key: u64) {
         if key & RAW_FLAG == 0 {
-            remove_from(&mut self.by_number, key, customer_id);
+            remove_from(&mut self.by_number, key, |h| h.customer_id == customer_id);
         }
         if let Some(tail) = tail_of_key(key) {
-            remove_from(&mut self.by_tail, tail, (customer_id, key));
+            remove_from(&mut self.by_tail, tail, |entry| {
+                *entry == (customer_id, key)
+            });
         }
     }
 
-    /// The customers who may be calling from `number`: exact matches first,
-    /// then last-9-digit matches; within each, most recent contact first,
-    /// then by id. Extensions and withheld numbers match nobody.
+    /// The customers who may be calling from `number`, most recent contact
+    /// first, then by id: the exact matches if there is any, otherwise the
+    /// last-9-digit matches (a fallback: a badly stored number is not
+    /// offered next to a number that matches exactly). Extensions and
+    /// withheld numbers match nobody.
     pub fn lookup(&self, number: &NumberKind) -> Vec<Match> {
         let mut found = Vec::new();
         self.lookup_into(number, &mut found);
@@ -342,35 +424,29 @@ impl Index {
     }
 
     fn collect(&self, key: Option<u64>, tail: Option<u32>, found: &mut Vec<Match>) {
-        let exact_ids: &[CustomerId] = key
-            .and_then(|k| self.by_number.get(&k))
-            .map_or(&[], Bucket::as_slice);
-        for &customer_id in exact_ids {
-            found.push(self.matched(customer_id, Confidence::Exact));
-        }
-        let exact_count = found.len();
-        if let Some(bucket) = tail.and_then(|t| self.by_tail.get(&t)) {
-            for &(customer_id, stored) in bucket.as_slice() {
-                if Some(stored) == key || found.iter().any(|m| m.customer_id == customer_id) {
+        if let Some(bucket) = key.and_then(|k| self.by_number.get(&k)) {
+            found.extend(bucket.as_slice().iter().map(|h| Match {
+                customer_id: h.customer_id,
+                confidence: Confidence::Exact,
+                last_contact: from_micros(h.last_contact),
+            }));
+        } else if let Some(bucket) = tail.and_then(|t| self.by_tail.get(&t)) {
+            for &(customer_id, _) in bucket.as_slice() {
+                if found.iter().any(|m| m.customer_id == customer_id) {
                     continue;
                 }
-                found.push(self.matched(customer_id, Confidence::LastDigits));
+                found.push(Match {
+                    customer_id,
+                    confidence: Confidence::LastDigits,
+                    last_contact: self
+                        .customers
+                        .get(&customer_id)
+                        .and_then(|c| from_micros(c.last_contact)),
+                });
             }
         }
         if found.len() > 1 {
-            found[..exact_count].sort_unstable_by(rank);
-            found[exact_count..].sort_unstable_by(rank);
-        }
-    }
-
-    fn matched(&self, customer_id: CustomerId, confidence: Confidence) -> Match {
-        Match {
-            customer_id,
-            confidence,
-            last_contact: self
-                .customers
-                .get(&customer_id)
-                .and_then(|c| c.last_contact),
+            found.sort_unstable_by(rank);
         }
     }
 }

@@ -243,6 +243,14 @@ fn shared_number_returns_everyone_most_recent_first() {
         ]
     );
     assert_eq!(found[0].last_contact, Some(at(20)));
+    // A later row for the same customer with a newer contact re-ranks it on
+    // all its numbers.
+    let mut index = index;
+    index.insert(CustomerId(3), "+33999999999", Some(at(25)));
+    assert_eq!(
+        index.lookup(&e164("+33142685300"))[0].customer_id,
+        CustomerId(3)
+    );
 }
 
 #[test]
@@ -257,19 +265,22 @@ fn badly_stored_numbers_match_on_last_digits_with_lower_confidence() {
         ],
         0,
     );
-    let found = index.lookup(&e164("+33612345678"));
+    // An exact match wins alone: guesses are not mixed with certainties.
     assert_eq!(
-        ids(&found),
-        vec![
-            (1, Confidence::Exact),
-            (3, Confidence::LastDigits),
-            (2, Confidence::LastDigits)
-        ]
+        ids(&index.lookup(&e164("+33612345678"))),
+        vec![(1, Confidence::Exact)]
+    );
+    // Without the exact owner, the badly stored numbers are offered.
+    let mut index = index;
+    index.remove_customer(CustomerId(1));
+    assert_eq!(
+        ids(&index.lookup(&e164("+33612345678"))),
+        vec![(3, Confidence::LastDigits), (2, Confidence::LastDigits)]
     );
     // An unparseable caller number still finds the fallback candidates.
     let found = index.lookup(&invalid("+330612345678"));
     assert!(found.iter().all(|m| m.confidence == Confidence::LastDigits));
-    assert_eq!(found.len(), 3);
+    assert_eq!(found.len(), 2);
 }
 
 #[test]
