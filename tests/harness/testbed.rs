@@ -202,7 +202,7 @@ impl Played {
 pub struct Testbed {
     // Drop order is field order: Kamailio, then Fiche, then the folder.
     kamailio: Process,
-    fiche: Process,
+    fiche: Option<Process>,
     ports: Ports,
     dir: WorkDir,
 }
@@ -213,90 +213,25 @@ impl Testbed {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = WorkDir::create()?;
         let ports = Ports::allocate()?;
-        let kamailio_bin = find_in_path("kamailio")
-            .context("kamailio is not installed (apt-get install kamailio)")?;
-        find_in_path("sipp").context("sipp is not installed (apt-get install sip-tester)")?;
-        let fiche_bin = fiche_binary()?;
-
-        let mut fiche = Process::spawn(
-            "fiche",
-            &fiche_bin,
-            &["serve".to_owned()],
-            &[
-                ("FICHE_HTTP_ADDR", format!("127.0.0.1:{}", ports.http)),
-                ("FICHE_HEP_ADDR", format!("127.0.0.1:{}", ports.hep)),
-                (
-                    "FICHE_DATABASE_URL",
-                    format!("sqlite://{}/fiche.db", dir.path().display()),
-                ),
-                ("FICHE_AGENT_EXTENSIONS", r"2\d\d".to_owned()),
-                (
-                    "FICHE_WEB_ROOT",
-                    repo_root().join("web-popup").display().to_string(),
-                ),
-                (
-                    "FICHE_LOG",
-                    std::env::var("FICHE_LOG").unwrap_or_else(|_| "info,fiche_pbx=debug".into()),
-                ),
-            ],
-            dir.path(),
-            &dir.path().join("fiche.log"),
-            SERVICE_LIMIT,
-        )?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok((200, _)) = http::get(ports.http, "/healthz").await {
-                break;
-            }
-            if fiche.try_status().is_some() || Instant::now() >= deadline {
-                bail!(
-                    "fiche did not answer /healthz on 127.0.0.1:{}; its log:\n{}",
-                    ports.http,
-                    fiche.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-
-        let config = repo_root().join("sip-test-scripts/kamailio.cfg");
-        let args: Vec<String> = [
-            "-f".to_owned(),
-            config.display().to_string(),
-            "-DD".into(),
-            "-E".into(),
-            "-Y".into(),
-            dir.path().display().to_string(),
-            "-w".into(),
-            dir.path().display().to_string(),
-            "-A".into(),
-            format!("PBX_PORT={}", ports.pbx),
-            "-A".into(),
-            format!("HEP_URI=\"sip:127.0.0.1:{}\"", ports.hep),
-            "-A".into(),
-            format!("PHONE_201_PORT={}", ports.phone_201),
-            "-A".into(),
-            format!("PHONE_202_PORT={}", ports.phone_202),
-            "-A".into(),
-            format!("PHONE_203_PORT={}", ports.phone_203),
-            "-A".into(),
-            format!("TRUNK_PORT={}", ports.trunk),
-        ]
-        .into();
-        let mut kamailio = Process::spawn(
-            "kamailio",
-            &kamailio_bin,
-            &args,
-            &[],
-            dir.path(),
-            &dir.path().join("kamailio.log"),
-            SERVICE_LIMIT,
-        )?;
-        if let Err(e) = wait_udp_bound(ports.pbx, &mut kamailio).await {
-            bail!("{e:#}; kamailio log:\n{}", kamailio.log_tail(40));
-        }
+        let fiche = start_fiche(&dir, ports).await?;
+        let kamailio = start_kamailio(&dir, ports).await?;
         Ok(Self {
             kamailio,
-            fiche,
+            fiche: Some(fiche),
+            ports,
+            dir,
+        })
+    }
+
+    /// Starts Kamailio alone, mirroring to `ports().hep` where nothing listens
+    /// until the test binds it: for tests of the test PBX itself.
+    pub async fn start_pbx_only() -> anyhow::Result<Self> {
+        let dir = WorkDir::create()?;
+        let ports = Ports::allocate()?;
+        let kamailio = start_kamailio(&dir, ports).await?;
+        Ok(Self {
+            kamailio,
+            fiche: None,
             ports,
             dir,
         })
@@ -314,15 +249,19 @@ impl Testbed {
 
     /// The last lines of Fiche's and Kamailio's logs, for failure messages.
     pub fn logs(&self) -> String {
+        let fiche = match &self.fiche {
+            Some(fiche) => fiche.log_tail(40),
+            None => "(not started)".to_owned(),
+        };
         format!(
-            "--- fiche log (tail):\n{}\n--- kamailio log (tail):\n{}",
-            self.fiche.log_tail(40),
+            "--- fiche log (tail):\n{fiche}\n--- kamailio log (tail):\n{}",
             self.kamailio.log_tail(20)
         )
     }
 
     /// Plays `scenario`: starts its phones, then its caller, waits for all of
-    /// them (bounded), and returns the call events `/ws` streamed meanwhile.
+    /// them (bounded), and returns the call events `/ws` streamed meanwhile
+    /// (none without Fiche).
     pub async fn play(&self, scenario: &str) -> anyhow::Result<Played> {
         static RUN: AtomicU32 = AtomicU32::new(0);
         let folder = repo_root()
@@ -338,7 +277,10 @@ impl Testbed {
             RUN.fetch_add(1, Ordering::Relaxed)
         );
         let call_id = format!("{scenario}-{nonce}-1@fiche.test");
-        let mut events = EventStream::connect(self.ports.http).await?;
+        let mut events = match self.fiche {
+            Some(_) => Some(EventStream::connect(self.ports.http).await?),
+            None => None,
+        };
 
         let mut phones = Vec::new();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&folder)?
@@ -377,7 +319,10 @@ impl Testbed {
             let status = phone.0.wait(limit).await;
             sipp.push(outcome(phone, status));
         }
-        let events = events.collect(EVENTS_TIMEOUT, QUIET_AFTER_END).await;
+        let events = match &mut events {
+            Some(stream) => stream.collect(EVENTS_TIMEOUT, QUIET_AFTER_END).await,
+            None => Vec::new(),
+        };
         Ok(Played {
             scenario: scenario.to_owned(),
             call_id,
@@ -457,6 +402,93 @@ impl Testbed {
         )?;
         Ok((process, messages, errors))
     }
+}
+
+async fn start_fiche(dir: &WorkDir, ports: Ports) -> anyhow::Result<Process> {
+    let fiche_bin = fiche_binary()?;
+    let mut fiche = Process::spawn(
+        "fiche",
+        &fiche_bin,
+        &["serve".to_owned()],
+        &[
+            ("FICHE_HTTP_ADDR", format!("127.0.0.1:{}", ports.http)),
+            ("FICHE_HEP_ADDR", format!("127.0.0.1:{}", ports.hep)),
+            (
+                "FICHE_DATABASE_URL",
+                format!("sqlite://{}/fiche.db", dir.path().display()),
+            ),
+            ("FICHE_AGENT_EXTENSIONS", r"2\d\d".to_owned()),
+            (
+                "FICHE_WEB_ROOT",
+                repo_root().join("web-popup").display().to_string(),
+            ),
+            (
+                "FICHE_LOG",
+                std::env::var("FICHE_LOG").unwrap_or_else(|_| "info,fiche_pbx=debug".into()),
+            ),
+        ],
+        dir.path(),
+        &dir.path().join("fiche.log"),
+        SERVICE_LIMIT,
+    )?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok((200, _)) = http::get(ports.http, "/healthz").await {
+            break;
+        }
+        if fiche.try_status().is_some() || Instant::now() >= deadline {
+            bail!(
+                "fiche did not answer /healthz on 127.0.0.1:{}; its log:\n{}",
+                ports.http,
+                fiche.log_tail(40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(fiche)
+}
+
+async fn start_kamailio(dir: &WorkDir, ports: Ports) -> anyhow::Result<Process> {
+    let kamailio_bin =
+        find_in_path("kamailio").context("kamailio is not installed (apt-get install kamailio)")?;
+    find_in_path("sipp").context("sipp is not installed (apt-get install sip-tester)")?;
+    let config = repo_root().join("sip-test-scripts/kamailio.cfg");
+    let args: Vec<String> = [
+        "-f".to_owned(),
+        config.display().to_string(),
+        "-DD".into(),
+        "-E".into(),
+        "-Y".into(),
+        dir.path().display().to_string(),
+        "-w".into(),
+        dir.path().display().to_string(),
+        "-A".into(),
+        format!("PBX_PORT={}", ports.pbx),
+        "-A".into(),
+        format!("HEP_URI=\"sip:127.0.0.1:{}\"", ports.hep),
+        "-A".into(),
+        format!("PHONE_201_PORT={}", ports.phone_201),
+        "-A".into(),
+        format!("PHONE_202_PORT={}", ports.phone_202),
+        "-A".into(),
+        format!("PHONE_203_PORT={}", ports.phone_203),
+        "-A".into(),
+        format!("TRUNK_PORT={}", ports.trunk),
+    ]
+    .into();
+    let mut kamailio = Process::spawn(
+        "kamailio",
+        &kamailio_bin,
+        &args,
+        &[],
+        dir.path(),
+        &dir.path().join("kamailio.log"),
+        SERVICE_LIMIT,
+    )?;
+    if let Err(e) = wait_udp_bound(ports.pbx, &mut kamailio).await {
+        bail!("{e:#}; kamailio log:\n{}", kamailio.log_tail(40));
+    }
+    Ok(kamailio)
 }
 
 fn outcome(
