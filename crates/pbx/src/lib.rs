@@ -14,6 +14,9 @@ pub mod live;
 pub mod model;
 pub mod sip;
 
+#[cfg(feature = "driver")]
+pub mod driver;
+
 pub use direction::ExtensionPatterns;
 pub use live::{CallState, LiveCall, LiveCalls};
 pub use model::{

@@ -517,6 +517,15 @@ impl AmiTracker {
         self.resyncing = true;
     }
 
+    /// Gives up a resync whose list never came (the action failed): nothing is
+    /// dropped, since absence from a list we did not get proves nothing.
+    pub fn resync_abort(&mut self) {
+        self.resyncing = false;
+        for channel in self.channels.values_mut() {
+            channel.from_resync = false;
+        }
+    }
+
     /// True between `resync_begin` and `resync_end`.
     pub fn is_resyncing(&self) -> bool {
         self.resyncing
