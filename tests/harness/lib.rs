@@ -6,6 +6,7 @@
 //! Every process started here runs under `timeout` and is stopped by PID when
 //! its guard drops, so a failing or panicking test leaves nothing behind.
 
+pub mod ami_server;
 pub mod events;
 pub mod http;
 pub mod process;

@@ -322,7 +322,12 @@ async fn session(
             Pending::Login,
         )
     };
-    let (_, wire) = pending.send(&first.0, first.1, Instant::now().into_std(), config.ping_timeout);
+    let (_, wire) = pending.send(
+        &first.0,
+        first.1,
+        Instant::now().into_std(),
+        config.ping_timeout,
+    );
     writer.write_all(wire.as_bytes()).await?;
 
     let result: Result<(), SessionError> = loop {
@@ -477,7 +482,8 @@ fn on_reply(
             // Events flow from here on; the list that follows marks what is
             // still alive, and live events count as seen too.
             tracker.resync_begin();
-            let (_, wire) = pending.send(&Action::CoreShowChannels, Pending::List, now, LIST_TIMEOUT);
+            let (_, wire) =
+                pending.send(&Action::CoreShowChannels, Pending::List, now, LIST_TIMEOUT);
             out.push_str(&wire);
             Ok(true)
         }
