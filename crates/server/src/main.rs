@@ -1,1 +1,82 @@
-fn main() {}
+//! The `fiche` command: parses the command line, sets up logging, and hands over
+//! to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fiche_server::config::Config;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Fiche: the customer's file on the agent's screen before she picks up.
+#[derive(Debug, Parser)]
+#[command(name = "fiche", version, about)]
+struct Cli {
+    /// TOML configuration file (see config.example.toml); FICHE_* variables override it.
+    #[arg(long, global = true, env = "FICHE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HEP/AMI listeners, HTTP API, websocket, web pages.
+    Serve,
+    /// Check the configuration and print it (secrets redacted).
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FICHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
+        .context("configuration")?;
+    match cli.command {
+        Command::Serve => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(serve(config))
+        }
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        info!("stop requested, draining");
+        signals.cancel();
+    });
+    let listeners = fiche_server::serve::Listeners::bind(&config).await?;
+    fiche_server::serve::run(config, listeners, shutdown).await
+}
+
+async fn wait_for_stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => drop(ctrl_c.await),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(ctrl_c.await);
+}

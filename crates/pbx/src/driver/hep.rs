@@ -264,10 +264,13 @@ async fn serve_tcp_connection(
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    // A stream cannot resynchronise on a HEP boundary: drop it.
                     complaints.decode_error(peer, &error);
-                    info!(%peer, "HEP TCP connection closed after a malformed packet");
-                    return;
+                    // A bad packet whose length was sound was consumed whole; a bad
+                    // header cannot be resynchronised on a HEP boundary: drop it.
+                    if error.breaks_framing() {
+                        info!(%peer, "HEP TCP connection closed after a malformed packet");
+                        return;
+                    }
                 }
             }
         }

@@ -1,0 +1,356 @@
+//! Fiche's configuration: an optional TOML file, then `FICHE_*` environment overrides.
+//!
+//! Every setting is documented in `config.example.toml` at the repository root; a
+//! test parses that file so the example cannot drift from the code.
+
+use anyhow::{bail, Context};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration, after file and environment are merged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP API, the websocket and the web pages (`FICHE_HTTP_ADDR`).
+    #[serde(default = "default_http_addr")]
+    pub http_addr: SocketAddr,
+    /// Database URL: `sqlite://fiche.db` (embedded default) or `postgres://…` (`FICHE_DATABASE_URL`).
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// Folder of the web pages (`FICHE_WEB_ROOT`); defaults to `web-popup` beside the working directory.
+    #[serde(default = "default_web_root")]
+    pub web_root: PathBuf,
+    /// The HEP listener.
+    #[serde(default)]
+    pub hep: HepConfig,
+    /// How calls are tracked.
+    #[serde(default)]
+    pub calls: CallsConfig,
+    /// Asterisk Manager Interface sources, one per PBX.
+    #[serde(default)]
+    pub ami: Vec<AmiConfig>,
+}
+
+/// Where HEP arrives and who may send it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HepConfig {
+    /// UDP and TCP address (`FICHE_HEP_ADDR`); the conventional collector port is 9060.
+    #[serde(default = "default_hep_addr")]
+    pub addr: SocketAddr,
+    /// Listen on UDP.
+    #[serde(default = "yes")]
+    pub udp: bool,
+    /// Listen on TCP.
+    #[serde(default = "yes")]
+    pub tcp: bool,
+    /// Source networks allowed to send HEP (`FICHE_HEP_ALLOW`, comma-separated); others are dropped.
+    #[serde(default = "default_allow")]
+    pub allow: Vec<IpNet>,
+    /// When set, packets must carry this HEP auth key (chunk 0x000e) (`FICHE_HEP_AUTH_KEY`).
+    #[serde(default)]
+    pub auth_key: Option<String>,
+}
+
+impl Default for HepConfig {
+    fn default() -> Self {
+        Self {
+            addr: default_hep_addr(),
+            udp: true,
+            tcp: true,
+            allow: default_allow(),
+            auth_key: None,
+        }
+    }
+}
+
+/// Call tracking settings shared by every source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Regular expressions of agent extensions, matched against the whole number
+    /// (`FICHE_AGENT_EXTENSIONS`, whitespace-separated). Decides inbound/outbound/internal.
+    #[serde(default = "default_agent_extensions")]
+    pub agent_extensions: Vec<String>,
+    /// A call with no signalling for this many seconds ends as failed, "signal lost".
+    #[serde(default = "default_silence_timeout")]
+    pub silence_timeout_secs: u64,
+    /// Ended calls stay in `/api/calls/live` for this many seconds.
+    #[serde(default = "default_ended_linger")]
+    pub ended_linger_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            agent_extensions: default_agent_extensions(),
+            silence_timeout_secs: default_silence_timeout(),
+            ended_linger_secs: default_ended_linger(),
+        }
+    }
+}
+
+impl CallsConfig {
+    /// How long an ended call stays listed.
+    pub fn ended_linger(&self) -> Duration {
+        Duration::from_secs(self.ended_linger_secs)
+    }
+}
+
+/// One Asterisk Manager Interface connection.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmiConfig {
+    /// A short name for logs and the board, e.g. the PBX's host name.
+    #[serde(default = "default_ami_name")]
+    pub name: String,
+    /// `host:port` of the manager interface (`FICHE_AMI_ADDR`), usually port 5038.
+    pub addr: String,
+    /// Manager user (`FICHE_AMI_USER`).
+    pub username: String,
+    /// Manager secret (`FICHE_AMI_SECRET`). Never logged.
+    pub secret: String,
+    /// Log in with the MD5 challenge instead of sending the secret.
+    #[serde(default = "yes")]
+    pub md5: bool,
+}
+
+impl std::fmt::Debug for AmiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmiConfig")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .field("md5", &self.md5)
+            .finish()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_hep_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9060))
+}
+fn default_database_url() -> String {
+    "sqlite://fiche.db".to_owned()
+}
+fn default_web_root() -> PathBuf {
+    PathBuf::from("web-popup")
+}
+fn default_allow() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+fn default_agent_extensions() -> Vec<String> {
+    vec![r"[1-9]\d{1,4}".to_owned()]
+}
+fn default_silence_timeout() -> u64 {
+    4 * 3600
+}
+fn default_ended_linger() -> u64 {
+    60
+}
+fn default_ami_name() -> String {
+    "asterisk".to_owned()
+}
+
+impl Config {
+    /// Reads the file when given, then applies environment overrides from `env`.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut config: Config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading configuration file {}", path.display()))?;
+                Self::parse(&text)
+                    .with_context(|| format!("in configuration file {}", path.display()))?
+            }
+            None => Self::parse("")?,
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no environment applied).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = set("FICHE_HTTP_ADDR") {
+            self.http_addr = v
+                .parse()
+                .with_context(|| format!("FICHE_HTTP_ADDR={v:?}"))?;
+        }
+        if let Some(v) = set("FICHE_HEP_ADDR") {
+            self.hep.addr = v.parse().with_context(|| format!("FICHE_HEP_ADDR={v:?}"))?;
+        }
+        if let Some(v) = set("FICHE_HEP_ALLOW") {
+            self.hep.allow = v
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .with_context(|| format!("FICHE_HEP_ALLOW: bad network {n:?}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if let Some(v) = set("FICHE_HEP_AUTH_KEY") {
+            self.hep.auth_key = Some(v);
+        }
+        if let Some(v) = set("FICHE_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = set("FICHE_WEB_ROOT") {
+            self.web_root = PathBuf::from(v);
+        }
+        if let Some(v) = set("FICHE_AGENT_EXTENSIONS") {
+            self.calls.agent_extensions = v.split_whitespace().map(str::to_owned).collect();
+        }
+        if let Some(addr) = set("FICHE_AMI_ADDR") {
+            let username =
+                set("FICHE_AMI_USER").context("FICHE_AMI_ADDR is set but FICHE_AMI_USER is not")?;
+            let secret = set("FICHE_AMI_SECRET")
+                .context("FICHE_AMI_ADDR is set but FICHE_AMI_SECRET is not")?;
+            // The environment describes one PBX; it replaces the file's first source.
+            let source = AmiConfig {
+                name: default_ami_name(),
+                addr,
+                username,
+                secret,
+                md5: true,
+            };
+            if self.ami.is_empty() {
+                self.ami.push(source);
+            } else {
+                self.ami[0] = AmiConfig {
+                    name: self.ami[0].name.clone(),
+                    md5: self.ami[0].md5,
+                    ..source
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.calls.agent_extensions.is_empty() {
+            bail!("calls.agent_extensions: at least one pattern is needed");
+        }
+        fiche_pbx::ExtensionPatterns::new(&self.calls.agent_extensions)
+            .context("calls.agent_extensions")?;
+        if self.hep.allow.is_empty() && (self.hep.udp || self.hep.tcp) {
+            bail!("hep.allow: empty, every HEP packet would be dropped");
+        }
+        for (i, ami) in self.ami.iter().enumerate() {
+            if ami.addr.trim().is_empty() {
+                bail!("ami[{i}].addr: empty");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let example = Config::load(Some(&path), |_| None).unwrap();
+        let defaults = Config::load(None, |_| None).unwrap();
+        assert_eq!(example.http_addr, defaults.http_addr);
+        assert_eq!(example.hep.addr, defaults.hep.addr);
+        assert_eq!(example.hep.allow, defaults.hep.allow);
+        assert_eq!(example.database_url, defaults.database_url);
+        assert_eq!(
+            example.calls.agent_extensions,
+            defaults.calls.agent_extensions
+        );
+        assert_eq!(
+            example.calls.silence_timeout_secs,
+            defaults.calls.silence_timeout_secs
+        );
+        assert_eq!(
+            example.calls.ended_linger_secs,
+            defaults.calls.ended_linger_secs
+        );
+        assert!(
+            example.ami.is_empty(),
+            "the example's AMI section is commented out"
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::load(None, |_| None).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.hep.addr.to_string(), "0.0.0.0:9060");
+        assert_eq!(c.database_url, "sqlite://fiche.db");
+        assert!(c
+            .hep
+            .allow
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = Config::load(
+            None,
+            env_of(&[
+                ("FICHE_HTTP_ADDR", "127.0.0.1:18080"),
+                ("FICHE_HEP_ADDR", "127.0.0.1:19060"),
+                ("FICHE_DATABASE_URL", "postgres://postgres@127.0.0.1/test"),
+                ("FICHE_HEP_ALLOW", "10.1.0.0/16, 127.0.0.1/32"),
+                ("FICHE_AGENT_EXTENSIONS", r"2\d\d 3\d{2}"),
+                ("FICHE_AMI_ADDR", "127.0.0.1:5038"),
+                ("FICHE_AMI_USER", "fiche"),
+                ("FICHE_AMI_SECRET", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr.port(), 18080);
+        assert_eq!(c.hep.addr.port(), 19060);
+        assert_eq!(c.hep.allow.len(), 2);
+        assert_eq!(c.calls.agent_extensions, [r"2\d\d", r"3\d{2}"]);
+        assert_eq!(c.ami.len(), 1);
+        assert!(
+            !format!("{:?}", c.ami[0]).contains("s3cret"),
+            "secrets never in Debug"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = Config::load(None, env_of(&[("FICHE_HEP_ADDR", "nowhere")])).unwrap_err();
+        assert!(format!("{err:#}").contains("FICHE_HEP_ADDR"), "{err:#}");
+        let err = Config::parse("[hep]\nport = 9060\n").unwrap_err();
+        assert!(format!("{err:#}").contains("port"), "{err:#}");
+        let err = Config::load(None, env_of(&[("FICHE_AGENT_EXTENSIONS", "(")])).unwrap_err();
+        assert!(format!("{err:#}").contains("agent_extensions"), "{err:#}");
+        let err = Config::load(None, env_of(&[("FICHE_AMI_ADDR", "127.0.0.1:5038")])).unwrap_err();
+        assert!(format!("{err:#}").contains("FICHE_AMI_USER"), "{err:#}");
+    }
+}

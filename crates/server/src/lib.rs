@@ -1,0 +1,9 @@
+//! The `fiche` server as a library: configuration, the call-event pipeline, the
+//! HTTP API and websocket, and the `serve` entry point that wires the phone-system
+//! listeners to them. `main.rs` only parses the command line and calls in here,
+//! so tests drive the app without a process.
+
+pub mod config;
+pub mod http;
+pub mod pipeline;
+pub mod serve;

@@ -1,0 +1,107 @@
+//! The call-event pipeline: every source's events in, the live table and the
+//! websocket fan-out updated, in order.
+//!
+//! One task owns the order of events; readers of the live table take a short
+//! read lock and never hold it across an await.
+
+use chrono::Utc;
+use fiche_pbx::{CallEvent, CallEventKind, LiveCall, LiveCalls};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn};
+
+/// Capacity of the sources → pipeline channel; sources wait when it is full.
+pub const EVENT_QUEUE_CAPACITY: usize = 4096;
+
+/// Capacity of the websocket fan-out; a socket that falls this far behind is
+/// closed (it reconnects and reloads the live table) rather than slowing others.
+pub const FANOUT_CAPACITY: usize = 1024;
+
+/// How often ended calls past their linger time are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// The shared live-call table.
+#[derive(Debug, Clone, Default)]
+pub struct LiveTable(Arc<RwLock<LiveCalls>>);
+
+impl LiveTable {
+    /// Every call in the table, oldest first.
+    pub fn snapshot(&self) -> Vec<LiveCall> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot()
+    }
+
+    fn apply(&self, event: &CallEvent) -> bool {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(event)
+    }
+
+    fn prune(&self, linger: Duration) -> usize {
+        let cutoff = Utc::now() - chrono::Duration::from_std(linger).unwrap_or_default();
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .prune(cutoff)
+    }
+}
+
+/// Applies events until every sender is gone or `shutdown` fires, then drains
+/// what is already queued.
+pub async fn run(
+    mut events: mpsc::Receiver<CallEvent>,
+    table: LiveTable,
+    fanout: broadcast::Sender<Arc<str>>,
+    ended_linger: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => handle(&event, &table, &fanout),
+                None => return,
+            },
+            _ = prune.tick() => {
+                table.prune(ended_linger);
+            }
+            () = shutdown.cancelled() => {
+                events.close();
+                while let Some(event) = events.recv().await {
+                    handle(&event, &table, &fanout);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn handle(event: &CallEvent, table: &LiveTable, fanout: &broadcast::Sender<Arc<str>>) {
+    let span = info_span!("call", id = %event.call_id, source = %event.source);
+    let _entered = span.enter();
+    match &event.kind {
+        // Numbers and names are untrusted: `?` escapes them in the log line.
+        CallEventKind::CallStarted {
+            direction,
+            caller,
+            callee,
+            ..
+        } => info!(
+            ?direction, caller = ?caller.number, caller_name = ?caller.name,
+            withheld = caller.withheld, callee = ?callee.number, "call started"
+        ),
+        CallEventKind::Ended { outcome, cause } => info!(?outcome, cause = ?cause, "call ended"),
+        other => info!(event = other.name(), "call event"),
+    }
+    table.apply(event);
+    match serde_json::to_string(event) {
+        // No subscriber is not an error: nobody is watching.
+        Ok(json) => drop(fanout.send(Arc::from(json))),
+        Err(error) => warn!(%error, "call event not serialisable"),
+    }
+}

@@ -1,0 +1,178 @@
+//! `fiche serve`: binds every socket, starts the listeners, the pipeline and the
+//! HTTP server, and stops them all on one cancellation token.
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::pipeline::{self, LiveTable, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
+use anyhow::Context;
+use bytes::Bytes;
+use fiche_pbx::driver::hep::{self as hep_driver, HepFilter, SIP_QUEUE_CAPACITY};
+use fiche_pbx::sip::SipTrackerConfig;
+use fiche_pbx::ExtensionPatterns;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Kernel receive buffer asked for the HEP UDP socket: mirrored SIP arrives in
+/// bursts and a lost packet is a lost state change. The kernel may grant less
+/// (net.core.rmem_max).
+const HEP_UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
+
+/// How long tasks get to drain after shutdown is requested.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every socket Fiche listens on, bound before anything runs, so that a port
+/// already taken fails start-up at once and tests can bind port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    http: TcpListener,
+    hep_udp: Option<UdpSocket>,
+    hep_tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the HTTP and HEP sockets the configuration asks for.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let hep_udp = match config.hep.udp {
+            true => Some(
+                bind_udp(config.hep.addr)
+                    .with_context(|| format!("binding HEP UDP {}", config.hep.addr))?,
+            ),
+            false => None,
+        };
+        let hep_tcp = match config.hep.tcp {
+            // With port 0, TCP takes the port UDP was given, so both share one number.
+            true => {
+                let addr = match &hep_udp {
+                    Some(udp) if config.hep.addr.port() == 0 => udp.local_addr()?,
+                    _ => config.hep.addr,
+                };
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding HEP TCP {addr}"))?,
+                )
+            }
+            false => None,
+        };
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP {}", config.http_addr))?;
+        Ok(Self {
+            http,
+            hep_udp,
+            hep_tcp,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// The bound HEP address (UDP, else TCP).
+    pub fn hep_addr(&self) -> Option<SocketAddr> {
+        match (&self.hep_udp, &self.hep_tcp) {
+            (Some(udp), _) => udp.local_addr().ok(),
+            (None, Some(tcp)) => tcp.local_addr().ok(),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Runs Fiche on bound `listeners` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let agents =
+        ExtensionPatterns::new(&config.calls.agent_extensions).context("calls.agent_extensions")?;
+    let tasks = TaskTracker::new();
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
+    let live = LiveTable::default();
+
+    // Phone-system sources.
+    let filter = Arc::new(HepFilter {
+        allow: config.hep.allow.clone(),
+        auth_key: config.hep.auth_key.clone().map(Bytes::from),
+    });
+    let (captures_tx, captures_rx) = mpsc::channel(SIP_QUEUE_CAPACITY);
+    if let Some(socket) = listeners.hep_udp {
+        info!(addr = ?socket.local_addr().ok(), "HEP UDP listening");
+        tasks.spawn(hep_driver::run_udp(
+            socket,
+            filter.clone(),
+            captures_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = listeners.hep_tcp {
+        info!(addr = ?listener.local_addr().ok(), "HEP TCP listening");
+        tasks.spawn(hep_driver::run_tcp(
+            listener,
+            filter,
+            captures_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(captures_tx);
+    let tracker_config = SipTrackerConfig {
+        agents: agents.clone(),
+        silence_timeout: Duration::from_secs(config.calls.silence_timeout_secs),
+        ..SipTrackerConfig::default()
+    };
+    tasks.spawn(hep_driver::run_tracker(
+        tracker_config,
+        captures_rx,
+        events_tx.clone(),
+        shutdown.clone(),
+    ));
+    if !config.ami.is_empty() {
+        warn!("AMI sources are configured but this build does not connect to AMI yet");
+    }
+    drop(events_tx);
+
+    tasks.spawn(pipeline::run(
+        events_rx,
+        live.clone(),
+        fanout.clone(),
+        config.calls.ended_linger(),
+        shutdown.clone(),
+    ));
+
+    info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
+    let app = http::router(AppState { live, fanout }, config.web_root.clone());
+    axum::serve(listeners.http, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("HTTP server")?;
+
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("some tasks did not stop within {DRAIN_TIMEOUT:?}");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(error) = socket.set_recv_buffer_size(HEP_UDP_RECV_BUFFER) {
+        warn!(%error, "could not enlarge the HEP UDP receive buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}

@@ -1,0 +1,339 @@
+//! The server end to end inside one process: real sockets on 127.0.0.1:0, HEP in,
+//! websocket and HTTP out.
+
+use bytes::Bytes;
+use fiche_pbx::hep::{self, HepPacket};
+use fiche_server::config::Config;
+use fiche_server::serve::{self, Listeners};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Running {
+    http: SocketAddr,
+    hep: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(extra: &str) -> Running {
+        let toml = format!(
+            "http_addr = \"127.0.0.1:0\"\nweb_root = \"{}\"\n[hep]\naddr = \"127.0.0.1:0\"\n{extra}\n[calls]\nagent_extensions = ['2\\d\\d']\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../web-popup")
+        );
+        let config = Config::parse(&toml).unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let http = listeners.http_addr().unwrap();
+        let hep = listeners.hep_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve::run(config, listeners, shutdown.clone()));
+        Running {
+            http,
+            hep,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(WAIT, self.task).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "server stops cleanly: {result:?}"
+        );
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.http).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    async fn live_calls(&self) -> Vec<Value> {
+        let (status, body) = self.get("/api/calls/live").await;
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn websocket(http: SocketAddr) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn next_event(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+const CALLER: &str = "127.0.0.1:5070";
+const PHONE: &str = "127.0.0.1:5071";
+
+/// A direct call from a customer's phone to extension 201, as captured.
+fn call_flow(call_id: &str) -> Vec<(&'static str, &'static str, String)> {
+    let invite = format!(
+        "INVITE sip:201@{PHONE} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-1\r\n\
+Max-Forwards: 70\r\n\
+From: \"<script>alert(1)</script> Élodie\" <sip:0612345678@{CALLER}>;tag=caller-tag\r\n\
+To: <sip:201@{PHONE}>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:0612345678@{CALLER}>\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    let response = |status: &str, cseq: &str| {
+        format!(
+            "SIP/2.0 {status}\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-{}\r\n\
+From: \"<script>alert(1)</script> Élodie\" <sip:0612345678@{CALLER}>;tag=caller-tag\r\n\
+To: <sip:201@{PHONE}>;tag=phone-tag\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {cseq}\r\n\
+Contact: <sip:201@{PHONE}>\r\n\
+Content-Length: 0\r\n\r\n",
+            if cseq.contains("BYE") { "3" } else { "1" }
+        )
+    };
+    let ack = format!(
+        "ACK sip:201@{PHONE} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-2\r\n\
+From: \"<script>alert(1)</script> Élodie\" <sip:0612345678@{CALLER}>;tag=caller-tag\r\n\
+To: <sip:201@{PHONE}>;tag=phone-tag\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 ACK\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    let bye = format!(
+        "BYE sip:201@{PHONE} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-3\r\n\
+From: \"<script>alert(1)</script> Élodie\" <sip:0612345678@{CALLER}>;tag=caller-tag\r\n\
+To: <sip:201@{PHONE}>;tag=phone-tag\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 2 BYE\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    vec![
+        (CALLER, PHONE, invite),
+        (PHONE, CALLER, response("180 Ringing", "1 INVITE")),
+        (PHONE, CALLER, response("200 OK", "1 INVITE")),
+        (CALLER, PHONE, ack),
+        (CALLER, PHONE, bye),
+        (PHONE, CALLER, response("200 OK", "2 BYE")),
+    ]
+}
+
+fn hep_packet(src: &str, dst: &str, sip: &str, auth_key: Option<&str>) -> Vec<u8> {
+    hep::encode(&HepPacket {
+        ip_family: Some(2),
+        ip_protocol: Some(17),
+        src: src.parse().ok(),
+        dst: dst.parse().ok(),
+        proto_type: Some(1),
+        capture_id: Some(101),
+        auth_key: auth_key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        payload: Bytes::copy_from_slice(sip.as_bytes()),
+        ..HepPacket::default()
+    })
+}
+
+async fn send_udp(to: SocketAddr, packets: &[Vec<u8>]) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for packet in packets {
+        socket.send_to(packet, to).await.unwrap();
+        // Keep arrival order as on a real wire; the tracker sees each in turn.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_call_over_hep_udp_reaches_the_websocket_and_the_live_table() {
+    let fiche = Running::start("").await;
+    let (status, body) = fiche.get("/healthz").await;
+    assert_eq!((status, body.contains("ok")), (200, true));
+    let mut ws = websocket(fiche.http).await;
+
+    let packets: Vec<Vec<u8>> = call_flow("udp-call-1")
+        .iter()
+        .map(|(src, dst, sip)| hep_packet(src, dst, sip, None))
+        .collect();
+    send_udp(fiche.hep, &packets).await;
+
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        events.push(next_event(&mut ws).await);
+    }
+    assert_eq!(
+        types(&events),
+        ["call_started", "ringing", "answered", "ended"]
+    );
+    assert_eq!(events[0]["source"], "hep");
+    assert_eq!(events[0]["direction"], "inbound");
+    assert_eq!(
+        events[0]["caller"]["name"],
+        "<script>alert(1)</script> Élodie"
+    );
+    assert_eq!(events[1]["extension"], "201");
+    assert_eq!(events[2]["extension"], "201");
+    assert_eq!(events[3]["outcome"], "answered");
+
+    let calls = fiche.live_calls().await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(call["source_key"], "udp-call-1");
+    assert_eq!(call["state"], "ended");
+    assert_eq!(call["outcome"], "answered");
+    assert_eq!(call["agent_extension"], "201");
+    assert_eq!(call["caller"]["number"], "0612345678");
+    assert_eq!(call["caller"]["withheld"], false);
+    assert_eq!(call["callee"]["number"], "201");
+    assert!(call["answered_at"].is_string() && call["ended_at"].is_string());
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn hep_over_tcp_survives_packets_split_across_writes() {
+    let fiche = Running::start("").await;
+    let mut ws = websocket(fiche.http).await;
+    let stream: Vec<u8> = call_flow("tcp-call-1")
+        .iter()
+        .take(2)
+        .flat_map(|(src, dst, sip)| hep_packet(src, dst, sip, None))
+        .collect();
+    let mut tcp = TcpStream::connect(fiche.hep).await.unwrap();
+    // Three uneven writes: the first packet is cut in the middle of a chunk.
+    for part in [
+        &stream[..17],
+        &stream[17..stream.len() - 9],
+        &stream[stream.len() - 9..],
+    ] {
+        tcp.write_all(part).await.unwrap();
+        tcp.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = next_event(&mut ws).await;
+    let ringing = next_event(&mut ws).await;
+    assert_eq!(started["type"], "call_started");
+    assert_eq!(started["source_key"], "tcp-call-1");
+    assert_eq!(ringing["type"], "ringing");
+    assert_eq!(fiche.live_calls().await[0]["state"], "ringing");
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn packets_without_the_auth_key_are_dropped() {
+    let fiche = Running::start("auth_key = \"k3y\"").await;
+    let mut ws = websocket(fiche.http).await;
+    let flow = call_flow("auth-call");
+    let (src, dst, invite) = &flow[0];
+    let wrong = hep_packet(src, dst, &invite.replace("auth-call", "no-key"), None);
+    let bad = hep_packet(
+        src,
+        dst,
+        &invite.replace("auth-call", "bad-key"),
+        Some("nope"),
+    );
+    let good = hep_packet(src, dst, invite, Some("k3y"));
+    send_udp(fiche.hep, &[wrong, bad, good]).await;
+    let event = next_event(&mut ws).await;
+    assert_eq!(
+        event["source_key"], "auth-call",
+        "only the keyed packet counts"
+    );
+    let calls = fiche.live_calls().await;
+    assert_eq!(calls.len(), 1);
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn packets_from_networks_not_allowed_are_dropped() {
+    let fiche = Running::start("allow = [\"192.0.2.0/24\"]").await;
+    let flow = call_flow("denied-call");
+    let (src, dst, invite) = &flow[0];
+    send_udp(fiche.hep, &[hep_packet(src, dst, invite, None)]).await;
+    // The HEP v1 packet and garbage must not disturb anything either.
+    send_udp(
+        fiche.hep,
+        &[vec![0x01, 0x10, 0x02, 0x11], b"HEP3\x00\x07x".to_vec()],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fiche.live_calls().await.is_empty());
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_packets_do_not_stop_the_listener() {
+    let fiche = Running::start("").await;
+    let mut ws = websocket(fiche.http).await;
+    let flow = call_flow("after-garbage");
+    let (src, dst, invite) = &flow[0];
+    let mut garbage = hep_packet(src, dst, invite, None);
+    garbage.truncate(40);
+    send_udp(
+        fiche.hep,
+        &[
+            vec![0x02; 30],
+            garbage,
+            b"HEP3\xff\xff".to_vec(),
+            hep_packet(src, dst, "NOT SIP AT ALL\r\n\r\n", None),
+            hep_packet(src, dst, invite, None),
+        ],
+    )
+    .await;
+    let event = next_event(&mut ws).await;
+    assert_eq!(event["source_key"], "after-garbage");
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn the_agent_page_is_served() {
+    let fiche = Running::start("").await;
+    let (status, body) = fiche.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Fiche</title>"));
+    let (status, _) = fiche.get("/app.js").await;
+    assert_eq!(status, 200);
+    fiche.stop().await;
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what the test suites need when it is missing, then runs every suite.
+# This is the README's test command; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+need_apt=()
+command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+if ((${#need_apt[@]})); then
+  step "installing ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# The store suites run against PostgreSQL too; start the local cluster if it is down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  step "starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at 127.0.0.1:5432" >&2; exit 1; }
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "the parsers and trackers stay IO-free (no tokio in fiche-pbx without its driver feature)"
+if cargo tree -p fiche-pbx -e normal --prefix none | grep -E '^tokio( |-)' ; then
+  echo "fiche-pbx depends on tokio without the driver feature" >&2
+  exit 1
+fi
+
+step "build the fiche binary for the end-to-end suites"
+cargo build -p fiche-server --locked
+
+step "tests: unit, store (SQLite and PostgreSQL), end to end (Kamailio + sipp)"
+cargo test --workspace --locked
