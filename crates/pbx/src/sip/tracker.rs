@@ -135,6 +135,28 @@ impl Dedup {
     }
 }
 
+/// Keyed 64-bit hash of a payload, eight bytes at a time (folded multiply, as
+/// in wyhash): fast enough to run on every message, and keyed so that a sender
+/// cannot predict collisions. A collision only drops one message as a duplicate.
+fn payload_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K1: u64 = 0xa076_1d64_78bd_642f;
+    const K2: u64 = 0xe703_7ed1_a0b4_28db;
+    let fold = |a: u64, b: u64| {
+        let product = u128::from(a) * u128::from(b);
+        (product as u64) ^ ((product >> 64) as u64)
+    };
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K1);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = fold(h ^ u64::from_le_bytes(word) ^ K1, K2);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    fold(h ^ u64::from_le_bytes(tail) ^ K2, K1 ^ seed)
+}
+
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -150,7 +172,8 @@ pub struct SipTracker {
     creation_order: VecDeque<(u64, String)>,
     next_serial: u64,
     dedup: Dedup,
-    payload_hasher: RandomState,
+    /// Random per tracker, so crafted payloads cannot aim at a known hash.
+    hash_seed: u64,
     events: VecDeque<CallEvent>,
     active: usize,
 }
@@ -165,7 +188,7 @@ impl SipTracker {
             creation_order: VecDeque::new(),
             next_serial: 0,
             dedup: Dedup::default(),
-            payload_hasher: RandomState::new(),
+            hash_seed: RandomState::new().hash_one(0x5eed_u64),
             events: VecDeque::new(),
             active: 0,
         }
@@ -198,8 +221,9 @@ impl SipTracker {
                     return Ok(());
                 }
             },
-            StartLine::Response { .. } => {
-                if pre.cseq_method != Some("INVITE") {
+            StartLine::Response { code, .. } => {
+                // 100 Trying is hop-by-hop progress: no call state in it.
+                if pre.cseq_method != Some("INVITE") || code == 100 {
                     self.touch(now, pre.call_id);
                     return Ok(());
                 }
@@ -209,7 +233,7 @@ impl SipTracker {
         if needs_call && !pre.call_id.is_some_and(|c| self.is_live(c)) {
             return Ok(());
         }
-        let hash = self.payload_hasher.hash_one(&normalised.bytes[..]);
+        let hash = payload_hash(self.hash_seed, &normalised.bytes);
         if self.dedup.contains(now, hash, self.config.dedup_window) {
             tracing::trace!(?src, ?dst, "duplicate SIP message dropped");
             return Ok(());
@@ -443,6 +467,12 @@ impl SipTracker {
         self.calls.insert(f.call_id.to_owned(), call);
         self.creation_order
             .push_back((serial, f.call_id.to_owned()));
+        if self.creation_order.len() > 2 * self.calls.len() + 1024 {
+            // Calls forgotten after their linger leave stale entries behind.
+            let calls = &self.calls;
+            self.creation_order
+                .retain(|(serial, key)| calls.get(key).is_some_and(|c| c.serial == *serial));
+        }
         self.active += 1;
         self.schedule(f.call_id);
     }
