@@ -116,6 +116,22 @@ pub struct AmiConfig {
     /// Log in with the MD5 challenge instead of sending the secret.
     #[serde(default = "yes")]
     pub md5: bool,
+    /// Seconds between keepalive pings.
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_secs: u64,
+    /// Seconds a ping may stay unanswered before the connection is presumed dead.
+    #[serde(default = "default_ping_timeout")]
+    pub ping_timeout_secs: u64,
+    /// Regular expressions with an `ext` group reading the phone's extension from
+    /// a channel name; empty means the built-in PJSIP/SIP/IAX2/FreePBX queue patterns.
+    #[serde(default)]
+    pub channel_patterns: Vec<String>,
+    /// Channel technology of the agents' phones for click-to-call (`PJSIP`, `SIP`).
+    #[serde(default = "default_originate_technology")]
+    pub originate_technology: String,
+    /// Dialplan context in which click-to-call dials the customer's number.
+    #[serde(default = "default_originate_context")]
+    pub originate_context: String,
 }
 
 impl std::fmt::Debug for AmiConfig {
@@ -126,6 +142,11 @@ impl std::fmt::Debug for AmiConfig {
             .field("username", &self.username)
             .field("secret", &"<redacted>")
             .field("md5", &self.md5)
+            .field("ping_interval_secs", &self.ping_interval_secs)
+            .field("ping_timeout_secs", &self.ping_timeout_secs)
+            .field("channel_patterns", &self.channel_patterns)
+            .field("originate_technology", &self.originate_technology)
+            .field("originate_context", &self.originate_context)
             .finish()
     }
 }
@@ -162,6 +183,18 @@ fn default_ended_linger() -> u64 {
 }
 fn default_ami_name() -> String {
     "asterisk".to_owned()
+}
+fn default_ping_interval() -> u64 {
+    20
+}
+fn default_ping_timeout() -> u64 {
+    5
+}
+fn default_originate_technology() -> String {
+    "PJSIP".to_owned()
+}
+fn default_originate_context() -> String {
+    "from-internal".to_owned()
 }
 
 impl Config {
@@ -224,21 +257,24 @@ impl Config {
             let secret = set("FICHE_AMI_SECRET")
                 .context("FICHE_AMI_ADDR is set but FICHE_AMI_SECRET is not")?;
             // The environment describes one PBX; it replaces the file's first source.
-            let source = AmiConfig {
-                name: default_ami_name(),
-                addr,
-                username,
-                secret,
-                md5: true,
-            };
-            if self.ami.is_empty() {
-                self.ami.push(source);
-            } else {
-                self.ami[0] = AmiConfig {
-                    name: self.ami[0].name.clone(),
-                    md5: self.ami[0].md5,
-                    ..source
-                };
+            match self.ami.first_mut() {
+                Some(first) => {
+                    first.addr = addr;
+                    first.username = username;
+                    first.secret = secret;
+                }
+                None => self.ami.push(AmiConfig {
+                    name: default_ami_name(),
+                    addr,
+                    username,
+                    secret,
+                    md5: true,
+                    ping_interval_secs: default_ping_interval(),
+                    ping_timeout_secs: default_ping_timeout(),
+                    channel_patterns: Vec::new(),
+                    originate_technology: default_originate_technology(),
+                    originate_context: default_originate_context(),
+                }),
             }
         }
         Ok(())
@@ -256,6 +292,13 @@ impl Config {
         for (i, ami) in self.ami.iter().enumerate() {
             if ami.addr.trim().is_empty() {
                 bail!("ami[{i}].addr: empty");
+            }
+            if ami.ping_interval_secs == 0 || ami.ping_timeout_secs == 0 {
+                bail!("ami[{i}]: ping_interval_secs and ping_timeout_secs must be at least 1");
+            }
+            if !ami.channel_patterns.is_empty() {
+                fiche_pbx::ami::ChannelPatterns::new(&ami.channel_patterns)
+                    .with_context(|| format!("ami[{i}].channel_patterns"))?;
             }
         }
         Ok(())
@@ -300,6 +343,23 @@ mod tests {
             example.ami.is_empty(),
             "the example's AMI section is commented out"
         );
+    }
+
+    #[test]
+    fn the_example_ami_section_parses_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let (head, ami) = text.split_once("# [[ami]]").unwrap();
+        let uncommented: String = ami
+            .lines()
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::parse(&format!("{head}[[ami]]{uncommented}")).unwrap();
+        assert_eq!(config.ami.len(), 1);
+        assert_eq!(config.ami[0].addr, "192.0.2.10:5038");
+        assert_eq!(config.ami[0].ping_interval_secs, 20);
+        assert_eq!(config.ami[0].originate_context, "from-internal");
     }
 
     #[test]

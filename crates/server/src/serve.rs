@@ -1,11 +1,13 @@
 //! `fiche serve`: binds every socket, starts the listeners, the pipeline and the
 //! HTTP server, and stops them all on one cancellation token.
 
-use crate::config::Config;
+use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
 use crate::pipeline::{self, LiveTable, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
 use anyhow::Context;
 use bytes::Bytes;
+use fiche_pbx::ami::ChannelPatterns;
+use fiche_pbx::driver::ami::{self as ami_driver, AmiSourceConfig};
 use fiche_pbx::driver::hep::{self as hep_driver, HepFilter, SIP_QUEUE_CAPACITY};
 use fiche_pbx::sip::SipTrackerConfig;
 use fiche_pbx::ExtensionPatterns;
@@ -134,8 +136,18 @@ pub async fn run(
         events_tx.clone(),
         shutdown.clone(),
     ));
-    if !config.ami.is_empty() {
-        warn!("AMI sources are configured but this build does not connect to AMI yet");
+    let mut ami_commands = Vec::new();
+    for source in &config.ami {
+        let ami_config = ami_source_config(source, &agents)?;
+        let (commands_tx, commands_rx) = mpsc::channel(AMI_COMMAND_CAPACITY);
+        info!(name = %source.name, addr = %source.addr, "AMI source");
+        tasks.spawn(ami_driver::run(
+            ami_config,
+            events_tx.clone(),
+            commands_rx,
+            shutdown.clone(),
+        ));
+        ami_commands.push(commands_tx);
     }
     drop(events_tx);
 
@@ -164,6 +176,33 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Capacity of each AMI source's command queue (click-to-call requests); a full
+/// queue answers the caller "busy" rather than waiting.
+const AMI_COMMAND_CAPACITY: usize = 64;
+
+fn ami_source_config(
+    source: &AmiConfig,
+    agents: &ExtensionPatterns,
+) -> anyhow::Result<AmiSourceConfig> {
+    let mut config = AmiSourceConfig::new(
+        source.name.clone(),
+        source.addr.clone(),
+        source.username.clone(),
+        source.secret.clone(),
+    );
+    config.use_md5 = source.md5;
+    config.ping_interval = Duration::from_secs(source.ping_interval_secs);
+    config.ping_timeout = Duration::from_secs(source.ping_timeout_secs);
+    config.agents = agents.clone();
+    if !source.channel_patterns.is_empty() {
+        config.channel_patterns = ChannelPatterns::new(&source.channel_patterns)
+            .with_context(|| format!("ami {}: channel_patterns", source.name))?;
+    }
+    config.originate_technology = source.originate_technology.clone();
+    config.originate_context = source.originate_context.clone();
+    Ok(config)
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
