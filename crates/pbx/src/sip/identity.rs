@@ -155,6 +155,8 @@ pub(crate) struct UriParts<'a> {
     pub(crate) user: Option<&'a str>,
     /// Host without port; empty for tel URIs.
     pub(crate) host: &'a str,
+    /// Port, when present.
+    pub(crate) port: Option<&'a str>,
     /// URI headers after `?` (e.g. `Replaces=...`), empty when absent.
     pub(crate) headers: &'a str,
 }
@@ -171,6 +173,7 @@ pub(crate) fn uri_parts(uri: &str) -> UriParts<'_> {
         return UriParts {
             user: (!number.is_empty()).then_some(number),
             host: "",
+            port: None,
             headers,
         };
     }
@@ -187,16 +190,35 @@ pub(crate) fn uri_parts(uri: &str) -> UriParts<'_> {
         None => (None, rest),
     };
     let host_port = host_port.split(';').next().unwrap_or("");
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').unwrap_or((v6, ""));
+        (host, after.strip_prefix(':'))
     } else {
-        host_port.split(':').next().unwrap_or("")
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
     };
     UriParts {
         user,
         host: host.trim(),
+        port: port.map(str::trim).filter(|p| !p.is_empty()),
         headers,
     }
+}
+
+/// `host:port` of a sip URI, lowercase, port 5060 when absent: where a phone
+/// registered (Contact) or where a proxy sends a call (Request-URI).
+pub(crate) fn uri_location(uri: &str) -> Option<String> {
+    let parts = uri_parts(uri);
+    if parts.host.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}:{}",
+        parts.host.to_ascii_lowercase(),
+        parts.port.unwrap_or("5060")
+    ))
 }
 
 /// Percent-decodes a user part; keeps the text as is when decoding would not
@@ -400,6 +422,15 @@ mod tests {
         assert_eq!(uri_number("sip:127.0.0.1"), None);
         assert_eq!(uri_number("mailto:a@b"), None);
         assert_eq!(uri_parts("sip:a@[::1]:5060").host, "::1");
+        assert_eq!(
+            uri_location("sip:201@127.0.0.1:5071;transport=udp"),
+            Some("127.0.0.1:5071".into())
+        );
+        assert_eq!(
+            uri_location("sip:Phone@Example.COM"),
+            Some("example.com:5060".into())
+        );
+        assert_eq!(uri_location("sip:a@[::1]:5062"), Some("::1:5062".into()));
         assert_eq!(decode_user("100%"), "100%");
     }
 

@@ -166,7 +166,7 @@ fn rebuild<'a>(msg: &[u8], head_end: usize, body: &[u8]) -> Normalised<'a> {
 /// The start line, read without rsip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StartLine<'a> {
-    Request { method: &'a str },
+    Request { method: &'a str, uri: &'a str },
     Response { code: u16, reason: &'a str },
 }
 
@@ -209,7 +209,7 @@ impl<'a> StartLine<'a> {
                     .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
         };
         if is_token(method) && !uri.is_empty() && version == "SIP/2.0" && parts.next().is_none() {
-            return Ok(StartLine::Request { method });
+            return Ok(StartLine::Request { method, uri });
         }
         Err(SipError::Parse {
             what: "start line",
@@ -270,6 +270,8 @@ pub(crate) enum MessageKind<'a> {
         method: rsip::Method,
         /// User part of the Request-URI (the extension a proxied INVITE targets).
         request_user: Option<String>,
+        /// The Request-URI as written on the start line.
+        request_uri: &'a str,
     },
     Response {
         code: u16,
@@ -297,6 +299,9 @@ pub(crate) struct SipFacts<'a> {
     pub(crate) history_info: Vec<&'a str>,
     pub(crate) reason: Option<&'a str>,
     pub(crate) refer_to: Option<&'a str>,
+    /// Contact header values (REGISTER bindings).
+    pub(crate) contacts: Vec<&'a str>,
+    pub(crate) expires: Option<&'a str>,
     pub(crate) body: &'a [u8],
 }
 
@@ -322,6 +327,10 @@ impl<'a> SipFacts<'a> {
                         .user()
                         .map(|u| super::identity::decode_user(u).into_owned())
                         .filter(|u| !u.is_empty()),
+                    request_uri: match start {
+                        StartLine::Request { uri, .. } => uri,
+                        StartLine::Response { .. } => "",
+                    },
                 },
                 &request.headers,
                 &request.body,
@@ -359,6 +368,8 @@ impl<'a> SipFacts<'a> {
             history_info: Vec::new(),
             reason: None,
             refer_to: None,
+            contacts: Vec::new(),
+            expires: None,
             body: body.as_slice(),
         };
         for header in headers.iter() {
@@ -376,6 +387,10 @@ impl<'a> SipFacts<'a> {
                     to.get_or_insert(h.value());
                 }
                 Header::Via(h) => facts.add_vias(h.value()),
+                Header::Contact(h) => push_bounded(&mut facts.contacts, h.value().trim()),
+                Header::Expires(h) => {
+                    facts.expires.get_or_insert(h.value().trim());
+                }
                 Header::Other(name, value) => {
                     facts.other(name, value, &mut call_id, &mut from, &mut to)
                 }
@@ -450,6 +465,7 @@ impl<'a> SipFacts<'a> {
                 b'r' => {
                     self.refer_to.get_or_insert(value);
                 }
+                b'm' => push_bounded(&mut self.contacts, value),
                 _ => {}
             }
         } else if is("P-Asserted-Identity") {
@@ -527,7 +543,10 @@ mod tests {
         );
         assert_eq!(
             StartLine::parse(b"INVITE sip:201@h SIP/2.0").unwrap(),
-            StartLine::Request { method: "INVITE" }
+            StartLine::Request {
+                method: "INVITE",
+                uri: "sip:201@h"
+            }
         );
         assert!(StartLine::parse(b"SIP/2.0 abc Nope").is_err());
         assert!(StartLine::parse(b"\x00\x01garbage").is_err());

@@ -1433,3 +1433,69 @@ fn the_oldest_unanswered_call_is_dropped_at_the_cap() {
     );
     assert_eq!(t.active_calls(), 2);
 }
+
+#[test]
+fn phones_registered_under_another_contact_user_ring_as_their_extension() {
+    let phone = "127.0.0.1:5074";
+    let register = |expires: u32| {
+        sip(
+            phone,
+            KAMAILIO,
+            &format!(
+                "REGISTER sip:127.0.0.1 SIP/2.0
+                Via: SIP/2.0/UDP 127.0.0.1:5074;branch=z9hG4bK-reg-{expires}
+                From: <sip:204@127.0.0.1>;tag=r204
+                To: <sip:204@127.0.0.1>
+                Call-ID: reg-204@127.0.0.1
+                CSeq: {expires} REGISTER
+                m: <sip:yealink-3f2a@127.0.0.1:5074;transport=udp>;expires={expires}"
+            ),
+            "",
+        )
+    };
+    let f = Flow::new(
+        "registered@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "600",
+    );
+    let mut m = vec![
+        register(3600),
+        f.invite(),
+        f.fork("yealink-3f2a", phone, KB0),
+    ];
+    m.extend(f.relay(phone, KB0, 180, "Ringing", Some("y1")));
+    m.extend(f.relay(phone, KB0, 200, "OK", Some("y1")));
+    check(
+        &m,
+        &f.call_id,
+        &[
+            started(&f.call_id, Direction::Inbound, claire(), "600"),
+            ringing("204"),
+            answered("204"),
+        ],
+    );
+
+    // Once unregistered, the Request-URI user is all there is.
+    let g = Flow::new(
+        "unregistered@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "600",
+    );
+    let mut m = vec![
+        register(3600),
+        register(0),
+        g.invite(),
+        g.fork("yealink-3f2a", phone, KB0),
+    ];
+    m.extend(g.relay(phone, KB0, 180, "Ringing", Some("y1")));
+    check(
+        &m,
+        &g.call_id,
+        &[
+            started(&g.call_id, Direction::Inbound, claire(), "600"),
+            ringing("yealink-3f2a"),
+        ],
+    );
+}

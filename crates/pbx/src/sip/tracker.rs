@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// Lower Via branches kept per leg (enough for a chain of proxies).
 const MAX_LOWER_BRANCHES: usize = 8;
+/// Phone registrations remembered (Contact location → extension).
+const MAX_REGISTRATIONS: usize = 65_536;
 /// REFERs remembered per call to drop their mirrored copies.
 const MAX_REFERS_SEEN: usize = 16;
 /// Events waiting for [`SipTracker::poll_event`]; the driver drains after each
@@ -176,6 +178,9 @@ pub struct SipTracker {
     hash_seed: u64,
     events: VecDeque<CallEvent>,
     active: usize,
+    /// `host:port` of each registered Contact → the extension (REGISTER To user),
+    /// for phones whose Contact user is not their extension.
+    registrations: HashMap<String, String>,
 }
 
 impl SipTracker {
@@ -191,6 +196,7 @@ impl SipTracker {
             hash_seed: RandomState::new().hash_one(0x5eed_u64),
             events: VecDeque::new(),
             active: 0,
+            registrations: HashMap::new(),
         }
     }
 
@@ -213,8 +219,8 @@ impl SipTracker {
         let start = StartLine::parse(head)?;
         let pre = message::prescan(head);
         let needs_call = match start {
-            StartLine::Request { method } => match method {
-                "INVITE" => false,
+            StartLine::Request { method, .. } => match method {
+                "INVITE" | "REGISTER" => false,
                 "CANCEL" | "BYE" | "UPDATE" | "REFER" => true,
                 _ => {
                     self.touch(now, pre.call_id);
@@ -251,6 +257,7 @@ impl SipTracker {
                 rsip::Method::Cancel => self.on_cancel(now, &facts),
                 rsip::Method::Bye => self.on_bye(now, &facts),
                 rsip::Method::Refer => self.on_refer(now, &facts)?,
+                rsip::Method::Register => self.on_register(&facts),
                 _ => {}
             },
             MessageKind::Response { code, reason } => {
@@ -477,10 +484,46 @@ impl SipTracker {
         self.schedule(f.call_id);
     }
 
+    /// Learns which extension a phone's Contact belongs to.
+    fn on_register(&mut self, f: &SipFacts<'_>) {
+        let Some(extension) = identity::uri_number(identity::parse_name_addr(f.to).uri) else {
+            return;
+        };
+        let header_expires = f.expires.and_then(|e| e.parse::<u32>().ok());
+        for contact in f.contacts.iter().flat_map(|c| identity::split_list(c)) {
+            let contact = identity::parse_name_addr(contact);
+            let Some(location) = identity::uri_location(contact.uri) else {
+                continue;
+            };
+            let expires = identity::param(contact.params, "expires")
+                .and_then(|e| e.parse::<u32>().ok())
+                .or(header_expires);
+            if expires == Some(0) {
+                self.registrations.remove(&location);
+            } else if self.registrations.len() < MAX_REGISTRATIONS
+                || self.registrations.contains_key(&location)
+            {
+                self.registrations.insert(location, extension.clone());
+            }
+        }
+    }
+
     fn new_leg(&self, f: &SipFacts<'_>) -> Leg {
-        let request_user = match &f.kind {
-            MessageKind::Request { request_user, .. } => request_user.clone(),
-            MessageKind::Response { .. } => None,
+        let (request_user, request_uri) = match &f.kind {
+            MessageKind::Request {
+                request_user,
+                request_uri,
+                ..
+            } => (request_user.clone(), *request_uri),
+            MessageKind::Response { .. } => (None, ""),
+        };
+        // A phone reached at its registered Contact whose user part is not the
+        // extension (e.g. `sip:yealink-3f2a@10.0.0.7`): the REGISTER says which it is.
+        let request_user = match request_user {
+            Some(user) if self.config.agents.is_agent(&user) => Some(user),
+            other => identity::uri_location(request_uri)
+                .and_then(|location| self.registrations.get(&location).cloned())
+                .or(other),
         };
         Leg {
             branch: f.branches.first().copied().unwrap_or("").to_owned(),
