@@ -42,6 +42,13 @@ impl<'a> ChannelSnapshot<'a> {
             let Some(rest) = strip_prefix_ignore_case(key, prefix) else {
                 continue;
             };
+            // Every snapshot key starts with C, E, U or L: skip the rest cheaply.
+            if !matches!(
+                rest.as_bytes().first(),
+                Some(b'C' | b'E' | b'U' | b'L' | b'c' | b'e' | b'u' | b'l')
+            ) {
+                continue;
+            }
             // Longest names first is not needed: the match is on whole names.
             match rest.len() {
                 7 if rest.eq_ignore_ascii_case("Channel") => snapshot.channel = value,

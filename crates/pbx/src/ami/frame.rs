@@ -8,8 +8,9 @@
 //! [`MAX_MESSAGE_LEN`] bytes for one message.
 
 use bytes::{Buf, BytesMut};
-use std::borrow::Cow;
+use memchr::memmem;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 /// The largest message kept, in bytes. A peer that never ends its message gets
 /// an error and the framer drops bytes up to the next empty line.
@@ -309,21 +310,22 @@ fn starts_with_follows(buf: &[u8]) -> bool {
 /// Finds the empty line ending a message that starts at 0: returns the end of
 /// the message body and the number of bytes to consume.
 fn find_blank_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut at = from;
-    while let Some(offset) = memchr::memchr(b'\n', &buf[at..]) {
-        let nl = at + offset;
-        let next = nl + 1;
-        if next < buf.len() {
-            if buf[next] == b'\n' {
-                return Some((next, next + 1));
-            }
-            if buf[next] == b'\r' && buf.get(next + 1) == Some(&b'\n') {
-                return Some((next, next + 2));
-            }
-        }
-        at = next;
+    // A blank line is "\n\r\n" (Asterisk) or "\n\n" (LF-only recordings).
+    // The LF form is only searched before the first CRLF one, so each message
+    // costs one pass over its own bytes.
+    static CRLF_BLANK: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\n\r\n"));
+    static LF_BLANK: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\n\n"));
+    let hay = buf.get(from..)?;
+    let crlf = CRLF_BLANK.find(hay);
+    let limit = crlf.map_or(hay.len(), |q| q + 1);
+    let lf = LF_BLANK.find(&hay[..limit]);
+    match (lf, crlf) {
+        (Some(p), _) => Some((from + p + 1, from + p + 2)),
+        (None, Some(q)) => Some((from + q + 1, from + q + 3)),
+        (None, None) => None,
     }
-    None
 }
 
 /// Finds the `--END COMMAND--` line of a `Response: Follows` message, and the
@@ -361,7 +363,60 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 }
 
 fn parse_message(body: &[u8], follows: bool) -> Result<AmiMessage, AmiError> {
-    let text: Cow<'_, str> = String::from_utf8_lossy(body);
+    if follows {
+        return parse_follows(body);
+    }
+    // One copy of the message; fields are spans into it.
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let bytes = text.as_bytes();
+    let mut fields = Vec::with_capacity(24);
+    let mut start = 0;
+    let mut line = 0;
+    while start < bytes.len() {
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |p| start + p);
+        let mut line_end = end;
+        if line_end > start && bytes[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        line += 1;
+        if line_end > start {
+            let Some(colon) = memchr::memchr(b':', &bytes[start..line_end]) else {
+                return Err(AmiError::MalformedLine { line });
+            };
+            let colon = start + colon;
+            let mut key_start = start;
+            let mut key_end = colon;
+            while key_start < key_end && bytes[key_start].is_ascii_whitespace() {
+                key_start += 1;
+            }
+            while key_end > key_start && bytes[key_end - 1].is_ascii_whitespace() {
+                key_end -= 1;
+            }
+            let mut value_start = colon + 1;
+            if value_start < line_end && bytes[value_start] == b' ' {
+                value_start += 1;
+            }
+            // Spans fit in u32: a message is at most MAX_MESSAGE_LEN bytes.
+            fields.push((
+                key_start as u32..key_end as u32,
+                value_start as u32..line_end as u32,
+            ));
+        }
+        start = end + 1;
+    }
+    if fields.is_empty() {
+        return Err(AmiError::MalformedLine { line: 1 });
+    }
+    Ok(AmiMessage { text, fields })
+}
+
+/// The legacy `Response: Follows` message: headers, then raw CLI text kept as
+/// `Output` fields.
+fn parse_follows(body: &[u8]) -> Result<AmiMessage, AmiError> {
+    let text = String::from_utf8_lossy(body);
     let mut message = AmiMessage {
         text: String::with_capacity(text.len()),
         fields: Vec::with_capacity(16),
@@ -385,7 +440,7 @@ fn parse_message(body: &[u8], follows: bool) -> Result<AmiMessage, AmiError> {
                 let value = value.strip_prefix(' ').unwrap_or(value);
                 message.push(key.trim(), value);
             }
-            None if follows && index > 0 => {
+            None if index > 0 => {
                 in_output = true;
                 let line = line.strip_suffix("--END COMMAND--").unwrap_or(line);
                 if !line.is_empty() {

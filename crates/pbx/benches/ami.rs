@@ -1,0 +1,96 @@
+//! Throughput of the AMI path on one core: framing + typed events + call tracking.
+//!
+//! Workload: the thirteen scripted flows of `tests/data/ami/*.ami` (inbound,
+//! ring group, queues with Local members, transfers, hold, outbound, …, with
+//! their VarSet / Newexten / RTCPSent / DeviceStateChange noise), repeated with
+//! fresh Uniqueids so every copy is a new set of calls, sent as CRLF bytes in
+//! 4 KiB reads as a socket would deliver them.
+//!
+//! Run: `cargo bench -p fiche-pbx --bench ami`. "elements/s" = AMI events per
+//! second (every message counts, noise included).
+
+use bytes::BytesMut;
+use chrono::DateTime;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fiche_pbx::ami::{AmiEvent, AmiFramer, AmiTracker, TrackerConfig};
+use std::hint::black_box;
+
+const COPIES: usize = 50;
+const READ_SIZE: usize = 4096;
+
+/// The recorded-style stream and its number of messages.
+fn stream() -> (Vec<u8>, u64) {
+    let dir = format!("{}/../../tests/data/ami", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "ami"))
+        .collect();
+    names.sort();
+    let mut flows = String::new();
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            // Directives and comments are for the test server, not the wire.
+            if line.starts_with('@') || line.starts_with('#') {
+                continue;
+            }
+            flows.push_str(line);
+            flows.push_str("\r\n");
+        }
+        flows.push_str("\r\n");
+    }
+    let mut out = String::from("Asterisk Call Manager/9.0.0\r\n");
+    for copy in 0..COPIES {
+        out.push_str(&flows.replace("170000", &format!("17{copy:04}")));
+    }
+    let messages = out.matches("\r\nEvent: ").count() as u64;
+    (out.into_bytes(), messages)
+}
+
+fn replay(stream: &[u8]) -> usize {
+    let mut framer = AmiFramer::new();
+    let mut tracker = AmiTracker::new(TrackerConfig::default());
+    let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+    let mut buf = BytesMut::with_capacity(READ_SIZE * 4);
+    let mut call_events = 0;
+    for read in stream.chunks(READ_SIZE) {
+        buf.extend_from_slice(read);
+        while let Ok(Some(message)) = framer.decode(&mut buf) {
+            tracker.handle(now, &AmiEvent::from_message(&message));
+            while let Some(event) = tracker.poll_event() {
+                black_box(&event);
+                call_events += 1;
+            }
+        }
+    }
+    call_events
+}
+
+fn frame_only(stream: &[u8]) -> usize {
+    let mut framer = AmiFramer::new();
+    let mut buf = BytesMut::with_capacity(READ_SIZE * 4);
+    let mut messages = 0;
+    for read in stream.chunks(READ_SIZE) {
+        buf.extend_from_slice(read);
+        while let Ok(Some(message)) = framer.decode(&mut buf) {
+            black_box(&message);
+            messages += 1;
+        }
+    }
+    messages
+}
+
+fn bench(c: &mut Criterion) {
+    let (stream, messages) = stream();
+    assert!(replay(&stream) > 0, "the stream produces call events");
+    let mut group = c.benchmark_group("ami");
+    group.throughput(Throughput::Elements(messages));
+    group.sample_size(20);
+    group.bench_function("parse_and_track", |b| b.iter(|| replay(black_box(&stream))));
+    group.bench_function("frame_only", |b| b.iter(|| frame_only(black_box(&stream))));
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
