@@ -162,6 +162,18 @@ fn main() {
             normalise(black_box(raws[next]), &policy)
         })
     });
+    for raw in raws {
+        criterion.bench_function(&format!("normalise {raw:?}"), |b| {
+            b.iter(|| normalise(black_box(raw), &policy))
+        });
+    }
+    criterion.bench_function("phonenumber::parse alone (0612345678, FR)", |b| {
+        b.iter(|| phonenumber::parse(Some(phonenumber::country::Id::FR), black_box("0612345678")))
+    });
+    let parsed = phonenumber::parse(Some(phonenumber::country::Id::FR), "0612345678").unwrap();
+    criterion.bench_function("phonenumber::is_valid alone", |b| {
+        b.iter(|| phonenumber::is_valid(black_box(&parsed)))
+    });
     let mut group = criterion.benchmark_group("build");
     group.sample_size(10);
     group.bench_function("Index::build 1M numbers", |b| {
