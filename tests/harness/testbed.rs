@@ -418,6 +418,8 @@ async fn start_fiche(dir: &WorkDir, ports: Ports) -> anyhow::Result<Process> {
                 format!("sqlite://{}/fiche.db", dir.path().display()),
             ),
             ("FICHE_AGENT_EXTENSIONS", r"2\d\d".to_owned()),
+            // Plain logs: they end up in failure messages.
+            ("NO_COLOR", "1".to_owned()),
             (
                 "FICHE_WEB_ROOT",
                 repo_root().join("web-popup").display().to_string(),
