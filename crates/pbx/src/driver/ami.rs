@@ -37,6 +37,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 const ORIGINATE_RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Event classes subscribed to: calls, queues/agents, user events, system.
 const EVENT_MASK: &str = "call,agent,user,system";
+/// How often live calls are checked against `CoreShowChannels` on a healthy connection.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// At most this many click-to-calls wait for their reply at once.
 const MAX_PENDING_ORIGINATES: usize = 32;
 /// Read buffer start size; the framer bounds what it keeps.
@@ -308,7 +310,11 @@ async fn session(
     let mut framer = AmiFramer::new();
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut next_ping: Option<Instant> = None;
+    let mut next_resync: Option<Instant> = None;
     let mut logged_in = false;
+    // Once every command sender is gone, `recv` would return `None` at once
+    // forever: stop polling it.
+    let mut commands_open = true;
 
     let first = if config.use_md5 {
         (Action::Challenge, Pending::Challenge)
@@ -332,8 +338,8 @@ async fn session(
 
     let result: Result<(), SessionError> = loop {
         let mut deadline = pending.next_timeout().map(Instant::from_std);
-        if let Some(ping) = next_ping {
-            deadline = Some(deadline.map_or(ping, |d| d.min(ping)));
+        for at in [next_ping, next_resync].into_iter().flatten() {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         if let Some(at) = tracker.next_timeout() {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
@@ -373,6 +379,7 @@ async fn session(
                                 logged_in = true;
                                 *ready = true;
                                 next_ping = Some(Instant::now() + config.ping_interval);
+                                next_resync = Some(Instant::now() + RESYNC_INTERVAL);
                                 tracing::info!(source = %config.name, addr = %config.addr, version = ?framer.banner_version(), "AMI logged in");
                             }
                             Ok(false) => {}
@@ -389,9 +396,10 @@ async fn session(
                     break Err(error);
                 }
             }
-            command = commands.recv(), if logged_in => {
-                if let Some(command) = command {
-                    on_command(config, tracker, &mut pending, command, &mut out);
+            command = commands.recv(), if logged_in && commands_open => {
+                match command {
+                    Some(command) => on_command(config, tracker, &mut pending, command, &mut out),
+                    None => commands_open = false,
                 }
             }
             _ = tokio::time::sleep_until(sleep_until) => {
@@ -400,6 +408,16 @@ async fn session(
                     let (_, wire) = pending.send(&Action::Ping, Pending::Ping, now.into_std(), config.ping_timeout);
                     out.push_str(&wire);
                     next_ping = Some(now + config.ping_interval);
+                }
+                if next_resync.is_some_and(|r| r <= now) {
+                    // A periodic consistency check also ends calls whose
+                    // Hangup never reached us.
+                    if !tracker.is_resyncing() {
+                        tracker.resync_begin();
+                        let (_, wire) = pending.send(&Action::CoreShowChannels, Pending::List, now.into_std(), LIST_TIMEOUT);
+                        out.push_str(&wire);
+                    }
+                    next_resync = Some(now + RESYNC_INTERVAL);
                 }
                 let mut dead = None;
                 for (_, tag) in pending.expire(now.into_std()) {
@@ -422,8 +440,13 @@ async fn session(
             }
         }
         while let Some(event) = tracker.poll_event() {
-            if events.send(event).await.is_err() {
-                return Err(SessionError::EventsClosed);
+            tokio::select! {
+                sent = events.send(event) => {
+                    if sent.is_err() {
+                        return Err(SessionError::EventsClosed);
+                    }
+                }
+                _ = shutdown.cancelled() => return Ok(()),
             }
         }
         if !out.is_empty() {
