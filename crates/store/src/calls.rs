@@ -259,15 +259,24 @@ impl Store {
                 .await
                 .map_err(map)?;
             }
-            if let Some(customer_id) = call.customer_id {
-                let contact = stored_time(call.started_at);
+            // The customer's last contact is the stored start of the call (kept from
+            // the first write), for whichever customer the row now names.
+            let (started_at, customer_id): (DateTime<Utc>, Option<i64>) =
+                sqlx::query_as(&dialect.sql(
+                    "SELECT started_at, customer_id FROM calls WHERE source = ? AND source_key = ?",
+                ))
+                .bind(call.source.as_str())
+                .bind(&call.source_key)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(customer_id) = customer_id {
                 sqlx::query(&dialect.sql(
                     "UPDATE customers SET last_contact_at = ? \
                      WHERE id = ? AND (last_contact_at IS NULL OR last_contact_at < ?)",
                 ))
-                .bind(contact)
-                .bind(customer_id.0)
-                .bind(contact)
+                .bind(started_at)
+                .bind(customer_id)
+                .bind(started_at)
                 .execute(&mut *tx)
                 .await?;
             }
