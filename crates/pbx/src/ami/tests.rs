@@ -610,3 +610,190 @@ fn noise_is_cheap_and_harmless() {
     assert_eq!(tracker.poll_event(), None);
     assert_eq!(tracker.live_calls(), 0);
 }
+
+/// A minimal event for hand-written sequences: `(event, channel, uid, linked, extra…)`.
+fn event(name: &str, channel: &str, uid: &str, extra: &[(&str, &str)]) -> AmiMessage {
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("Event", name),
+        ("Channel", channel),
+        ("Uniqueid", uid),
+        ("Linkedid", "9.1"),
+    ];
+    fields.extend_from_slice(extra);
+    AmiMessage::from_fields(&fields)
+}
+
+fn feed_all(messages: &[AmiMessage]) -> Vec<String> {
+    let mut tracker = tracker();
+    let mut events = Vec::new();
+    for message in messages {
+        tracker.handle(t0(), &AmiEvent::from_message(message));
+        while let Some(e) = tracker.poll_event() {
+            events.push(e);
+        }
+    }
+    render(&events)
+}
+
+fn outbound_attempt(status: &str, cause: &str, text: &str) -> Vec<String> {
+    let dest = [
+        ("DestChannel", "PJSIP/ovh-00000002"),
+        ("DestUniqueid", "9.2"),
+        ("DestLinkedid", "9.1"),
+        ("DialStatus", status),
+    ];
+    feed_all(&[
+        event(
+            "Newchannel",
+            "PJSIP/201-00000001",
+            "9.1",
+            &[("CallerIDNum", "201"), ("Exten", "0612345678")],
+        ),
+        event("Newchannel", "PJSIP/ovh-00000002", "9.2", &[]),
+        event("DialEnd", "PJSIP/201-00000001", "9.1", &dest),
+        event(
+            "Hangup",
+            "PJSIP/ovh-00000002",
+            "9.2",
+            &[("Cause", cause), ("Cause-txt", text)],
+        ),
+        event(
+            "Hangup",
+            "PJSIP/201-00000001",
+            "9.1",
+            &[("Cause", cause), ("Cause-txt", text)],
+        ),
+    ])
+}
+
+#[test]
+fn outbound_outcomes_follow_dial_status_and_cause() {
+    let busy = outbound_attempt("BUSY", "17", "User busy");
+    assert_eq!(busy[1], "#1 ended busy: User busy (Q.850 cause 17)");
+    let rejected = outbound_attempt("BUSY", "21", "Call Rejected");
+    assert_eq!(
+        rejected[1],
+        "#1 ended rejected: Call Rejected (Q.850 cause 21)"
+    );
+    let wrong_number = outbound_attempt("CONGESTION", "1", "Unallocated (unassigned) number");
+    assert_eq!(
+        wrong_number[1],
+        "#1 ended failed: Unallocated (unassigned) number (Q.850 cause 1)"
+    );
+    let no_answer = outbound_attempt("NOANSWER", "19", "User alerting, no answer");
+    assert_eq!(
+        no_answer[1],
+        "#1 ended missed: User alerting, no answer (Q.850 cause 19)"
+    );
+    // The callee's busy leg decides even when the caller's leg ends "normally".
+    let busy_then_normal = feed_all(&[
+        event(
+            "Newchannel",
+            "PJSIP/201-00000001",
+            "9.1",
+            &[("CallerIDNum", "201"), ("Exten", "202")],
+        ),
+        event("Newchannel", "PJSIP/202-00000002", "9.2", &[]),
+        event(
+            "Hangup",
+            "PJSIP/202-00000002",
+            "9.2",
+            &[("Cause", "17"), ("Cause-txt", "User busy")],
+        ),
+        event(
+            "Hangup",
+            "PJSIP/201-00000001",
+            "9.1",
+            &[("Cause", "16"), ("Cause-txt", "Normal Clearing")],
+        ),
+    ]);
+    assert_eq!(
+        busy_then_normal,
+        [
+            "#1 call_started internal caller=201 callee=202",
+            "#1 ended busy: User busy (Q.850 cause 17)",
+        ]
+    );
+}
+
+#[test]
+fn inbound_ring_group_with_one_busy_phone_is_still_missed() {
+    let got = feed_all(&[
+        event(
+            "Newchannel",
+            "PJSIP/ovh-00000001",
+            "9.1",
+            &[("CallerIDNum", "0612345678"), ("Exten", "600")],
+        ),
+        event("Newchannel", "PJSIP/201-00000002", "9.2", &[]),
+        event("Newchannel", "PJSIP/202-00000003", "9.3", &[]),
+        event(
+            "Newstate",
+            "PJSIP/201-00000002",
+            "9.2",
+            &[("ChannelState", "5")],
+        ),
+        event(
+            "Hangup",
+            "PJSIP/202-00000003",
+            "9.3",
+            &[("Cause", "17"), ("Cause-txt", "User busy")],
+        ),
+        event("Hangup", "PJSIP/201-00000002", "9.2", &[("Cause", "16")]),
+        event(
+            "Hangup",
+            "PJSIP/ovh-00000001",
+            "9.1",
+            &[("Cause", "16"), ("Cause-txt", "Normal Clearing")],
+        ),
+    ]);
+    assert_eq!(
+        got,
+        [
+            "#1 call_started inbound caller=0612345678 callee=600",
+            "#1 ringing 201",
+            "#1 ended missed: Normal Clearing (Q.850 cause 16)",
+        ]
+    );
+}
+
+#[test]
+fn out_of_order_answer_before_dial_end_is_one_answer() {
+    let dest = [
+        ("DestChannel", "PJSIP/201-00000002"),
+        ("DestUniqueid", "9.2"),
+        ("DestLinkedid", "9.1"),
+        ("DialStatus", "ANSWER"),
+    ];
+    let got = feed_all(&[
+        event(
+            "Newchannel",
+            "PJSIP/ovh-00000001",
+            "9.1",
+            &[("CallerIDNum", "0612345678"), ("Exten", "600")],
+        ),
+        event("Newchannel", "PJSIP/201-00000002", "9.2", &[]),
+        event(
+            "Newstate",
+            "PJSIP/201-00000002",
+            "9.2",
+            &[("ChannelState", "6")],
+        ),
+        event("DialEnd", "PJSIP/ovh-00000001", "9.1", &dest),
+        event("Hangup", "PJSIP/201-00000002", "9.2", &[("Cause", "16")]),
+        event(
+            "Hangup",
+            "PJSIP/ovh-00000001",
+            "9.1",
+            &[("Cause", "16"), ("Cause-txt", "Normal Clearing")],
+        ),
+    ]);
+    assert_eq!(
+        got,
+        [
+            "#1 call_started inbound caller=0612345678 callee=600",
+            "#1 answered 201",
+            "#1 ended answered: Normal Clearing (Q.850 cause 16)",
+        ]
+    );
+}

@@ -159,7 +159,8 @@ struct Call {
     answered: bool,
     held: bool,
     abandoned: Option<(String, Option<u32>)>,
-    dial_failure: Option<Outcome>,
+    /// The last failed dial attempt: its outcome and why.
+    dial_failure: Option<(Outcome, String)>,
     last_cause: Option<(u16, String)>,
     end_note: Option<String>,
 }
@@ -988,12 +989,12 @@ impl AmiTracker {
         match (failure, extension) {
             (Some((outcome, cause)), Some(extension)) => {
                 if outcome != Outcome::Missed || call.dial_failure.is_none() {
-                    call.dial_failure = Some(outcome);
+                    call.dial_failure = Some((outcome, format!("dial status {status}")));
                 }
                 self.stop_ringing(now, key, &extension, cause);
             }
             (Some((outcome, _)), None) => {
-                call.dial_failure = Some(outcome);
+                call.dial_failure = Some((outcome, format!("dial status {status}")));
             }
             (None, Some(extension)) => {
                 if call.ringing.contains(&extension)
@@ -1049,7 +1050,8 @@ impl AmiTracker {
             if is_origin {
                 call.last_cause = Some((cause.code, cause.text.to_owned()));
             } else if let Some(outcome) = outcome_from_cause(cause.code) {
-                call.dial_failure = Some(outcome);
+                let why = cause_text(Some(&(cause.code, cause.text.to_owned())));
+                call.dial_failure = Some((outcome, why));
             }
             if call.last_cause.is_none() && cause.code != 26 {
                 call.last_cause = Some((cause.code, cause.text.to_owned()));
@@ -1200,18 +1202,21 @@ impl AmiTracker {
                 format!("abandoned in queue {queue}{waited}"),
             )
         } else {
-            let outcome = call
+            let by_cause = call
                 .last_cause
                 .as_ref()
                 .and_then(|(code, _)| outcome_from_cause(*code))
-                .or(call.dial_failure)
-                .unwrap_or(Outcome::Missed);
-            (
-                outcome,
-                call.end_note
-                    .clone()
-                    .unwrap_or_else(|| cause_text(call.last_cause.as_ref())),
-            )
+                .map(|outcome| (outcome, cause_text(call.last_cause.as_ref())));
+            // A failed dial decides only for calls placed by an agent: an
+            // inbound call rings many phones, one busy phone is not the outcome.
+            let by_dial = call
+                .dial_failure
+                .clone()
+                .filter(|_| call.direction != Direction::Inbound);
+            let (outcome, why) = by_cause
+                .or(by_dial)
+                .unwrap_or_else(|| (Outcome::Missed, cause_text(call.last_cause.as_ref())));
+            (outcome, call.end_note.clone().unwrap_or(why))
         };
         self.out.push_back(CallEvent {
             call_id: call.call_id,
