@@ -315,6 +315,7 @@ async fn session(
     // Once every command sender is gone, `recv` would return `None` at once
     // forever: stop polling it.
     let mut commands_open = true;
+    let mut bad_messages: u64 = 0;
 
     let first = if config.use_md5 {
         (Action::Challenge, Pending::Challenge)
@@ -366,7 +367,11 @@ async fn session(
                         Ok(Some(message)) => message,
                         Ok(None) => break,
                         Err(error) => {
-                            tracing::warn!(source = %config.name, %error, "bad AMI message skipped");
+                            // Rate-limited: a peer sending garbage must not flood the log.
+                            bad_messages += 1;
+                            if bad_messages.is_power_of_two() {
+                                tracing::warn!(source = %config.name, %error, bad_messages, "bad AMI message skipped");
+                            }
                             continue;
                         }
                     };
