@@ -573,3 +573,67 @@ async fn wrong_secret_is_refused_and_retried_without_crashing() {
     fiche.stop().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_pbxs_feed_one_event_stream() {
+    let first = AmiTestServer::start(
+        AmiServerOptions::default(),
+        AmiScript::load("inbound_answered").unwrap(),
+    )
+    .await
+    .unwrap();
+    let second = AmiTestServer::start(
+        AmiServerOptions::default(),
+        AmiScript::load("outbound").unwrap(),
+    )
+    .await
+    .unwrap();
+    let (events_tx, mut events) = mpsc::channel(256);
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for (name, server) in [("paris", &first), ("lyon", &second)] {
+        let mut config = config(server, false);
+        config.name = name.into();
+        let (_commands, commands_rx) = mpsc::channel(1);
+        tasks.push(tokio::spawn(run(
+            config,
+            events_tx.clone(),
+            commands_rx,
+            shutdown.clone(),
+        )));
+    }
+    drop(events_tx);
+    let mut got = Vec::new();
+    let collect = async {
+        let mut ended = 0;
+        while ended < 2 {
+            let event = events.recv().await.expect("both sources run");
+            ended += usize::from(matches!(event.kind, CallEventKind::Ended { .. }));
+            got.push(event);
+        }
+    };
+    tokio::time::timeout(GUARD, collect)
+        .await
+        .expect("both calls end");
+    let table = live_table(&got);
+    assert_eq!(table.len(), 2);
+    let mut outcomes: Vec<_> = table
+        .snapshot()
+        .iter()
+        .map(|c| (c.direction, c.outcome))
+        .collect();
+    outcomes.sort_by_key(|(d, _)| format!("{d:?}"));
+    assert_eq!(
+        outcomes,
+        [
+            (fiche_pbx::Direction::Inbound, Some(Outcome::Answered)),
+            (fiche_pbx::Direction::Outbound, Some(Outcome::Answered)),
+        ]
+    );
+    shutdown.cancel();
+    for task in tasks {
+        tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+    }
+    first.stop().await;
+    second.stop().await;
+}

@@ -498,3 +498,31 @@ async fn outbound_call_from_agent_201() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn challenged_internal_call_is_one_answered_call() {
+    // 203 gets 407 from Kamailio and re-sends its INVITE with credentials: the
+    // first attempt must not show up as a failed call of its own.
+    check(Expect {
+        scenario: "internal-challenged",
+        events: &[
+            "call_started internal",
+            "ringing 201",
+            "answered 201",
+            "ended answered",
+        ],
+        direction: "internal",
+        caller: Caller {
+            number: Some("203"),
+            name: Some(Some("Remote Agent")),
+            withheld: false,
+        },
+        callee: "201",
+        outcome: "answered",
+        cause_contains: None,
+        rang: &["201"],
+        // live.rs: an internal call stays with the agent who placed it.
+        agent_extension: Some("203"),
+    })
+    .await;
+}
