@@ -8,7 +8,7 @@ use sqlx::FromRow;
 use crate::customers::{check_e164, CustomerId};
 use crate::error::{map_db_error, Result, StoreError};
 use crate::sql::{now, stored_time, DbUuid};
-use crate::{dispatch, Store};
+use crate::{begin_write, dispatch, Store};
 
 /// Longest text field of a call (numbers, names, causes), in characters; longer values
 /// (an attacker-chosen display name) are cut, not refused, so a call is never lost.
@@ -190,7 +190,7 @@ impl Store {
         let customer = call.customer_id.map(|c| ("customer", c.to_string()));
         let map = |e| map_db_error(e, customer.clone());
         dispatch!(self, |pool, dialect| {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write!(pool, dialect);
             let inserted = sqlx::query(&dialect.sql(
                 "INSERT INTO calls (id, source, source_key, direction, caller_number, caller_name, \
                  caller_withheld, callee_number, remote_e164, agent_extension, queue, customer_id, \

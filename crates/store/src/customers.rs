@@ -14,7 +14,7 @@ use sqlx::FromRow;
 
 use crate::error::{conflict, map_db_error, Result, StoreError};
 use crate::sql::{contains_pattern, now, placeholders, value_rows, Dialect};
-use crate::{dispatch, Store};
+use crate::{begin_write, dispatch, Store};
 
 /// Most rows [`Store::upsert_customers_batch`] takes at once (one transaction each).
 pub const MAX_BATCH_ROWS: usize = 10_000;
@@ -924,7 +924,7 @@ impl Store {
     pub async fn create_customer(&self, customer: &NewCustomer) -> Result<Customer> {
         let customer = clean_customer(customer)?;
         let id = dispatch!(self, |pool, dialect| {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write!(pool, dialect);
             let ids = allocate_customer_ids!(tx, dialect, 1);
             let id = ids.first().copied().unwrap_or_default();
             insert_customers!(tx, dialect, &[(id, &customer)]);
@@ -964,7 +964,7 @@ impl Store {
     ) -> Result<Customer> {
         let customer = clean_customer(customer)?;
         dispatch!(self, |pool, dialect| {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write!(pool, dialect);
             update_customer_fields!(tx, dialect, id.0, &customer);
             let current: Vec<PhoneRow> = sqlx::query_as(&dialect.sql(
                 "SELECT id, customer_id, e164, raw, label FROM customer_phones WHERE customer_id = ?",
@@ -1226,12 +1226,9 @@ impl Store {
             .map(clean_customer)
             .collect::<Result<Vec<_>>>()?;
         dispatch!(self, |pool, dialect| {
-            // SQLite: take the write lock first, so that the lookups and the id
+            // SQLite: the write lock is taken first, so that the lookups and the id
             // allocation see what is then written.
-            let mut tx = match dialect {
-                Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-                Dialect::Postgres => pool.begin().await?,
-            };
+            let mut tx = begin_write!(pool, dialect);
             let keys = merge_keys(&rows);
             let matches = find_by_keys!(tx, dialect, &keys);
             let existing_ids = existing_ids(&matches);

@@ -6,6 +6,18 @@
 //! query is written once with `?` placeholders and run on whichever backend the store
 //! holds; the schema lives in the top-level `migrations/sqlite` and `migrations/postgres`
 //! folders and is embedded in the binary.
+//!
+//! Schema decisions, the same on both backends:
+//! - timestamps are UTC, truncated to microseconds before they are written so that both
+//!   backends return what was stored: `TIMESTAMPTZ` on PostgreSQL, RFC 3339 `TEXT` on
+//!   SQLite (sqlx's chrono mapping; every value has the `+00:00` offset, so text order
+//!   is time order);
+//! - ids are 64-bit integers, except calls, keyed by the UUID derived from
+//!   (source, source_key) (`UUID` on PostgreSQL, hyphenated `TEXT` on SQLite);
+//! - JSON (customer tags, ticket event bodies, webhook payloads) is `TEXT` on both;
+//! - phone numbers are stored as typed (`raw`) and normalised (`e164`, given by the
+//!   matcher); `e164` is indexed, and unique per customer;
+//! - `sqlx::Any` is not used: in sqlx 0.8 it maps neither chrono nor uuid types.
 
 mod calls;
 mod customers;
@@ -77,6 +89,20 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// Begins a write transaction. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails
+/// with "database is locked" when another connection wrote in between, without
+/// waiting for the busy timeout.
+macro_rules! begin_write {
+    ($pool:expr, $dialect:expr) => {
+        match $dialect {
+            $crate::sql::Dialect::Sqlite => $pool.begin_with("BEGIN IMMEDIATE").await?,
+            $crate::sql::Dialect::Postgres => $pool.begin().await?,
+        }
+    };
+}
+pub(crate) use begin_write;
 
 impl Store {
     /// Opens the database at `url`: `sqlite://PATH` (the file is created on first run;

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 use crate::error::{conflict, Result, StoreError};
 use crate::password::PasswordHash;
 use crate::sql::{now, placeholders};
-use crate::{dispatch, Store};
+use crate::{begin_write, dispatch, Store};
 
 /// Longest login, display name or extension, in characters.
 const MAX_SHORT_CHARS: usize = 128;
@@ -369,7 +369,7 @@ impl Store {
             ));
         }
         dispatch!(self, |pool, dialect| {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write!(pool, dialect);
             let done = sqlx::query(&dialect.sql("UPDATE users SET updated_at = ? WHERE id = ?"))
                 .bind(now())
                 .bind(id.0)

@@ -414,3 +414,21 @@ async fn the_sqlite_file_is_created_on_first_run() {
     again.migrate().await.unwrap();
     again.close().await;
 }
+
+async fn concurrent_writers_all_succeed(db: &TestDb) {
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut customer = dupont();
+            customer.external_ref = Some(format!("C-{i}"));
+            customer.phones = vec![phone(&format!("+3361000{i:04}"), "x")];
+            store.create_customer(&customer).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(db.store.all_phone_numbers().await.unwrap().len(), 20);
+}
+store_test!(concurrent_writers_all_succeed);
