@@ -276,7 +276,8 @@ impl Store {
     }
 
     /// The user and their password hash, for checking a login. `None` when the login
-    /// is unknown or has no password.
+    /// is unknown or has no password. A disabled user is returned too (with
+    /// `disabled: true`): refusing them is the caller's decision.
     pub async fn user_password(&self, login: &str) -> Result<Option<(User, PasswordHash)>> {
         let hash: Option<(i64, Option<String>)> = dispatch!(self, |pool, dialect| {
             sqlx::query_as(

@@ -246,16 +246,15 @@ async fn large_batches_keep_every_row(db: &TestDb) {
 }
 store_test!(large_batches_keep_every_row);
 
-/// Throughput on SQLite: `cargo test -p fiche-store --release --test it -- --ignored --nocapture`.
-/// Prints timings; asserts only that every row arrived.
-#[tokio::test]
-#[ignore = "measurement, run by hand in release mode"]
-async fn measure_import_of_a_million_customers_on_sqlite() {
+/// Imports `FICHE_MEASURE_ROWS` (default 1,000,000) customers in batches of 1,000 and
+/// prints how long that, reading every number back, and two searches took. Asserts only
+/// that every row arrived. Run by hand:
+/// `cargo test -p fiche-store --release --test it -- --ignored --nocapture measure`.
+async fn measure_import(db: &TestDb) {
     let total: usize = std::env::var("FICHE_MEASURE_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let db = TestDb::sqlite().await;
     let batch_size = 1_000;
     let started = Instant::now();
     for batch in 0..total.div_ceil(batch_size) {
@@ -280,8 +279,48 @@ async fn measure_import_of_a_million_customers_on_sqlite() {
     let numbers = db.store.all_phone_numbers().await.unwrap();
     let read = started.elapsed();
     assert_eq!(numbers.len(), total);
+    let started = Instant::now();
+    let by_number = db
+        .store
+        .search_customers(&CustomerQuery {
+            text: Some("06 00 12 34".into()),
+            ..CustomerQuery::default()
+        })
+        .await
+        .unwrap();
+    let search_number = started.elapsed();
+    let started = Instant::now();
+    let by_e164 = db
+        .store
+        .search_customers(&CustomerQuery {
+            e164: Some("+33600123456".into()),
+            ..CustomerQuery::default()
+        })
+        .await
+        .unwrap();
+    let search_e164 = started.elapsed();
+    assert_eq!(by_e164.total, 1);
     println!(
-        "sqlite: upsert_customers_batch of {total} customers (1 phone each, batches of {batch_size}): {import:?}; all_phone_numbers: {read:?}"
+        "{}: upsert_customers_batch of {total} customers (1 phone each, batches of {batch_size}): {import:?}; \
+         all_phone_numbers: {read:?}; search by partial number ({} hits): {search_number:?}; \
+         search by exact e164: {search_e164:?}",
+        db.store.backend_name(),
+        by_number.total,
     );
+}
+
+#[tokio::test]
+#[ignore = "measurement, run by hand in release mode"]
+async fn measure_import_on_sqlite() {
+    let db = TestDb::sqlite().await;
+    measure_import(&db).await;
+    db.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "measurement, run by hand in release mode"]
+async fn measure_import_on_postgres() {
+    let db = TestDb::postgres().await;
+    measure_import(&db).await;
     db.finish().await;
 }
