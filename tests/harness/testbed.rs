@@ -555,7 +555,42 @@ pub fn fiche_binary() -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
+    warn_if_stale(&path);
     Ok(path)
+}
+
+/// Says so on stderr when a source file under `crates/` is newer than the
+/// binary: the suite would judge yesterday's code.
+fn warn_if_stale(binary: &Path) {
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return;
+    };
+    let mut folders = vec![repo_root().join("crates")];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if !path.ends_with("target") && !path.ends_with("fuzz") {
+                    folders.push(path);
+                }
+            } else if path.extension().is_some_and(|x| x == "rs" || x == "toml")
+                && meta.modified().is_ok_and(|m| m > built)
+            {
+                eprintln!(
+                    "warning: {} is newer than {}: run `cargo build -p fiche-server` to test the current code",
+                    path.display(),
+                    binary.display()
+                );
+                return;
+            }
+        }
+    }
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
