@@ -486,9 +486,15 @@ impl<'a> SipFacts<'a> {
     }
 }
 
-/// Parses a normalised message with rsip.
-pub(crate) fn parse(bytes: &[u8]) -> Result<rsip::SipMessage, SipError> {
-    rsip::SipMessage::try_from(bytes).map_err(|e| SipError::Parse {
+/// Parses a normalised message with rsip, as a request or a response as the
+/// start line says: `rsip::SipMessage::try_from` would first try the other kind,
+/// and every failed rsip attempt formats the whole message into its error text.
+pub(crate) fn parse(bytes: &[u8], start: StartLine<'_>) -> Result<rsip::SipMessage, SipError> {
+    let parsed = match start {
+        StartLine::Request { .. } => rsip::Request::try_from(bytes).map(rsip::SipMessage::from),
+        StartLine::Response { .. } => rsip::Response::try_from(bytes).map(rsip::SipMessage::from),
+    };
+    parsed.map_err(|e| SipError::Parse {
         what: "message",
         detail: excerpt(&e.to_string()),
     })

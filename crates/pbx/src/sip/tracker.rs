@@ -244,7 +244,7 @@ impl SipTracker {
             tracing::trace!(?src, ?dst, "duplicate SIP message dropped");
             return Ok(());
         }
-        let parsed = message::parse(&normalised.bytes)?;
+        let parsed = message::parse(&normalised.bytes, start)?;
         let facts = SipFacts::extract(&parsed, start)?;
         // Only usable messages are remembered, so a broken one is reported every time.
         self.dedup.insert(now, hash, self.config.max_dedup_entries);
