@@ -1499,3 +1499,58 @@ fn phones_registered_under_another_contact_user_ring_as_their_extension() {
         ],
     );
 }
+
+#[test]
+fn lost_caller_invite_copy_does_not_let_one_fork_end_the_group() {
+    // Only Kamailio's forwarded copies were mirrored: the forks have an unseen parent.
+    let f = Flow::new(
+        "lost-copy@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "600",
+    );
+    let mut m = vec![f.fork("201", P201, KB0), f.fork("202", P202, KB1)];
+    m.push(f.phone_reply(P201, KB0, 180, "Ringing", Some("p201")));
+    m.push(f.phone_reply(P202, KB1, 180, "Ringing", Some("p202")));
+    m.push(f.phone_reply(P201, KB0, 486, "Busy Here", Some("p201")));
+    m.push(f.phone_reply(P202, KB1, 200, "OK", Some("p202")));
+    check(
+        &m,
+        &f.call_id,
+        &[
+            started(&f.call_id, Direction::Inbound, claire(), "600"),
+            ringing("201"),
+            ringing("202"),
+            stopped("201", "busy"),
+            answered("202"),
+        ],
+    );
+}
+
+#[test]
+fn all_phones_failing_ends_the_call_when_the_final_to_the_caller_is_lost() {
+    let f = Flow::new(
+        "lost-final@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "600",
+    );
+    let mut m = vec![
+        f.invite(),
+        f.fork("201", P201, KB0),
+        f.fork("202", P202, KB1),
+    ];
+    m.push(f.phone_reply(P201, KB0, 486, "Busy Here", Some("p201")));
+    m.push(f.phone_reply(P202, KB1, 486, "Busy Here", Some("p202")));
+    let mut t = tracker();
+    let kinds = run(&mut t, &m, &f.call_id);
+    assert_eq!(
+        kinds,
+        vec![started(&f.call_id, Direction::Inbound, claire(), "600")]
+    );
+    t.handle_timeout(at(3) + chrono::Duration::seconds(5));
+    assert_eq!(
+        t.poll_event().map(|e| e.kind),
+        Some(ended(Outcome::Busy, "486 Busy Here"))
+    );
+}

@@ -955,10 +955,19 @@ impl Call {
         self.legs.iter().position(|l| l.branch == branch)
     }
 
-    /// A leg no other known leg proxied to: the caller's own INVITE.
+    /// The caller's own INVITE: a leg no known leg proxied to, and not one of
+    /// several forks of the same unseen leg (when the mirror lost the caller's
+    /// INVITE, one phone's 486 must not end a ring group).
     fn is_root(&self, index: usize) -> bool {
         let leg = &self.legs[index];
-        !self.legs.iter().any(|o| leg.lower.contains(&o.branch))
+        let has_parent = self.legs.iter().any(|o| leg.lower.contains(&o.branch));
+        let has_sibling = leg.lower.first().is_some_and(|parent| {
+            self.legs
+                .iter()
+                .enumerate()
+                .any(|(i, o)| i != index && o.lower.first() == Some(parent))
+        });
+        !has_parent && !has_sibling
     }
 
     /// The phone leg a response on leg `index` speaks for: the leg itself when
