@@ -58,6 +58,37 @@ pub fn of_call<'a>(events: &'a [Value], source_key: &str) -> Vec<&'a Value> {
     }
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 UTC instant
+/// (`2026-11-23T23:25:06.637916671Z` or `…+00:00`); `None` for anything else.
+pub fn epoch_seconds(at: &str) -> Option<f64> {
+    let body = at.strip_suffix('Z').or_else(|| at.strip_suffix("+00:00"))?;
+    let (date, time) = body.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let mut time_parts = time.splitn(3, ':');
+    let hour: i64 = time_parts.next()?.parse().ok()?;
+    let minute: i64 = time_parts.next()?.parse().ok()?;
+    let second: f64 = time_parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    #[allow(clippy::cast_precision_loss)] // reason: seconds since 1970 fit f64 exactly enough
+    let whole = (days * 86_400 + hour * 3_600 + minute * 60) as f64;
+    Some(whole + second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +111,18 @@ mod tests {
                 "ended answered",
             ]
         );
+    }
+
+    #[test]
+    fn rfc3339_instants_convert_to_epoch_seconds() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(epoch_seconds("2023-11-14T22:13:20Z"), Some(1_700_000_000.0));
+        assert_eq!(
+            epoch_seconds("2024-02-29T00:00:00.5+00:00"),
+            Some(1_709_164_800.5)
+        );
+        assert_eq!(epoch_seconds("2023-11-14T22:13:20+01:00"), None);
+        assert_eq!(epoch_seconds("yesterday"), None);
     }
 
     #[test]
