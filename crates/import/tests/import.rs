@@ -412,3 +412,11 @@ fn hundred_thousand_rows() {
     assert_eq!(last.phones.len(), 2);
     assert!(last.phones.iter().all(|p| p.e164.starts_with("+33")));
 }
+
+#[test]
+fn errors_can_cross_threads_and_reach_clap() {
+    fn send_sync<T: Send + Sync + std::error::Error + 'static>() {}
+    send_sync::<ImportError>();
+    send_sync::<fiche_import::RowError>();
+    send_sync::<fiche_import::ExportError>();
+}

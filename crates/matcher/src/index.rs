@@ -28,6 +28,12 @@ use crate::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CustomerId(pub i64);
 
+impl From<i64> for CustomerId {
+    fn from(id: i64) -> Self {
+        CustomerId(id)
+    }
+}
+
 /// How sure a match is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Confidence {
