@@ -564,3 +564,51 @@ async fn challenged_internal_call_is_one_answered_call() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ring_group_nobody_answers_is_one_missed_call() {
+    check(Expect {
+        scenario: "ring-group-missed",
+        events: &[
+            "call_started inbound",
+            "ringing 201",
+            "ringing 202",
+            "ringing 203",
+            "ended missed",
+        ],
+        direction: "inbound",
+        caller: CLIENT,
+        callee: "600",
+        outcome: "missed",
+        cause_contains: None,
+        rang: &["201", "202", "203"],
+        agent_extension: None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ring_group_one_agent_busy_another_answers() {
+    check(Expect {
+        scenario: "ring-group-one-busy",
+        events: &[
+            "call_started inbound",
+            "ringing 201",
+            "ringing 202",
+            "ringing 203",
+            // 203 refuses while the others still ring: its pop goes, the call goes on.
+            "ringing_stopped 203 (busy)",
+            "answered 202",
+            "ringing_stopped 201 (answered elsewhere)",
+            "ended answered",
+        ],
+        direction: "inbound",
+        caller: CLIENT,
+        callee: "600",
+        outcome: "answered",
+        cause_contains: None,
+        rang: &["201", "202", "203"],
+        agent_extension: Some("202"),
+    })
+    .await;
+}
