@@ -1,7 +1,7 @@
 //! The `/ws` event stream, read in the background from connection on.
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -28,13 +28,39 @@ impl EventStream {
         .await
         .with_context(|| format!("connecting {url} timed out"))?
         .with_context(|| format!("connecting {url}"))?;
+        let (mut outgoing, mut incoming) = socket.split();
+        // The server subscribes to the event fan-out only after the upgrade, in
+        // its socket task; its answer to a ping proves that task runs, so no
+        // event of the scenario about to start can be missed.
+        outgoing
+            .send(Message::Ping(b"ready".to_vec().into()))
+            .await?;
+        let mut early = Vec::new();
+        let subscribed = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(message) = incoming.next().await {
+                match message {
+                    Ok(Message::Pong(_)) => return true,
+                    Ok(other) => early.push(other),
+                    Err(_) => return false,
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(subscribed, Ok(true)) {
+            anyhow::bail!("{url}: no answer to a ping within 5 s");
+        }
         let (sender, received) = mpsc::unbounded_channel();
+        for message in early {
+            if let Message::Text(text) = message {
+                drop(sender.send(parse(text.as_str())));
+            }
+        }
         let reader = tokio::spawn(async move {
-            let (_, mut incoming) = socket.split();
+            let _keep_open = outgoing;
             while let Some(message) = incoming.next().await {
                 let value = match message {
-                    Ok(Message::Text(text)) => serde_json::from_str(text.as_str())
-                        .unwrap_or_else(|_| Value::String(format!("not JSON: {}", text.as_str()))),
+                    Ok(Message::Text(text)) => parse(text.as_str()),
                     Ok(Message::Binary(_)) => Value::String("unexpected binary message".into()),
                     Ok(Message::Close(frame)) => {
                         drop(sender.send(Value::String(format!("closed by server: {frame:?}"))));
@@ -85,6 +111,10 @@ impl EventStream {
             }
         }
     }
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(format!("not JSON: {text}")))
 }
 
 impl Drop for EventStream {
