@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Hard bound of one sipp run (its own `-timeout`); the harness adds a margin.
 const SIPP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Hard bound of Fiche and Kamailio: longer than any test needs.
-const SERVICE_LIMIT: Duration = Duration::from_secs(300);
+/// Hard bound of Fiche and Kamailio: longer than any one test needs (a testbed
+/// lives for one scenario), short enough that a test runner killed without
+/// unwinding leaves nothing running for long.
+const SERVICE_LIMIT: Duration = Duration::from_secs(120);
 /// How long start-up may take before the testbed gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// After the last sipp exits, how long events may keep arriving.
