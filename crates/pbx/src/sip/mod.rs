@@ -18,6 +18,8 @@
 //! - The call ends when the caller's leg (a leg no other leg proxied) gets a
 //!   final response, on CANCEL from the caller, or on BYE in the answered dialog.
 //!   401/407/3xx on the caller's leg wait `challenge_grace` for the re-sent INVITE.
+//! - When a phone's Contact user is not its extension, the extension comes from
+//!   the phone's REGISTER (Contact `host:port` → To user).
 //! - Duplicates (retransmissions, the received and forwarded copies a proxy
 //!   mirrors) are dropped by a short-lived set of payload hashes, and every
 //!   transition is idempotent anyway.

@@ -202,9 +202,11 @@ impl SipTracker {
 
     /// One captured SIP message (the HEP payload) with the capture's addresses.
     ///
-    /// Traffic that is not about calls (REGISTER, OPTIONS, SUBSCRIBE, ...) and
-    /// messages of unknown calls are ignored. Errors mean the payload is not
-    /// usable SIP; the tracker's state is unchanged then.
+    /// Traffic that is not about calls (OPTIONS, SUBSCRIBE, NOTIFY, MESSAGE, ...)
+    /// and messages of unknown calls are ignored cheaply, before rsip parses
+    /// anything; REGISTER is read only to learn which Contact is which extension.
+    /// An error means the payload is not usable SIP (it is reported again if it
+    /// comes again: only usable messages enter the duplicate filter).
     pub fn handle(
         &mut self,
         now: Timestamp,
