@@ -797,3 +797,65 @@ fn out_of_order_answer_before_dial_end_is_one_answer() {
         ]
     );
 }
+
+#[test]
+fn call_pickup_answers_the_ringing_call_by_the_picker() {
+    // 201 rings; 202 dials *8 (its own call), picks the call up: Asterisk
+    // re-stamps 202's channel with the ringing call's Linkedid.
+    let picker = |name: &str, linked: &str, state: &str| {
+        AmiMessage::from_fields(&[
+            ("Event", name),
+            ("Channel", "PJSIP/202-00000003"),
+            ("ChannelState", state),
+            ("CallerIDNum", "202"),
+            ("Exten", "*8"),
+            ("Uniqueid", "9.3"),
+            ("Linkedid", linked),
+        ])
+    };
+    let dest = [
+        ("DestChannel", "PJSIP/201-00000002"),
+        ("DestUniqueid", "9.2"),
+        ("DestLinkedid", "9.1"),
+        ("DialStatus", "CANCEL"),
+    ];
+    let got = feed_all(&[
+        event(
+            "Newchannel",
+            "PJSIP/ovh-00000001",
+            "9.1",
+            &[("CallerIDNum", "0612345678"), ("Exten", "600")],
+        ),
+        event("Newchannel", "PJSIP/201-00000002", "9.2", &[]),
+        event(
+            "Newstate",
+            "PJSIP/201-00000002",
+            "9.2",
+            &[("ChannelState", "5")],
+        ),
+        picker("Newchannel", "9.3", "4"),
+        picker("Newstate", "9.3", "6"),
+        event("DialEnd", "PJSIP/ovh-00000001", "9.1", &dest),
+        event("Hangup", "PJSIP/201-00000002", "9.2", &[("Cause", "26")]),
+        picker("BridgeEnter", "9.1", "6"),
+        picker("Hangup", "9.1", "6"),
+        event(
+            "Hangup",
+            "PJSIP/ovh-00000001",
+            "9.1",
+            &[("Cause", "16"), ("Cause-txt", "Normal Clearing")],
+        ),
+    ]);
+    assert_eq!(
+        got,
+        [
+            "#1 call_started inbound caller=0612345678 callee=600",
+            "#1 ringing 201",
+            "#2 call_started outbound caller=202 callee=*8",
+            "#1 ringing_stopped 201: answered elsewhere",
+            "#1 answered 202",
+            "#2 ended answered: merged into another call",
+            "#1 ended answered: Normal Clearing (Q.850 cause 16)",
+        ]
+    );
+}

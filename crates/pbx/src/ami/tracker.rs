@@ -805,6 +805,21 @@ impl AmiTracker {
                 call.channels.push(uid.to_owned());
             }
         }
+        // A talking leg joining an unanswered call is a pickup (or a bridge of
+        // two calls): the call is answered, by that leg's extension if an agent's.
+        let talking = self
+            .channels
+            .get(uid)
+            .is_some_and(|c| !c.local && c.state == 6);
+        if talking {
+            if !from_has_real_legs {
+                if let Some(call) = self.calls.get_mut(from) {
+                    call.answered = true;
+                }
+            }
+            let extension = self.agent_extension_of(uid);
+            self.answer(now, to, extension);
+        }
         self.end_if_empty(now, from);
     }
 
