@@ -49,7 +49,6 @@ impl<'a> ChannelSnapshot<'a> {
             ) {
                 continue;
             }
-            // Longest names first is not needed: the match is on whole names.
             match rest.len() {
                 7 if rest.eq_ignore_ascii_case("Channel") => snapshot.channel = value,
                 12 if rest.eq_ignore_ascii_case("ChannelState") => {

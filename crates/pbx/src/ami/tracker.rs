@@ -213,7 +213,7 @@ const ORIGINATE_EXPECTATION_SECS: i64 = 300;
 /// At most this many announced originates are remembered.
 const MAX_EXPECTED_ORIGINATES: usize = 256;
 
-/// Channel name without the `;1`/`;2` suffix tells a Local half.
+/// `Local/…;1` and `;2` halves carry a call between real legs; they are never parties.
 fn is_local(channel: &str) -> bool {
     channel.starts_with("Local/")
 }
