@@ -1554,3 +1554,181 @@ fn all_phones_failing_ends_the_call_when_the_final_to_the_caller_is_lost() {
         Some(ended(Outcome::Busy, "486 Busy Here"))
     );
 }
+
+/// Replays a capture file (records of a 4-byte big-endian length and one HEP
+/// datagram) through the HEP decoder and a tracker; reaps at the end.
+fn replay(capture: &[u8]) -> Vec<K> {
+    let mut t = tracker();
+    let mut kinds = Vec::new();
+    let mut rest = capture;
+    let mut last = at(0);
+    while let [a, b, c, d, tail @ ..] = rest {
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        let (datagram, after) = tail.split_at(len);
+        rest = after;
+        let packet = crate::hep::decode(datagram).unwrap();
+        assert!(packet.is_sip());
+        last = packet.timestamp.unwrap_or(last);
+        t.handle(last, packet.src, packet.dst, &packet.payload)
+            .unwrap();
+        while let Some(event) = t.poll_event() {
+            kinds.push(event.kind);
+        }
+    }
+    t.handle_timeout(last + chrono::Duration::minutes(10));
+    kinds.extend(std::iter::from_fn(|| t.poll_event().map(|e| e.kind)));
+    assert_eq!(t.active_calls(), 0);
+    kinds
+}
+
+#[test]
+fn captured_kamailio_flows() {
+    let client = || party("+33612345678", Some("Client Test"));
+    let inbound = |caller: Party, callee: &str| (Direction::Inbound, caller, callee.to_owned());
+    let answered_by =
+        |ext: &str, who: &str| vec![ringing(ext), answered(ext), ended(Outcome::Answered, who)];
+    let cases: Vec<(&str, &[u8], (Direction, Party, String), Vec<K>)> = vec![
+        (
+            "answered-caller-bye",
+            include_bytes!("captures/answered-caller-bye.cap"),
+            inbound(client(), "201"),
+            answered_by("201", "caller hung up"),
+        ),
+        (
+            "answered-agent-bye",
+            include_bytes!("captures/answered-agent-bye.cap"),
+            inbound(client(), "201"),
+            answered_by("201", "callee hung up"),
+        ),
+        (
+            "missed-cancel",
+            include_bytes!("captures/missed-cancel.cap"),
+            inbound(client(), "201"),
+            vec![
+                ringing("201"),
+                ended(Outcome::Missed, "caller hung up (CANCEL)"),
+            ],
+        ),
+        (
+            "missed-480",
+            include_bytes!("captures/missed-480.cap"),
+            inbound(client(), "201"),
+            vec![
+                ringing("201"),
+                ended(Outcome::Missed, "480 Temporarily Unavailable"),
+            ],
+        ),
+        (
+            "missed-408",
+            include_bytes!("captures/missed-408.cap"),
+            inbound(client(), "201"),
+            vec![
+                ringing("201"),
+                ended(Outcome::Missed, "408 Request Timeout"),
+            ],
+        ),
+        (
+            "busy-486",
+            include_bytes!("captures/busy-486.cap"),
+            inbound(client(), "201"),
+            vec![ended(Outcome::Busy, "486 Busy Here")],
+        ),
+        (
+            "hold-resume",
+            include_bytes!("captures/hold-resume.cap"),
+            inbound(client(), "201"),
+            vec![
+                ringing("201"),
+                answered("201"),
+                K::Held,
+                K::Resumed,
+                ended(Outcome::Answered, "caller hung up"),
+            ],
+        ),
+        (
+            "blind-transfer",
+            include_bytes!("captures/blind-transfer.cap"),
+            inbound(client(), "201"),
+            vec![
+                ringing("201"),
+                answered("201"),
+                K::Transferred {
+                    to: "202".into(),
+                    kind: TransferKind::Blind,
+                },
+                ended(Outcome::Answered, "callee hung up"),
+            ],
+        ),
+        (
+            "ring-group",
+            include_bytes!("captures/ring-group.cap"),
+            inbound(client(), "600"),
+            vec![
+                ringing("201"),
+                ringing("202"),
+                ringing("203"),
+                answered("202"),
+                stopped("201", "answered elsewhere"),
+                stopped("203", "answered elsewhere"),
+                ended(Outcome::Answered, "caller hung up"),
+            ],
+        ),
+        (
+            "withheld",
+            include_bytes!("captures/withheld.cap"),
+            inbound(
+                Party {
+                    number: None,
+                    name: None,
+                    withheld: true,
+                },
+                "201",
+            ),
+            answered_by("201", "caller hung up"),
+        ),
+        (
+            "display-name-script",
+            include_bytes!("captures/display-name-script.cap"),
+            inbound(
+                party("0612345678", Some("<script>alert(1)</script>")),
+                "201",
+            ),
+            answered_by("201", "caller hung up"),
+        ),
+        (
+            "display-name-utf8",
+            include_bytes!("captures/display-name-utf8.cap"),
+            inbound(party("+33612345678", Some("Élodie Müller")), "201"),
+            answered_by("201", "caller hung up"),
+        ),
+        (
+            "internal-challenged",
+            include_bytes!("captures/internal-challenged.cap"),
+            (
+                Direction::Internal,
+                party("203", Some("Remote Agent")),
+                "201".to_owned(),
+            ),
+            answered_by("201", "caller hung up"),
+        ),
+        (
+            "outbound",
+            include_bytes!("captures/outbound.cap"),
+            (
+                Direction::Outbound,
+                party("201", Some("Claire")),
+                "0612345678".to_owned(),
+            ),
+            answered_by("0612345678", "caller hung up"),
+        ),
+    ];
+    for (name, capture, (direction, caller, callee), rest) in cases {
+        let kinds = replay(capture);
+        let Some(K::CallStarted { source_key, .. }) = kinds.first() else {
+            panic!("{name}: no CallStarted first: {kinds:?}");
+        };
+        let mut expected = vec![started(source_key, direction, caller, &callee)];
+        expected.extend(rest);
+        assert_eq!(kinds, expected, "scenario {name}");
+    }
+}
