@@ -1581,13 +1581,16 @@ fn replay(capture: &[u8]) -> Vec<K> {
     kinds
 }
 
+/// Scenario name, capture, (direction, caller, callee) of CallStarted, the events after it.
+type CapturedCase<'a> = (&'a str, &'a [u8], (Direction, Party, String), Vec<K>);
+
 #[test]
 fn captured_kamailio_flows() {
     let client = || party("+33612345678", Some("Client Test"));
     let inbound = |caller: Party, callee: &str| (Direction::Inbound, caller, callee.to_owned());
     let answered_by =
         |ext: &str, who: &str| vec![ringing(ext), answered(ext), ended(Outcome::Answered, who)];
-    let cases: Vec<(&str, &[u8], (Direction, Party, String), Vec<K>)> = vec![
+    let cases: Vec<CapturedCase<'_>> = vec![
         (
             "answered-caller-bye",
             include_bytes!("captures/answered-caller-bye.cap"),
