@@ -1,0 +1,838 @@
+//! The routing table: who is connected, which extension belongs to whom, the
+//! live board, and the per-socket queues every message goes through.
+//!
+//! State sits behind one `std::sync::Mutex`, never held across an await: every
+//! operation is a short synchronous critical section (update the board, look up
+//! recipients in the extension index, `try_send` into bounded queues). An actor
+//! task would add a channel hop and a wake-up to every pop for no gain, since
+//! nothing here waits; callers on the pipeline task publish directly, and a slow
+//! socket can never hold the lock because delivery never awaits.
+//!
+//! Routing cost is O(recipients): a ringing call looks up the extension index,
+//! and supervisors are kept in their own list, so publishing never walks every
+//! socket.
+
+use crate::protocol::{
+    AgentInfo, AgentState, AgentView, Body, Card, CallCard, Figures, Frame, ServerMessage,
+    Snapshot, TicketSummary, Viewer,
+};
+use fiche_pbx::{CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, Timestamp};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Messages one socket may have queued. A browser this far behind is resynced
+/// (its queued deltas are dropped and it gets one fresh snapshot) rather than
+/// buffered: memory per socket stays bounded whatever the browser does.
+pub const QUEUE_CAPACITY: usize = 256;
+
+/// Overflows a socket may have in its lifetime; at the next one the hub closes it
+/// (the page reconnects and starts from a snapshot).
+pub const MAX_OVERFLOWS: u32 = 3;
+
+/// Interval of the heartbeat `ping`; a socket silent for two intervals is dropped.
+pub const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Largest browser message accepted, in bytes; browsers send only small commands.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// Tunables of a [`Hub`].
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Per-socket queue capacity, in messages.
+    pub queue_capacity: usize,
+    /// Overflows tolerated before a socket is closed.
+    pub max_overflows: u32,
+    /// Heartbeat interval used by [`crate::pump`].
+    pub ping_every: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: QUEUE_CAPACITY,
+            max_overflows: MAX_OVERFLOWS,
+            ping_every: PING_EVERY,
+        }
+    }
+}
+
+/// Errors of the hub's API.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The connection id is not (or no longer) registered.
+    #[error("connection {0} is not connected")]
+    UnknownConnection(ConnectionId),
+    /// A browser message above [`MAX_CLIENT_MESSAGE`].
+    #[error("client message of {len} bytes exceeds the {max} byte limit")]
+    MessageTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A browser message that is not a JSON object with a known `type` field.
+    #[error("malformed client message: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Identifies one socket for the lifetime of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+const STATUS_OK: u8 = 0;
+const STATUS_LAGGED: u8 = 1;
+const STATUS_TOO_SLOW: u8 = 2;
+
+/// One registered socket, as handed to whoever drives it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket's id, for [`Hub::disconnect`] and [`Hub::handle_client_message`].
+    pub id: ConnectionId,
+    /// Queued messages; the first is the snapshot. Ends when the hub drops the socket.
+    pub outgoing: mpsc::Receiver<Frame>,
+    status: Arc<AtomicU8>,
+}
+
+impl Connection {
+    /// The queue overflowed: the queued deltas are stale, drop them and call
+    /// [`Hub::resync`] for a fresh snapshot. [`crate::pump`] does this itself.
+    pub fn lagged(&self) -> bool {
+        self.status.load(Ordering::Acquire) == STATUS_LAGGED
+    }
+
+    /// The hub closed this socket after repeated overflows.
+    pub fn too_slow(&self) -> bool {
+        self.status.load(Ordering::Acquire) == STATUS_TOO_SLOW
+    }
+}
+
+/// Handle to the hub; clones share one state.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: HubConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct Socket {
+    viewer: Viewer,
+    tx: mpsc::Sender<Frame>,
+    seq: u64,
+    overflows: u32,
+    status: Arc<AtomicU8>,
+}
+
+/// What the hub remembers of a call beyond the live table.
+#[derive(Debug, Default)]
+struct CallMeta {
+    card: Option<Card>,
+    /// The extension that answered (the live table keeps it only for inbound calls).
+    answered_by: Option<String>,
+    /// Extensions told "withdrawn" before anyone was known to have answered.
+    withdrawn_unattributed: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    sockets: HashMap<ConnectionId, Socket>,
+    /// Sockets whose viewer owns the extension (any role).
+    by_extension: HashMap<String, Vec<ConnectionId>>,
+    /// Sockets of users who see the board.
+    supervisors: Vec<ConnectionId>,
+    by_user: HashMap<i64, Vec<ConnectionId>>,
+    calls: LiveCalls,
+    meta: HashMap<CallId, CallMeta>,
+    /// Calls not ended that concern each extension (ringing there, or handled there).
+    active_by_extension: HashMap<String, Vec<CallId>>,
+    agents: BTreeMap<i64, AgentView>,
+    owner_by_extension: HashMap<String, i64>,
+    open_callbacks: HashMap<i64, u32>,
+    figures: Option<Figures>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The hub's tunables.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while routing leaves a consistent-enough board; keep serving.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a socket for `viewer`; its queue already holds the snapshot.
+    pub fn connect(&self, viewer: Viewer) -> Connection {
+        let (tx, outgoing) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let status = Arc::new(AtomicU8::new(STATUS_OK));
+        let mut state = self.state();
+        state.next_id += 1;
+        let id = ConnectionId(state.next_id);
+        let user_id = viewer.user_id;
+        let socket = Socket {
+            viewer,
+            tx,
+            seq: 0,
+            overflows: 0,
+            status: Arc::clone(&status),
+        };
+        state.index_socket(id, &socket.viewer);
+        state.sockets.insert(id, socket);
+        state.send_snapshot(id, &self.inner.config);
+        state.refresh_agent(user_id, &self.inner.config);
+        Connection {
+            id,
+            outgoing,
+            status,
+        }
+    }
+
+    /// Forgets a socket; its queue ends. Unknown ids are ignored.
+    pub fn disconnect(&self, id: ConnectionId) {
+        let mut state = self.state();
+        if let Some(socket) = state.remove_socket(id) {
+            state.refresh_agent(socket.viewer.user_id, &self.inner.config);
+        }
+    }
+
+    /// Number of registered sockets.
+    pub fn connections(&self) -> usize {
+        self.state().sockets.len()
+    }
+
+    /// Queues a fresh snapshot for a socket and clears its lagged mark. The
+    /// caller should have emptied the socket's queue first (its deltas are stale).
+    pub fn resync(&self, id: ConnectionId) -> Result<(), HubError> {
+        let mut state = self.state();
+        let socket = state
+            .sockets
+            .get_mut(&id)
+            .ok_or(HubError::UnknownConnection(id))?;
+        // Only a lagged socket may leave that mark; a too-slow one stays closed.
+        let _ = socket.status.compare_exchange(
+            STATUS_LAGGED,
+            STATUS_OK,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        state.send_snapshot(id, &self.inner.config);
+        Ok(())
+    }
+
+    /// Handles one text message from a browser and returns what it was; a
+    /// `resync` queues the snapshot. Heartbeat replies are the caller's (the pump's) job.
+    pub fn handle_client_message(
+        &self,
+        id: ConnectionId,
+        text: &str,
+    ) -> Result<crate::ClientMessage, HubError> {
+        if text.len() > MAX_CLIENT_MESSAGE {
+            return Err(HubError::MessageTooLarge {
+                len: text.len(),
+                max: MAX_CLIENT_MESSAGE,
+            });
+        }
+        let message: crate::ClientMessage = serde_json::from_str(text)?;
+        if message == crate::ClientMessage::Resync {
+            self.resync(id)?;
+        } else if !self.state().sockets.contains_key(&id) {
+            return Err(HubError::UnknownConnection(id));
+        }
+        Ok(message)
+    }
+
+    /// Applies a call event to the board and routes it: the pop to the
+    /// extensions that ring, updates to the agents the call concerns,
+    /// "withdrawn" to agents whose phone stopped ringing because someone else
+    /// answered, everything to supervisors. `card`, when given, becomes the
+    /// call's card (kept for snapshots).
+    pub fn publish_call(&self, event: &CallEvent, card: Option<Card>) {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        state.apply_call(event, card, config);
+    }
+
+    /// Replaces a call's card (the agent created the customer, or attached the
+    /// number) and sends it to the sockets following the call.
+    pub fn publish_card(&self, call_id: CallId, card: Card) {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        let Some(call) = state.calls.get(&call_id) else {
+            return;
+        };
+        let meta = state.meta.get(&call_id);
+        let mut exts = concerned(call, meta);
+        exts.extend(call.ringing_extensions.iter().cloned());
+        let body = ServerMessage::Card {
+            call_id,
+            card: &card,
+        }
+        .to_body();
+        let mut recipients = state.sockets_of_extensions(exts.iter().map(String::as_str));
+        recipients.extend(state.supervisors.iter().copied());
+        state.deliver(recipients, body, config);
+        state.meta.entry(call_id).or_default().card = Some(card);
+    }
+
+    /// Routes a created or changed ticket to its assignee, to the agent of its
+    /// call, and to supervisors.
+    pub fn publish_ticket(&self, ticket: &TicketSummary) {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        let mut recipients = state.supervisors.clone();
+        if let Some(user) = ticket.assignee_user_id {
+            recipients.extend(state.by_user.get(&user).into_iter().flatten().copied());
+        }
+        if let Some(call) = ticket.call_id.and_then(|id| state.calls.get(&id)) {
+            let meta = state.meta.get(&call.id);
+            let agent = call
+                .agent_extension
+                .as_deref()
+                .or(meta.and_then(|m| m.answered_by.as_deref()));
+            recipients.extend(state.sockets_of_extensions(agent));
+        }
+        let body = ServerMessage::Ticket { ticket }.to_body();
+        state.deliver(recipients, body, config);
+    }
+
+    /// Sets a user's count of open callbacks (shown in snapshots) and tells their sockets.
+    pub fn set_open_callbacks(&self, user_id: i64, open: u32) {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        if state.open_callbacks.insert(user_id, open) == Some(open) {
+            return;
+        }
+        let recipients = state.by_user.get(&user_id).cloned().unwrap_or_default();
+        let body = ServerMessage::Callbacks { open }.to_body();
+        state.deliver(recipients, body, config);
+    }
+
+    /// Stores today's figures and sends them to supervisors.
+    pub fn publish_figures(&self, figures: Figures) {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        let body = ServerMessage::Figures { figures: &figures }.to_body();
+        let recipients = state.supervisors.clone();
+        state.deliver(recipients, body, config);
+        state.figures = Some(figures);
+    }
+
+    /// Replaces the agent directory (names and extensions). Connected sockets of
+    /// these users take the new extensions, so pops follow an extension moved
+    /// from one agent to another. Supervisors get the new list.
+    pub fn set_agents(&self, agents: Vec<AgentInfo>) {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        state.owner_by_extension.clear();
+        state.agents.clear();
+        for agent in agents {
+            for ext in &agent.extensions {
+                state.owner_by_extension.insert(ext.clone(), agent.user_id);
+            }
+            let sockets = state.by_user.get(&agent.user_id).cloned().unwrap_or_default();
+            for id in sockets {
+                state.reindex_extensions(id, &agent.extensions);
+            }
+            let view = AgentView {
+                user_id: agent.user_id,
+                name: agent.name,
+                extensions: agent.extensions,
+                state: AgentState::Offline,
+                call_id: None,
+                connections: 0,
+            };
+            state.agents.insert(view.user_id, view);
+        }
+        let users: Vec<i64> = state.agents.keys().copied().collect();
+        for user in users {
+            let (agent_state, call_id) = state.derive_agent_state(user);
+            let connections = state.by_user.get(&user).map_or(0, Vec::len);
+            if let Some(view) = state.agents.get_mut(&user) {
+                view.state = agent_state;
+                view.call_id = call_id;
+                view.connections = u32::try_from(connections).unwrap_or(u32::MAX);
+            }
+        }
+        let body = ServerMessage::Agents {
+            agents: state.agents.values().collect(),
+        }
+        .to_body();
+        let recipients = state.supervisors.clone();
+        state.deliver(recipients, body, config);
+    }
+
+    /// Forgets calls that ended before `ended_before` (and their cards); returns how many.
+    pub fn prune(&self, ended_before: Timestamp) -> usize {
+        let mut state = self.state();
+        let pruned = state.calls.prune(ended_before);
+        if pruned > 0 {
+            let State { calls, meta, .. } = &mut *state;
+            meta.retain(|id, _| calls.get(id).is_some());
+        }
+        pruned
+    }
+
+    /// The live call with this id, if the hub knows it.
+    pub fn call(&self, id: &CallId) -> Option<LiveCall> {
+        self.state().calls.get(id).cloned()
+    }
+
+    /// The agents and their current state.
+    pub fn agents(&self) -> Vec<AgentView> {
+        self.state().agents.values().cloned().collect()
+    }
+}
+
+/// Extensions a call concerns besides the ones ringing: whoever handles it.
+fn concerned(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
+    if call.state == CallState::Ended {
+        return Vec::new();
+    }
+    let mut exts = Vec::with_capacity(2);
+    if let Some(agent) = &call.agent_extension {
+        exts.push(agent.clone());
+    }
+    if let Some(answered) = meta.and_then(|m| m.answered_by.as_ref()) {
+        if !exts.contains(answered) {
+            exts.push(answered.clone());
+        }
+    }
+    exts
+}
+
+/// Every extension an active call occupies: ringing there or handled there.
+fn occupied(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
+    let mut exts = concerned(call, meta);
+    if call.state != CallState::Ended {
+        for ext in &call.ringing_extensions {
+            if !exts.contains(ext) {
+                exts.push(ext.clone());
+            }
+        }
+    }
+    exts
+}
+
+impl State {
+    fn index_socket(&mut self, id: ConnectionId, viewer: &Viewer) {
+        for ext in &viewer.extensions {
+            self.by_extension.entry(ext.clone()).or_default().push(id);
+        }
+        if viewer.role.sees_board() {
+            self.supervisors.push(id);
+        }
+        self.by_user.entry(viewer.user_id).or_default().push(id);
+    }
+
+    fn unindex_extensions(&mut self, id: ConnectionId, extensions: &[String]) {
+        for ext in extensions {
+            if let Some(ids) = self.by_extension.get_mut(ext) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_extension.remove(ext);
+                }
+            }
+        }
+    }
+
+    fn reindex_extensions(&mut self, id: ConnectionId, extensions: &[String]) {
+        let Some(old) = self
+            .sockets
+            .get(&id)
+            .map(|s| s.viewer.extensions.clone())
+        else {
+            return;
+        };
+        if old == extensions {
+            return;
+        }
+        self.unindex_extensions(id, &old);
+        for ext in extensions {
+            self.by_extension.entry(ext.clone()).or_default().push(id);
+        }
+        if let Some(socket) = self.sockets.get_mut(&id) {
+            socket.viewer.extensions = extensions.to_vec();
+        }
+    }
+
+    fn remove_socket(&mut self, id: ConnectionId) -> Option<Socket> {
+        let socket = self.sockets.remove(&id)?;
+        self.unindex_extensions(id, &socket.viewer.extensions);
+        self.supervisors.retain(|i| *i != id);
+        if let Some(ids) = self.by_user.get_mut(&socket.viewer.user_id) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_user.remove(&socket.viewer.user_id);
+            }
+        }
+        Some(socket)
+    }
+
+    fn sockets_of_extensions<'e>(
+        &self,
+        extensions: impl IntoIterator<Item = &'e str>,
+    ) -> Vec<ConnectionId> {
+        let mut ids = Vec::new();
+        for ext in extensions {
+            if let Some(found) = self.by_extension.get(ext) {
+                ids.extend(found.iter().copied());
+            }
+        }
+        ids
+    }
+
+    /// Queues `body` for each recipient once, without ever waiting: a full queue
+    /// marks the socket lagged (it resyncs when it drains) and, past the overflow
+    /// budget, closes it.
+    fn deliver(
+        &mut self,
+        mut recipients: Vec<ConnectionId>,
+        body: Result<Body, serde_json::Error>,
+        config: &HubConfig,
+    ) {
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => {
+                warn!(%error, "hub message not serialisable");
+                return;
+            }
+        };
+        recipients.sort_unstable();
+        recipients.dedup();
+        let mut dropped = Vec::new();
+        for id in recipients {
+            let Some(socket) = self.sockets.get_mut(&id) else {
+                continue;
+            };
+            if socket.status.load(Ordering::Acquire) != STATUS_OK {
+                continue;
+            }
+            match socket
+                .tx
+                .try_send(Frame::new(socket.seq + 1, body.clone()))
+            {
+                Ok(()) => socket.seq += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    socket.overflows += 1;
+                    if socket.overflows > config.max_overflows {
+                        debug!(connection = %id, "socket overflowed too often, closing it");
+                        socket.status.store(STATUS_TOO_SLOW, Ordering::Release);
+                        dropped.push(id);
+                    } else {
+                        debug!(connection = %id, "socket queue full, will resync");
+                        socket.status.store(STATUS_LAGGED, Ordering::Release);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(id),
+            }
+        }
+        for id in dropped {
+            if let Some(socket) = self.remove_socket(id) {
+                self.refresh_agent(socket.viewer.user_id, config);
+            }
+        }
+    }
+
+    fn send_snapshot(&mut self, id: ConnectionId, config: &HubConfig) {
+        let Some(socket) = self.sockets.get(&id) else {
+            return;
+        };
+        let viewer = &socket.viewer;
+        let open_callbacks = self.open_callbacks.get(&viewer.user_id).copied().unwrap_or(0);
+        let body = if viewer.role.sees_board() {
+            // Every known call has a meta entry, ended ones until pruned.
+            let mut calls: Vec<&LiveCall> =
+                self.meta.keys().filter_map(|i| self.calls.get(i)).collect();
+            calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+            ServerMessage::Snapshot(Snapshot {
+                role: viewer.role,
+                extensions: &viewer.extensions,
+                calls: calls.into_iter().map(|call| self.call_card(call)).collect(),
+                open_callbacks,
+                agents: Some(self.agents.values().collect()),
+                figures: self.figures.as_ref(),
+            })
+            .to_body()
+        } else {
+            let mut ids: Vec<CallId> = Vec::new();
+            for ext in &viewer.extensions {
+                ids.extend(self.active_by_extension.get(ext).into_iter().flatten());
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let mut calls: Vec<&LiveCall> = ids.iter().filter_map(|i| self.calls.get(i)).collect();
+            calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+            ServerMessage::Snapshot(Snapshot {
+                role: viewer.role,
+                extensions: &viewer.extensions,
+                calls: calls.into_iter().map(|call| self.call_card(call)).collect(),
+                open_callbacks,
+                agents: None,
+                figures: None,
+            })
+            .to_body()
+        };
+        self.deliver(vec![id], body, config);
+    }
+
+    fn call_card<'a>(&'a self, call: &'a LiveCall) -> CallCard<'a> {
+        CallCard {
+            call,
+            card: self.meta.get(&call.id).and_then(|m| m.card.as_ref()),
+        }
+    }
+
+    fn apply_call(&mut self, event: &CallEvent, card: Option<Card>, config: &HubConfig) {
+        let id = event.call_id;
+        let (ringing_before, occupied_before) = match self.calls.get(&id) {
+            Some(call) => (
+                call.ringing_extensions.clone(),
+                occupied(call, self.meta.get(&id)),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let changed = self.calls.apply(event);
+        if !self.calls.get(&id).is_some_and(|_| changed || card.is_some()) {
+            return;
+        }
+        let new_card = card.is_some();
+        {
+            let meta = self.meta.entry(id).or_default();
+            if let Some(card) = card {
+                meta.card = Some(card);
+            }
+            match &event.kind {
+                CallEventKind::Answered { extension } if changed => {
+                    meta.answered_by = extension.clone();
+                }
+                CallEventKind::Transferred { .. } if changed => meta.answered_by = None,
+                _ => {}
+            }
+        }
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let meta = self.meta.get(&id);
+        let occupied_after = occupied(call, meta);
+
+        // Messages, each serialised once.
+        let mut sends: Vec<(Vec<ConnectionId>, Result<Body, serde_json::Error>)> = Vec::new();
+        let card_ref = meta.and_then(|m| m.card.as_ref());
+        let update = ServerMessage::Call {
+            event: event.kind.name(),
+            at: event.at,
+            call,
+        }
+        .to_body();
+        let mut agent_exts: Vec<String> = Vec::new();
+        let mut withdrawals: Vec<(String, String)> = Vec::new();
+        let mut answered_by: Option<String> = None;
+        match &event.kind {
+            CallEventKind::Ringing { extension } => {
+                if changed || new_card {
+                    let pop = ServerMessage::Pop {
+                        extension,
+                        call,
+                        card: card_ref,
+                    }
+                    .to_body();
+                    sends.push((self.sockets_of_extensions([extension.as_str()]), pop));
+                }
+                agent_exts = concerned(call, meta);
+                agent_exts.retain(|e| e != extension);
+            }
+            CallEventKind::RingingStopped { extension, cause } => {
+                if ringing_before.contains(extension) {
+                    if matches!(call.state, CallState::Answered | CallState::Held) {
+                        answered_by = meta.and_then(|m| m.answered_by.clone());
+                    }
+                    withdrawals.push((extension.clone(), cause.clone()));
+                }
+            }
+            CallEventKind::Answered { extension } => {
+                let answerer = extension.as_deref();
+                for ext in &ringing_before {
+                    if Some(ext.as_str()) != answerer {
+                        withdrawals.push((ext.clone(), "answered elsewhere".to_owned()));
+                    }
+                }
+                if let Some(m) = meta {
+                    for ext in &m.withdrawn_unattributed {
+                        if Some(ext.as_str()) != answerer
+                            && !withdrawals.iter().any(|(e, _)| e == ext)
+                        {
+                            withdrawals.push((ext.clone(), "answered elsewhere".to_owned()));
+                        }
+                    }
+                }
+                answered_by = extension.clone();
+                agent_exts = merge(&occupied_before, &occupied_after);
+                agent_exts.retain(|e| !withdrawals.iter().any(|(w, _)| w == e));
+            }
+            _ => agent_exts = merge(&occupied_before, &occupied_after),
+        }
+        for (ext, cause) in &withdrawals {
+            let name = answered_by
+                .as_ref()
+                .and_then(|a| self.owner_by_extension.get(a))
+                .and_then(|user| self.agents.get(user))
+                .map(|a| a.name.as_str());
+            let body = ServerMessage::Withdrawn {
+                call_id: id,
+                extension: ext,
+                cause,
+                answered_by: answered_by.as_deref(),
+                answered_by_name: name,
+            }
+            .to_body();
+            sends.push((self.sockets_of_extensions([ext.as_str()]), body));
+        }
+        let mut update_to = self.sockets_of_extensions(agent_exts.iter().map(String::as_str));
+        update_to.extend(self.supervisors.iter().copied());
+        sends.push((update_to, update));
+        if new_card {
+            if let Some(card) = card_ref {
+                let body = ServerMessage::Card { call_id: id, card }.to_body();
+                let mut to = self.supervisors.clone();
+                if !matches!(event.kind, CallEventKind::Ringing { .. }) {
+                    to.extend(self.sockets_of_extensions(occupied_after.iter().map(String::as_str)));
+                }
+                sends.push((to, body));
+            }
+        }
+        let unattributed = answered_by.is_none();
+        let withdrawn_exts: Vec<String> = withdrawals.into_iter().map(|(e, _)| e).collect();
+
+        // Deliver after the borrows of the call end.
+        for (recipients, body) in sends {
+            self.deliver(recipients, body, config);
+        }
+        if let Some(meta) = self.meta.get_mut(&id) {
+            if unattributed {
+                meta.withdrawn_unattributed.extend(withdrawn_exts);
+            } else {
+                meta.withdrawn_unattributed.clear();
+            }
+        }
+
+        // Keep the per-extension index of active calls, then agent states.
+        for ext in &occupied_before {
+            if !occupied_after.contains(ext) {
+                if let Some(ids) = self.active_by_extension.get_mut(ext) {
+                    ids.retain(|c| *c != id);
+                    if ids.is_empty() {
+                        self.active_by_extension.remove(ext);
+                    }
+                }
+            }
+        }
+        for ext in &occupied_after {
+            if !occupied_before.contains(ext) {
+                self.active_by_extension.entry(ext.clone()).or_default().push(id);
+            }
+        }
+        let mut users: Vec<i64> = merge(&occupied_before, &occupied_after)
+            .iter()
+            .filter_map(|e| self.owner_by_extension.get(e).copied())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        for user in users {
+            self.refresh_agent(user, config);
+        }
+    }
+
+    /// What an agent is doing: the busiest state among the calls on their
+    /// extensions; otherwise available when a browser is open.
+    fn derive_agent_state(&self, user: i64) -> (AgentState, Option<CallId>) {
+        let Some(agent) = self.agents.get(&user) else {
+            return (AgentState::Offline, None);
+        };
+        let mut best: Option<(u8, AgentState, CallId)> = None;
+        for ext in &agent.extensions {
+            for id in self.active_by_extension.get(ext).into_iter().flatten() {
+                let Some(call) = self.calls.get(id) else {
+                    continue;
+                };
+                let found = if call.ringing_extensions.contains(ext) {
+                    (1, AgentState::Ringing)
+                } else if call.state == CallState::Held {
+                    (2, AgentState::OnHold)
+                } else {
+                    (3, AgentState::OnCall)
+                };
+                if best.is_none_or(|(rank, _, _)| found.0 > rank) {
+                    best = Some((found.0, found.1, *id));
+                }
+            }
+        }
+        match best {
+            Some((_, state, id)) => (state, Some(id)),
+            None if self.by_user.contains_key(&user) => (AgentState::Available, None),
+            None => (AgentState::Offline, None),
+        }
+    }
+
+    /// Recomputes one directory agent's state; tells supervisors when it changed.
+    fn refresh_agent(&mut self, user: i64, config: &HubConfig) {
+        if !self.agents.contains_key(&user) {
+            return;
+        }
+        let (agent_state, call_id) = self.derive_agent_state(user);
+        let connections =
+            u32::try_from(self.by_user.get(&user).map_or(0, Vec::len)).unwrap_or(u32::MAX);
+        let Some(view) = self.agents.get_mut(&user) else {
+            return;
+        };
+        if view.state == agent_state && view.call_id == call_id && view.connections == connections
+        {
+            return;
+        }
+        view.state = agent_state;
+        view.call_id = call_id;
+        view.connections = connections;
+        let body = ServerMessage::AgentState { agent: view }.to_body();
+        let recipients = self.supervisors.clone();
+        self.deliver(recipients, body, config);
+    }
+}
+
+fn merge(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out = a.to_vec();
+    for e in b {
+        if !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    out
+}
