@@ -14,7 +14,8 @@ use sqlx::FromRow;
 
 use crate::error::{conflict, map_db_error, Result, StoreError};
 use crate::sql::{contains_pattern, now, placeholders, value_rows, Dialect};
-use crate::{begin_write, dispatch, Store};
+use crate::{begin_write, dispatch, Backend, Store};
+use sqlx::SqlitePool;
 
 /// Most rows [`Store::upsert_customers_batch`] takes at once (one transaction each).
 pub const MAX_BATCH_ROWS: usize = 10_000;
@@ -1122,16 +1123,19 @@ impl Store {
                     alternatives.push("p.e164 LIKE ?".to_owned());
                     binds.push(format!("%{significant}%"));
                 }
+                // Phones are scanned once for the whole query (an uncorrelated IN), not
+                // once per customer.
                 let (customer_alternatives, phone_alternatives) = alternatives.split_at(3);
                 conditions.push(format!(
-                    "({} OR EXISTS (SELECT 1 FROM customer_phones p WHERE p.customer_id = c.id AND ({})))",
+                    "({} OR c.id IN (SELECT p.customer_id FROM customer_phones p WHERE {}))",
                     customer_alternatives.join(" OR "),
                     phone_alternatives.join(" OR ")
                 ));
             }
             if let Some(e164) = &e164 {
+                // Uses the index on customer_phones.e164.
                 conditions.push(
-                    "EXISTS (SELECT 1 FROM customer_phones q WHERE q.customer_id = c.id AND q.e164 = ?)"
+                    "c.id IN (SELECT q.customer_id FROM customer_phones q WHERE q.e164 = ?)"
                         .to_owned(),
                 );
                 binds.push(e164.clone());
@@ -1331,12 +1335,76 @@ impl Store {
 
     /// Every stored number with its customer and last contact, for the matcher's index.
     pub async fn all_phone_numbers(&self) -> Result<Vec<PhoneEntry>> {
-        const SQL: &str = "SELECT p.customer_id, p.e164, p.raw, c.last_contact_at \
-             FROM customer_phones p JOIN customers c ON c.id = p.customer_id";
-        dispatch!(self, |pool, _dialect| {
-            Ok(sqlx::query_as::<_, PhoneEntry>(SQL).fetch_all(pool).await?)
-        })
+        match &self.backend {
+            Backend::Sqlite(pool) => all_phone_numbers_sqlite(pool).await,
+            Backend::Postgres(pool) => Ok(sqlx::query_as::<_, PhoneEntry>(
+                "SELECT p.customer_id, p.e164, p.raw, c.last_contact_at \
+                 FROM customer_phones p JOIN customers c ON c.id = p.customer_id",
+            )
+            .fetch_all(pool)
+            .await?),
+        }
     }
+}
+
+/// Phones per JSON array in [`all_phone_numbers_sqlite`].
+const PHONES_PER_JSON_CHUNK: i64 = 20_000;
+
+/// On SQLite, reading a million rows one by one through sqlx costs seconds (every row
+/// crosses a channel from the database thread); SQLite builds one JSON array per
+/// range of phone ids instead, which is parsed here.
+async fn all_phone_numbers_sqlite(pool: &SqlitePool) -> Result<Vec<PhoneEntry>> {
+    let mut conn = pool.acquire().await?;
+    // One read transaction: a consistent snapshot across the chunks.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let (count, max_id): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM customer_phones")
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut low = 0i64;
+    while low < max_id {
+        let high = low.saturating_add(PHONES_PER_JSON_CHUNK);
+        let (json,): (Option<String>,) = sqlx::query_as(
+            "SELECT json_group_array(json_array(p.customer_id, p.e164, p.raw, c.last_contact_at)) \
+             FROM customer_phones p JOIN customers c ON c.id = p.customer_id \
+             WHERE p.id > ? AND p.id <= ?",
+        )
+        .bind(low)
+        .bind(high)
+        .fetch_one(&mut *tx)
+        .await?;
+        low = high;
+        let Some(json) = json else { continue };
+        type Entry = (i64, Option<String>, String, Option<String>);
+        let rows: Vec<Entry> = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+            entity: "phone",
+            field: "customer_phones",
+            value: e.to_string(),
+        })?;
+        for (customer_id, e164, raw, last_contact_at) in rows {
+            let last_contact_at = match last_contact_at {
+                None => None,
+                Some(text) => Some(
+                    DateTime::parse_from_rfc3339(&text)
+                        .map_err(|_| StoreError::Corrupt {
+                            entity: "customer",
+                            field: "last_contact_at",
+                            value: text.clone(),
+                        })?
+                        .with_timezone(&Utc),
+                ),
+            };
+            entries.push(PhoneEntry {
+                customer_id: CustomerId(customer_id),
+                e164,
+                raw,
+                last_contact_at,
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(entries)
 }
 
 impl NewCustomer {
