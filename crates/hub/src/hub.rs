@@ -13,7 +13,7 @@
 //! socket.
 
 use crate::protocol::{
-    AgentInfo, AgentState, AgentView, Body, Card, CallCard, Figures, Frame, ServerMessage,
+    AgentInfo, AgentState, AgentView, Body, CallCard, Card, Figures, Frame, ServerMessage,
     Snapshot, TicketSummary, Viewer,
 };
 use fiche_pbx::{CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, Timestamp};
@@ -359,7 +359,11 @@ impl Hub {
             for ext in &agent.extensions {
                 state.owner_by_extension.insert(ext.clone(), agent.user_id);
             }
-            let sockets = state.by_user.get(&agent.user_id).cloned().unwrap_or_default();
+            let sockets = state
+                .by_user
+                .get(&agent.user_id)
+                .cloned()
+                .unwrap_or_default();
             for id in sockets {
                 state.reindex_extensions(id, &agent.extensions);
             }
@@ -466,11 +470,7 @@ impl State {
     }
 
     fn reindex_extensions(&mut self, id: ConnectionId, extensions: &[String]) {
-        let Some(old) = self
-            .sockets
-            .get(&id)
-            .map(|s| s.viewer.extensions.clone())
-        else {
+        let Some(old) = self.sockets.get(&id).map(|s| s.viewer.extensions.clone()) else {
             return;
         };
         if old == extensions {
@@ -537,10 +537,7 @@ impl State {
             if socket.status.load(Ordering::Acquire) != STATUS_OK {
                 continue;
             }
-            match socket
-                .tx
-                .try_send(Frame::new(socket.seq + 1, body.clone()))
-            {
+            match socket.tx.try_send(Frame::new(socket.seq + 1, body.clone())) {
                 Ok(()) => socket.seq += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     socket.overflows += 1;
@@ -568,7 +565,11 @@ impl State {
             return;
         };
         let viewer = &socket.viewer;
-        let open_callbacks = self.open_callbacks.get(&viewer.user_id).copied().unwrap_or(0);
+        let open_callbacks = self
+            .open_callbacks
+            .get(&viewer.user_id)
+            .copied()
+            .unwrap_or(0);
         let body = if viewer.role.sees_board() {
             // Every known call has a meta entry, ended ones until pruned.
             let mut calls: Vec<&LiveCall> =
@@ -622,7 +623,11 @@ impl State {
             None => (Vec::new(), Vec::new()),
         };
         let changed = self.calls.apply(event);
-        if !self.calls.get(&id).is_some_and(|_| changed || card.is_some()) {
+        if !self
+            .calls
+            .get(&id)
+            .is_some_and(|_| changed || card.is_some())
+        {
             return;
         }
         let new_card = card.is_some();
@@ -725,7 +730,9 @@ impl State {
                 let body = ServerMessage::Card { call_id: id, card }.to_body();
                 let mut to = self.supervisors.clone();
                 if !matches!(event.kind, CallEventKind::Ringing { .. }) {
-                    to.extend(self.sockets_of_extensions(occupied_after.iter().map(String::as_str)));
+                    to.extend(
+                        self.sockets_of_extensions(occupied_after.iter().map(String::as_str)),
+                    );
                 }
                 sends.push((to, body));
             }
@@ -758,7 +765,10 @@ impl State {
         }
         for ext in &occupied_after {
             if !occupied_before.contains(ext) {
-                self.active_by_extension.entry(ext.clone()).or_default().push(id);
+                self.active_by_extension
+                    .entry(ext.clone())
+                    .or_default()
+                    .push(id);
             }
         }
         let mut users: Vec<i64> = merge(&occupied_before, &occupied_after)
@@ -814,8 +824,7 @@ impl State {
         let Some(view) = self.agents.get_mut(&user) else {
             return;
         };
-        if view.state == agent_state && view.call_id == call_id && view.connections == connections
-        {
+        if view.state == agent_state && view.call_id == call_id && view.connections == connections {
             return;
         }
         view.state = agent_state;

@@ -19,8 +19,8 @@ pub use hub::{
     PING_EVERY, QUEUE_CAPACITY,
 };
 pub use protocol::{
-    AgentInfo, AgentState, AgentView, Card, ClientMessage, CustomerCard, CustomerSummary,
-    Figures, Frame, HistoryItem, Priority, Role, TicketKind, TicketStatus, TicketSummary, Viewer,
+    AgentInfo, AgentState, AgentView, Card, ClientMessage, CustomerCard, CustomerSummary, Figures,
+    Frame, HistoryItem, Priority, Role, TicketKind, TicketStatus, TicketSummary, Viewer,
     PROTOCOL_VERSION,
 };
 pub use pump::{pump, PumpEnd};

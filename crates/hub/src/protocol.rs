@@ -453,7 +453,10 @@ mod tests {
     fn frames_carry_version_and_seq_before_the_body() {
         let body = ServerMessage::Callbacks { open: 3 }.to_body().unwrap();
         let frame = Frame::new(7, body);
-        assert_eq!(frame.to_text(), r#"{"v":1,"seq":7,"type":"callbacks","open":3}"#);
+        assert_eq!(
+            frame.to_text(),
+            r#"{"v":1,"seq":7,"type":"callbacks","open":3}"#
+        );
         let parsed: serde_json::Value = serde_json::from_str(&frame.to_text()).unwrap();
         assert_eq!(parsed["open"], 3);
         assert_eq!(control_text(7, "ping"), r#"{"v":1,"seq":7,"type":"ping"}"#);

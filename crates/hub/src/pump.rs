@@ -34,7 +34,12 @@ pub enum PumpEnd {
 /// the last message written; heartbeats do not advance it), and any message
 /// from the browser counts as a sign of life. When the queue overflowed, the
 /// stale queued deltas are dropped and the hub queues a fresh snapshot.
-pub async fn pump<Si, St>(hub: &Hub, mut conn: Connection, sink: &mut Si, stream: &mut St) -> PumpEnd
+pub async fn pump<Si, St>(
+    hub: &Hub,
+    mut conn: Connection,
+    sink: &mut Si,
+    stream: &mut St,
+) -> PumpEnd
 where
     Si: Sink<String> + Unpin,
     St: Stream<Item = String> + Unpin,
