@@ -322,11 +322,12 @@ impl<'a> SipFacts<'a> {
             rsip::SipMessage::Request(request) => (
                 MessageKind::Request {
                     method: request.method,
-                    request_user: request
-                        .uri
-                        .user()
-                        .map(|u| super::identity::decode_user(u).into_owned())
-                        .filter(|u| !u.is_empty()),
+                    // From the start line, not rsip's URI: rsip keeps user
+                    // parameters (`+336...;npdi`) in the user.
+                    request_user: match start {
+                        StartLine::Request { uri, .. } => super::identity::uri_number(uri),
+                        StartLine::Response { .. } => None,
+                    },
                     request_uri: match start {
                         StartLine::Request { uri, .. } => uri,
                         StartLine::Response { .. } => "",
@@ -489,15 +490,39 @@ impl<'a> SipFacts<'a> {
 /// Parses a normalised message with rsip, as a request or a response as the
 /// start line says: `rsip::SipMessage::try_from` would first try the other kind,
 /// and every failed rsip attempt formats the whole message into its error text.
+///
+/// rsip 0.4 refuses Request-URIs it cannot split into user/host/port (`tel:`
+/// URIs, IPv6 hosts); the tracker reads the Request-URI from the start line
+/// itself, so such a request is parsed again with a placeholder URI.
 pub(crate) fn parse(bytes: &[u8], start: StartLine<'_>) -> Result<rsip::SipMessage, SipError> {
-    let parsed = match start {
-        StartLine::Request { .. } => rsip::Request::try_from(bytes).map(rsip::SipMessage::from),
-        StartLine::Response { .. } => rsip::Response::try_from(bytes).map(rsip::SipMessage::from),
-    };
-    parsed.map_err(|e| SipError::Parse {
+    let to_error = |e: rsip::Error| SipError::Parse {
         what: "message",
         detail: excerpt(&e.to_string()),
-    })
+    };
+    match start {
+        StartLine::Response { .. } => rsip::Response::try_from(bytes)
+            .map(rsip::SipMessage::from)
+            .map_err(to_error),
+        StartLine::Request { method, uri } => match rsip::Request::try_from(bytes) {
+            Ok(request) => Ok(request.into()),
+            Err(error) => {
+                let line_end = bytes
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .unwrap_or(bytes.len());
+                if uri.is_empty() || line_end >= bytes.len() {
+                    return Err(to_error(error));
+                }
+                let mut retry = Vec::with_capacity(bytes.len());
+                retry.extend_from_slice(method.as_bytes());
+                retry.extend_from_slice(b" sip:request-uri.invalid SIP/2.0");
+                retry.extend_from_slice(&bytes[line_end..]);
+                rsip::Request::try_from(retry.as_slice())
+                    .map(rsip::SipMessage::from)
+                    .map_err(|_| to_error(error))
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -1735,3 +1735,49 @@ fn captured_kamailio_flows() {
         assert_eq!(kinds, expected, "scenario {name}");
     }
 }
+
+#[test]
+fn request_uris_rsip_cannot_split_still_track() {
+    // tel: and IPv6 Request-URIs, and user parameters, as gateways send them.
+    for (ruri, ext) in [
+        ("tel:+33140000000", "+33140000000"),
+        ("sip:201@[::1]:5071", "201"),
+        ("sip:+33140000000;npdi@127.0.0.1;user=phone", "+33140000000"),
+    ] {
+        let call_id = format!("ruri-{ext}@127.0.0.1");
+        let invite = sip(
+            TRUNK,
+            P201,
+            &format!(
+                "INVITE {ruri} SIP/2.0
+                Via: SIP/2.0/UDP [::1]:5090;branch=z9hG4bK-ruri
+                From: \"Claire Martin\" <sip:0612345678@127.0.0.1>;tag=t1
+                To: <sip:{ext}@127.0.0.1>
+                Call-ID: {call_id}
+                CSeq: 1 INVITE"
+            ),
+            "",
+        );
+        let ringing_reply = sip(
+            P201,
+            TRUNK,
+            &format!(
+                "SIP/2.0 180 Ringing
+                Via: SIP/2.0/UDP [::1]:5090;branch=z9hG4bK-ruri
+                From: \"Claire Martin\" <sip:0612345678@127.0.0.1>;tag=t1
+                To: <sip:{ext}@127.0.0.1>;tag=p1
+                Call-ID: {call_id}
+                CSeq: 1 INVITE"
+            ),
+            "",
+        );
+        check(
+            &[invite, ringing_reply],
+            &call_id,
+            &[
+                started(&call_id, Direction::Inbound, claire(), ext),
+                ringing(ext),
+            ],
+        );
+    }
+}
