@@ -8,6 +8,7 @@
 
 pub mod ami_server;
 pub mod events;
+pub mod fiche_ami;
 pub mod http;
 pub mod process;
 pub mod testbed;

@@ -68,6 +68,11 @@ impl Process {
         &self.name
     }
 
+    /// The PID of the child (`timeout`, the leader of the program's process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The log file holding the program's output.
     pub fn log(&self) -> &Path {
         &self.log

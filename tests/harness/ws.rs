@@ -113,6 +113,17 @@ impl EventStream {
     }
 }
 
+impl EventStream {
+    /// The next message received, waiting at most `limit`; `None` on timeout
+    /// or once the stream is closed.
+    pub async fn next(&mut self, limit: Duration) -> Option<Value> {
+        tokio::time::timeout(limit, self.received.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(format!("not JSON: {text}")))
 }
