@@ -492,37 +492,52 @@ impl<'a> SipFacts<'a> {
 /// and every failed rsip attempt formats the whole message into its error text.
 ///
 /// rsip 0.4 refuses Request-URIs it cannot split into user/host/port (`tel:`
-/// URIs, IPv6 hosts); the tracker reads the Request-URI from the start line
-/// itself, so such a request is parsed again with a placeholder URI.
+/// URIs, IPv6 hosts) and status lines without a reason phrase; the tracker reads
+/// the start line itself, so such a message is parsed again with a placeholder
+/// start line.
 pub(crate) fn parse(bytes: &[u8], start: StartLine<'_>) -> Result<rsip::SipMessage, SipError> {
     let to_error = |e: rsip::Error| SipError::Parse {
         what: "message",
         detail: excerpt(&e.to_string()),
     };
-    match start {
-        StartLine::Response { .. } => rsip::Response::try_from(bytes)
-            .map(rsip::SipMessage::from)
-            .map_err(to_error),
-        StartLine::Request { method, uri } => match rsip::Request::try_from(bytes) {
-            Ok(request) => Ok(request.into()),
-            Err(error) => {
-                let line_end = bytes
-                    .windows(2)
-                    .position(|w| w == b"\r\n")
-                    .unwrap_or(bytes.len());
-                if uri.is_empty() || line_end >= bytes.len() {
-                    return Err(to_error(error));
-                }
-                let mut retry = Vec::with_capacity(bytes.len());
-                retry.extend_from_slice(method.as_bytes());
-                retry.extend_from_slice(b" sip:request-uri.invalid SIP/2.0");
-                retry.extend_from_slice(&bytes[line_end..]);
-                rsip::Request::try_from(retry.as_slice())
-                    .map(rsip::SipMessage::from)
-                    .map_err(|_| to_error(error))
-            }
-        },
+    let first = match start {
+        StartLine::Response { .. } => rsip::Response::try_from(bytes).map(rsip::SipMessage::from),
+        StartLine::Request { .. } => rsip::Request::try_from(bytes).map(rsip::SipMessage::from),
+    };
+    let error = match first {
+        Ok(message) => return Ok(message),
+        Err(error) => error,
+    };
+    // Retry with a start line rsip accepts: what the tracker needs from it was
+    // already read by `StartLine::parse`.
+    let line_end = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(bytes.len());
+    if line_end >= bytes.len() {
+        return Err(to_error(error));
     }
+    let mut retry = Vec::with_capacity(bytes.len() + 16);
+    match start {
+        StartLine::Request { method, .. } => {
+            retry.extend_from_slice(method.as_bytes());
+            retry.extend_from_slice(b" sip:request-uri.invalid SIP/2.0");
+        }
+        // rsip needs a blank after the status code, which some phones omit.
+        StartLine::Response { code, .. } => {
+            retry.extend_from_slice(format!("SIP/2.0 {code} -").as_bytes());
+        }
+    }
+    retry.extend_from_slice(&bytes[line_end..]);
+    let second = match start {
+        StartLine::Response { .. } => {
+            rsip::Response::try_from(retry.as_slice()).map(rsip::SipMessage::from)
+        }
+        StartLine::Request { .. } => {
+            rsip::Request::try_from(retry.as_slice()).map(rsip::SipMessage::from)
+        }
+    };
+    second.map_err(|_| to_error(error))
 }
 
 #[cfg(test)]

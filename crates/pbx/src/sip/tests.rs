@@ -1781,3 +1781,27 @@ fn request_uris_rsip_cannot_split_still_track() {
         );
     }
 }
+
+#[test]
+fn status_line_without_reason_phrase_is_understood() {
+    let f = Flow::new(
+        "no-reason@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "201",
+    );
+    let mut reply = f.to_caller(486, "Busy Here", Some("p201"));
+    let text =
+        String::from_utf8(reply.bytes)
+            .unwrap()
+            .replacen("SIP/2.0 486 Busy Here", "SIP/2.0 486", 1);
+    reply.bytes = text.into_bytes();
+    check(
+        &[f.invite(), reply],
+        &f.call_id,
+        &[
+            started(&f.call_id, Direction::Inbound, claire(), "201"),
+            ended(Outcome::Busy, "486 Busy Here"),
+        ],
+    );
+}
