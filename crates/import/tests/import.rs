@@ -420,3 +420,41 @@ fn errors_can_cross_threads_and_reach_clap() {
     send_sync::<fiche_import::RowError>();
     send_sync::<fiche_import::ExportError>();
 }
+
+/// Random bytes after a valid header: every row ends up a record or an
+/// error, and nothing panics.
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let pieces: [&[u8]; 12] = [
+        b";",
+        b",",
+        b"\"",
+        b"\r\n",
+        b"\n",
+        b"06 12 34 56 78",
+        b"\xe9",
+        b"\xc3\xa9",
+        b"'=1+1",
+        b"@",
+        b"a",
+        b"+33 (0)1",
+    ];
+    for _ in 0..300 {
+        let mut bytes = b"Nom;T\xe9l\xe9phone;Email;Notes\n".to_vec();
+        for _ in 0..(next() % 200) {
+            bytes.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+        }
+        if let Ok(batch) = read_csv(bytes.as_slice(), &options(), &mut no_progress()) {
+            let bad_rows = batch.bad_lines();
+            let merged: usize = batch.records.iter().map(|r| r.merged_lines.len()).sum();
+            assert_eq!(batch.records.len() + merged + bad_rows, batch.rows);
+        }
+    }
+}

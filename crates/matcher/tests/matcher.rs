@@ -359,3 +359,43 @@ fn same_number_inserted_twice_is_one_entry() {
     index.remove(CustomerId(1), "+33612345678");
     assert!(index.lookup_e164("+33612345678").is_empty());
 }
+
+/// Whatever a stranger puts in a caller-id, normalising it returns.
+#[test]
+fn arbitrary_input_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let alphabet: Vec<char> = "0123456789+()-. /:@;<>\"'#*pPtelsipanonymous(0)é😀\u{a0}\0"
+        .chars()
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let policies = [
+        NumberPolicy::default(),
+        NumberPolicy {
+            outside_line_prefix: Some("0".to_owned()),
+            extension_max_len: 0,
+            ..NumberPolicy::default()
+        },
+        NumberPolicy {
+            default_region: "nowhere".to_owned(),
+            ..NumberPolicy::default()
+        },
+    ];
+    let mut index = Index::new();
+    for i in 0..20_000 {
+        let len = rng.gen_range(0..40);
+        let input: String = (0..len)
+            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+            .collect();
+        let kind = normalise(&input, &policies[i % policies.len()]);
+        if let NumberKind::E164(e164) = &kind {
+            assert!(
+                e164.starts_with('+') && e164.len() <= 16,
+                "{input:?} -> {e164}"
+            );
+            assert!(format_international(e164).is_some());
+        }
+        index.insert(CustomerId(i as i64), &input, None);
+        let _ = index.lookup(&kind);
+        let _ = format_display(&input, &policies[0]);
+    }
+}
