@@ -5,7 +5,7 @@
 
 use crate::http;
 use crate::process::Process;
-use crate::testbed::{fiche_binary, repo_root, Ports};
+use crate::testbed::{fiche_binary, repo_root};
 use crate::ws::EventStream;
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -191,11 +191,14 @@ impl Drop for Scratch {
     }
 }
 
-/// One running `fiche serve` on free loopback ports; stopped by PID on drop.
+/// One running `fiche serve` on loopback ports of its own choosing (port 0,
+/// read back from its log: no port chosen here can be taken meanwhile by a
+/// test running in parallel); stopped by PID on drop.
 #[derive(Debug)]
 pub struct FicheProcess {
     process: Process,
-    ports: Ports,
+    http_port: u16,
+    hep_port: u16,
     log: PathBuf,
 }
 
@@ -209,12 +212,11 @@ impl FicheProcess {
         ami: &AmiSetup,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
-        let ports = Ports::allocate()?;
         let dir = scratch.path();
         let mut args = Vec::new();
         let mut envs = vec![
-            ("FICHE_HTTP_ADDR", format!("127.0.0.1:{}", ports.http)),
-            ("FICHE_HEP_ADDR", format!("127.0.0.1:{}", ports.hep)),
+            ("FICHE_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("FICHE_HEP_ADDR", "127.0.0.1:0".to_owned()),
             (
                 "FICHE_DATABASE_URL",
                 format!("sqlite://{}/fiche.db", dir.display()),
@@ -260,48 +262,54 @@ impl FicheProcess {
             Process::spawn(name, &fiche_binary()?, &args, &envs, dir, &log, FICHE_LIMIT)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Ok((200, _)) = http::get(ports.http, "/healthz").await {
-                break;
+            let text = std::fs::read(&log)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
+            let http_port = bound_port(&text, "HTTP listening");
+            let hep_port = bound_port(&text, "HEP UDP listening");
+            if let (Some(http_port), Some(hep_port)) = (http_port, hep_port) {
+                if let Ok((200, _)) = http::get(http_port, "/healthz").await {
+                    return Ok(Self {
+                        process,
+                        http_port,
+                        hep_port,
+                        log,
+                    });
+                }
             }
             if process.try_status().is_some() || Instant::now() >= deadline {
                 bail!(
-                    "fiche did not answer /healthz on 127.0.0.1:{}; its log:\n{}",
-                    ports.http,
+                    "fiche did not log its ports and answer /healthz; its log:\n{}",
                     process.log_tail(40)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Self {
-            process,
-            ports,
-            log,
-        })
     }
 
     /// The HTTP port (API and websocket).
     pub fn http_port(&self) -> u16 {
-        self.ports.http
+        self.http_port
     }
 
     /// The HEP port (UDP and TCP).
     pub fn hep_port(&self) -> u16 {
-        self.ports.hep
+        self.hep_port
     }
 
     /// Subscribes to `/ws`; the subscription is in place when this returns.
     pub async fn events(&self) -> anyhow::Result<EventStream> {
-        EventStream::connect(self.ports.http).await
+        EventStream::connect(self.http_port).await
     }
 
     /// `GET /healthz`'s status code.
     pub async fn health(&self) -> anyhow::Result<u16> {
-        Ok(http::get(self.ports.http, "/healthz").await?.0)
+        Ok(http::get(self.http_port, "/healthz").await?.0)
     }
 
     /// `GET /api/calls/live`, parsed.
     pub async fn live_calls(&self) -> anyhow::Result<Vec<Value>> {
-        let (status, body) = http::get(self.ports.http, "/api/calls/live").await?;
+        let (status, body) = http::get(self.http_port, "/api/calls/live").await?;
         if status != 200 {
             bail!("GET /api/calls/live answered {status}: {body}");
         }
@@ -345,4 +353,12 @@ impl FicheProcess {
         self.process.wait(Duration::from_secs(5)).await?;
         Ok(())
     }
+}
+
+/// The port of `fiche serve`'s start-up line `<what> addr=Some(127.0.0.1:<port>)`.
+fn bound_port(log: &str, what: &str) -> Option<u16> {
+    let line = log.lines().find(|line| line.contains(what))?;
+    let (_, rest) = line.split_once("addr=Some(127.0.0.1:")?;
+    let (port, _) = rest.split_once(')')?;
+    port.parse().ok().filter(|port| *port != 0)
 }
