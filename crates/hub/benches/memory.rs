@@ -48,7 +48,7 @@ fn main() {
     let queued = region.change();
     // An idle socket's pump has written its snapshot: the queue is empty.
     for conn in &mut connections {
-        while conn.outgoing.try_recv().is_ok() {}
+        while conn.try_recv().is_some() {}
     }
     let idle = region.change();
     let rss_after = resident_bytes();

@@ -137,16 +137,16 @@ impl Bench {
 
     fn drain_all(&mut self) {
         for conn in self.agents.iter_mut().chain(self.supervisors.iter_mut()) {
-            while conn.outgoing.try_recv().is_ok() {}
+            while conn.try_recv().is_some() {}
         }
     }
 
     fn drain(&mut self, agents: &[usize]) {
         for &i in agents {
-            while self.agents[i].outgoing.try_recv().is_ok() {}
+            while self.agents[i].try_recv().is_some() {}
         }
         for conn in &mut self.supervisors {
-            while conn.outgoing.try_recv().is_ok() {}
+            while conn.try_recv().is_some() {}
         }
     }
 

@@ -16,13 +16,12 @@ use crate::protocol::{
     AgentInfo, AgentState, AgentView, Body, CallCard, Card, Figures, Frame, ServerMessage,
     Snapshot, TicketSummary, Viewer,
 };
+use crate::queue::{PushError, Queue, Status};
 use fiche_pbx::{CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 /// Messages one socket may have queued. A browser this far behind is resynced
@@ -90,30 +89,47 @@ impl fmt::Display for ConnectionId {
     }
 }
 
-const STATUS_OK: u8 = 0;
-const STATUS_LAGGED: u8 = 1;
-const STATUS_TOO_SLOW: u8 = 2;
-
-/// One registered socket, as handed to whoever drives it.
+/// One registered socket, as handed to whoever drives it. Dropping it
+/// closes the queue; the hub forgets the socket at its next message.
 #[derive(Debug)]
 pub struct Connection {
     /// The socket's id, for [`Hub::disconnect`] and [`Hub::handle_client_message`].
     pub id: ConnectionId,
-    /// Queued messages; the first is the snapshot. Ends when the hub drops the socket.
-    pub outgoing: mpsc::Receiver<Frame>,
-    status: Arc<AtomicU8>,
+    queue: Arc<Queue>,
 }
 
 impl Connection {
-    /// The queue overflowed: the queued deltas are stale, drop them and call
-    /// [`Hub::resync`] for a fresh snapshot. [`crate::pump`] does this itself.
+    /// The next queued message (the first is the snapshot); `None` once the
+    /// hub has dropped the socket.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        self.queue.pop().await
+    }
+
+    /// The next queued message, without waiting.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        self.queue.try_pop()
+    }
+
+    /// Messages waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The queue overflowed: what it holds is stale; call [`Hub::resync`]
+    /// for a fresh snapshot. [`crate::pump`] does this itself.
     pub fn lagged(&self) -> bool {
-        self.status.load(Ordering::Acquire) == STATUS_LAGGED
+        self.queue.status() == Status::Lagged
     }
 
     /// The hub closed this socket after repeated overflows.
     pub fn too_slow(&self) -> bool {
-        self.status.load(Ordering::Acquire) == STATUS_TOO_SLOW
+        self.queue.status() == Status::TooSlow
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -132,10 +148,9 @@ struct Inner {
 #[derive(Debug)]
 struct Socket {
     viewer: Viewer,
-    tx: mpsc::Sender<Frame>,
+    queue: Arc<Queue>,
     seq: u64,
     overflows: u32,
-    status: Arc<AtomicU8>,
 }
 
 /// What the hub remembers of a call beyond the live table.
@@ -193,28 +208,22 @@ impl Hub {
 
     /// Registers a socket for `viewer`; its queue already holds the snapshot.
     pub fn connect(&self, viewer: Viewer) -> Connection {
-        let (tx, outgoing) = mpsc::channel(self.inner.config.queue_capacity.max(1));
-        let status = Arc::new(AtomicU8::new(STATUS_OK));
+        let queue = Queue::new();
         let mut state = self.state();
         state.next_id += 1;
         let id = ConnectionId(state.next_id);
         let user_id = viewer.user_id;
         let socket = Socket {
             viewer,
-            tx,
+            queue: Arc::clone(&queue),
             seq: 0,
             overflows: 0,
-            status: Arc::clone(&status),
         };
         state.index_socket(id, &socket.viewer);
         state.sockets.insert(id, socket);
         state.send_snapshot(id, &self.inner.config);
         state.refresh_agent(user_id, &self.inner.config);
-        Connection {
-            id,
-            outgoing,
-            status,
-        }
+        Connection { id, queue }
     }
 
     /// Forgets a socket; its queue ends. Unknown ids are ignored.
@@ -230,21 +239,15 @@ impl Hub {
         self.state().sockets.len()
     }
 
-    /// Queues a fresh snapshot for a socket and clears its lagged mark. The
-    /// caller should have emptied the socket's queue first (its deltas are stale).
+    /// Replaces whatever a socket has queued (stale deltas) with a fresh
+    /// snapshot, and clears its lagged mark.
     pub fn resync(&self, id: ConnectionId) -> Result<(), HubError> {
         let mut state = self.state();
         let socket = state
             .sockets
-            .get_mut(&id)
+            .get(&id)
             .ok_or(HubError::UnknownConnection(id))?;
-        // Only a lagged socket may leave that mark; a too-slow one stays closed.
-        let _ = socket.status.compare_exchange(
-            STATUS_LAGGED,
-            STATUS_OK,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        socket.queue.reset();
         state.send_snapshot(id, &self.inner.config);
         Ok(())
     }
@@ -487,6 +490,7 @@ impl State {
 
     fn remove_socket(&mut self, id: ConnectionId) -> Option<Socket> {
         let socket = self.sockets.remove(&id)?;
+        socket.queue.close();
         self.unindex_extensions(id, &socket.viewer.extensions);
         self.supervisors.retain(|i| *i != id);
         if let Some(ids) = self.by_user.get_mut(&socket.viewer.user_id) {
@@ -534,23 +538,22 @@ impl State {
             let Some(socket) = self.sockets.get_mut(&id) else {
                 continue;
             };
-            if socket.status.load(Ordering::Acquire) != STATUS_OK {
-                continue;
-            }
-            match socket.tx.try_send(Frame::new(socket.seq + 1, body.clone())) {
+            let frame = Frame::new(socket.seq + 1, body.clone());
+            match socket.queue.push(frame, config.queue_capacity.max(1)) {
                 Ok(()) => socket.seq += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(PushError::Lagged) => {}
+                Err(PushError::Full) => {
                     socket.overflows += 1;
                     if socket.overflows > config.max_overflows {
                         debug!(connection = %id, "socket overflowed too often, closing it");
-                        socket.status.store(STATUS_TOO_SLOW, Ordering::Release);
+                        socket.queue.set_status(Status::TooSlow);
                         dropped.push(id);
                     } else {
                         debug!(connection = %id, "socket queue full, will resync");
-                        socket.status.store(STATUS_LAGGED, Ordering::Release);
+                        socket.queue.set_status(Status::Lagged);
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(id),
+                Err(PushError::Closed) => dropped.push(id),
             }
         }
         for id in dropped {

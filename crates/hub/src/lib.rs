@@ -13,6 +13,7 @@
 mod hub;
 pub mod protocol;
 mod pump;
+mod queue;
 
 pub use hub::{
     Connection, ConnectionId, Hub, HubConfig, HubError, MAX_CLIENT_MESSAGE, MAX_OVERFLOWS,

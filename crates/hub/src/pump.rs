@@ -61,13 +61,15 @@ where
     let mut last_seq = 0u64;
     loop {
         let text = tokio::select! {
-            frame = conn.outgoing.recv() => {
+            frame = conn.recv() => {
                 let Some(frame) = frame else {
                     return if conn.too_slow() { PumpEnd::TooSlow } else { PumpEnd::Removed };
                 };
+                if conn.too_slow() {
+                    return PumpEnd::TooSlow;
+                }
                 if conn.lagged() {
-                    // Everything queued is stale: drop it and start again from a snapshot.
-                    while conn.outgoing.try_recv().is_ok() {}
+                    // Everything queued is stale: the hub replaces it with a snapshot.
                     debug!(connection = %conn.id, "socket lagged, resyncing");
                     if hub.resync(conn.id).is_err() {
                         return PumpEnd::Removed;
