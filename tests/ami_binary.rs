@@ -441,8 +441,8 @@ async fn inbound_answered() {
 /// entry must have exactly the JSON structure of the AMI call's.
 async fn same_shape_as_a_hep_call(mut bed: Bed, ami_events: &[Value], ami_live: &Value) {
     let call_id = format!("hep-shape-{}@fiche.test", std::process::id());
-    let trunk: SocketAddr = "127.0.0.1:5080".parse().unwrap_or_else(|_| unreachable!());
-    let pbx: SocketAddr = "127.0.0.1:5060".parse().unwrap_or_else(|_| unreachable!());
+    let trunk: SocketAddr = "127.0.0.1:5080".parse().expect("address");
+    let pbx: SocketAddr = "127.0.0.1:5060".parse().expect("address");
     let from = "From: \"Client Test\" <sip:0612345678@127.0.0.1:5080>;tag=c1";
     let invite_via = "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-shape-1";
     let to = "To: <sip:201@127.0.0.1:5060>";
