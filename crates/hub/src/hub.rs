@@ -731,12 +731,20 @@ impl State {
         if new_card {
             if let Some(card) = card_ref {
                 let body = ServerMessage::Card { call_id: id, card }.to_body();
+                // The pop already carries it to the extension that just rang.
+                let popped = match &event.kind {
+                    CallEventKind::Ringing { extension } => Some(extension.as_str()),
+                    _ => None,
+                };
                 let mut to = self.supervisors.clone();
-                if !matches!(event.kind, CallEventKind::Ringing { .. }) {
-                    to.extend(
-                        self.sockets_of_extensions(occupied_after.iter().map(String::as_str)),
-                    );
-                }
+                to.extend(
+                    self.sockets_of_extensions(
+                        occupied_after
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|e| Some(*e) != popped),
+                    ),
+                );
                 sends.push((to, body));
             }
         }

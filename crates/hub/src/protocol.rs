@@ -425,9 +425,13 @@ fn envelope(seq: u64, body: &str) -> String {
 }
 
 /// A heartbeat or error frame written by the socket pump. These carry the seq
-/// of the last message sent and do not advance it.
-pub(crate) fn control_text(seq: u64, kind: &str) -> String {
-    envelope(seq, &format!("{{\"type\":\"{kind}\"}}"))
+/// of the last message sent and do not advance it. `kind` and `code` are
+/// constants of this crate, never outside text.
+pub(crate) fn control_text(seq: u64, kind: &str, code: Option<&str>) -> String {
+    match code {
+        Some(code) => envelope(seq, &format!("{{\"type\":\"{kind}\",\"code\":\"{code}\"}}")),
+        None => envelope(seq, &format!("{{\"type\":\"{kind}\"}}")),
+    }
 }
 
 /// What a browser may send.
@@ -459,7 +463,14 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&frame.to_text()).unwrap();
         assert_eq!(parsed["open"], 3);
-        assert_eq!(control_text(7, "ping"), r#"{"v":1,"seq":7,"type":"ping"}"#);
+        assert_eq!(
+            control_text(7, "ping", None),
+            r#"{"v":1,"seq":7,"type":"ping"}"#
+        );
+        assert_eq!(
+            control_text(7, "error", Some("bad_message")),
+            r#"{"v":1,"seq":7,"type":"error","code":"bad_message"}"#
+        );
     }
 
     #[test]

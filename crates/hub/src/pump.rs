@@ -85,12 +85,15 @@ where
                 };
                 last_heard = Instant::now();
                 match hub.handle_client_message(conn.id, &incoming) {
-                    Ok(ClientMessage::Ping) => control_text(last_seq, "pong"),
+                    Ok(ClientMessage::Ping) => control_text(last_seq, "pong", None),
+                    Ok(ClientMessage::Unsupported) => {
+                        control_text(last_seq, "error", Some("unsupported"))
+                    }
                     Ok(_) => continue,
                     Err(HubError::UnknownConnection(_)) => return PumpEnd::Removed,
                     Err(error) => {
                         debug!(connection = %conn.id, %error, "bad client message");
-                        control_text(last_seq, "error")
+                        control_text(last_seq, "error", Some("bad_message"))
                     }
                 }
             }
@@ -99,7 +102,7 @@ where
                     debug!(connection = %conn.id, "socket silent, dropping it");
                     return PumpEnd::TimedOut;
                 }
-                control_text(last_seq, "ping")
+                control_text(last_seq, "ping", None)
             }
         };
         match timeout(every, sink.send(text)).await {

@@ -235,6 +235,39 @@ fn ring_group_pops_three_then_withdraws_two_naming_who_answered() {
 }
 
 #[test]
+fn a_card_built_after_the_first_pop_reaches_every_ringing_agent() {
+    let hub = hub();
+    let mut a = hub.connect(agent(1, "201"));
+    let mut b = hub.connect(agent(2, "202"));
+    let mut c = hub.connect(agent(3, "203"));
+    hub.publish_call(&inbound("g", "0612345678"), None);
+    hub.publish_call(&ringing("g", "201"), None);
+    hub.publish_call(&ringing("g", "202"), Some(card("Mme Martin")));
+    let got_a = drain(&mut a);
+    assert_eq!(types(&got_a), ["snapshot", "pop", "card"]);
+    assert!(got_a[1]["card"].is_null());
+    assert_eq!(got_a[2]["card"]["customer"]["name"], "Mme Martin");
+    let got_b = drain(&mut b);
+    assert_eq!(
+        types(&got_b),
+        ["snapshot", "pop"],
+        "the pop carries the card"
+    );
+    assert_eq!(got_b[1]["card"]["customer"]["name"], "Mme Martin");
+    assert_eq!(types(&drain(&mut c)), ["snapshot"]);
+
+    // The agent creates the customer from the "unknown caller" form.
+    hub.publish_card(call_id("g"), card("Mme Martin-Durand"));
+    for conn in [&mut a, &mut b] {
+        assert_eq!(
+            drain(conn)[0]["card"]["customer"]["name"],
+            "Mme Martin-Durand"
+        );
+    }
+    assert!(drain(&mut c).is_empty());
+}
+
+#[test]
 fn ringing_stopped_before_answer_is_completed_with_who_answered() {
     let hub = hub();
     let mut a = hub.connect(agent(1, "201"));
@@ -665,6 +698,18 @@ async fn a_browser_answering_pings_stays_connected() {
         in_tx.send(r#"{"type":"ping"}"#.into()).await.unwrap();
         let pong: Value = serde_json::from_str(&sink_rx.recv().await.unwrap()).unwrap();
         assert_eq!(pong["type"], "pong");
+        in_tx.send("<not json>".into()).await.unwrap();
+        let error: Value = serde_json::from_str(&sink_rx.recv().await.unwrap()).unwrap();
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some("bad_message"))
+        );
+        in_tx
+            .send(r#"{"type":"click_to_call"}"#.into())
+            .await
+            .unwrap();
+        let error: Value = serde_json::from_str(&sink_rx.recv().await.unwrap()).unwrap();
+        assert_eq!(error["code"], "unsupported");
         drop(in_tx);
         pings
     };
