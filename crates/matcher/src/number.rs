@@ -147,6 +147,11 @@ pub fn normalise(raw: &str, policy: &NumberPolicy) -> NumberKind {
     let invalid = || NumberKind::Invalid(trimmed.to_owned());
 
     if dialled.plus {
+        if region == Some(RegionId::FR) {
+            if let Some(found) = dialled.digits.strip_prefix("33").and_then(french_fast_path) {
+                return found;
+            }
+        }
         return parse_valid(&format!("+{}", dialled.digits), None).unwrap_or_else(invalid);
     }
     if let Some(prefix) = policy.outside_line_prefix.as_deref() {
@@ -169,6 +174,18 @@ fn parse_digits(digits: &str, region: Option<RegionId>) -> Option<NumberKind> {
     if let Some(home) = region {
         if let Some(overseas) = overseas_region(home, digits) {
             if let Some(found) = parse_valid(digits, Some(overseas)) {
+                return Some(found);
+            }
+        }
+        if home == RegionId::FR {
+            let national = if digits.len() == 10 {
+                digits.strip_prefix('0')
+            } else if digits.len() == 13 {
+                digits.strip_prefix("0033")
+            } else {
+                None
+            };
+            if let Some(found) = national.and_then(french_fast_path) {
                 return Some(found);
             }
         }
@@ -201,6 +218,47 @@ fn overseas_region(home: RegionId, digits: &str) -> Option<RegionId> {
         "0508" => Some(PM),
         _ => None,
     }
+}
+
+/// Most numbers an import or a French PBX sees are French; checking them
+/// by hand skips the regex-driven parse and validation (about 3.5 µs of
+/// the 4 µs a number costs). `national` is the 9-digit significant number;
+/// the rules are libphonenumber's FR ranges (fixed line, mobile, toll-free,
+/// premium, shared cost, VoIP, UAN) as of metadata 9.0.33, and a unit test
+/// checks them against the crate on every 5-digit prefix. What this
+/// refuses still goes the slow way (overseas departments, odd lengths).
+fn french_fast_path(national: &str) -> Option<NumberKind> {
+    let d = national.as_bytes();
+    if d.len() != 9 || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let (d0, d1, d2, d3, d4) = (d[0], d[1], d[2], d[3], d[4]);
+    let valid = match d0 {
+        b'1' | b'3' | b'9' => true,
+        b'2' => match d1 {
+            b'6' => d2 != b'2',
+            _ => true,
+        },
+        b'4' => d1 != b'0',
+        b'5' => match d1 {
+            b'9' => d2 != b'0' && d2 != b'4',
+            _ => true,
+        },
+        b'6' => match d1 {
+            b'3' => d2 != b'9',
+            b'9' => matches!(d2, b'5' | b'8' | b'9'),
+            _ => true,
+        },
+        b'7' => d1 >= b'3',
+        b'8' => match d1 {
+            b'3' => d2 != b'6' || !(d3 == b'0' && matches!(d4, b'4' | b'5')),
+            b'4' => matches!(d2, b'0' | b'2' | b'4'),
+            b'7' => false,
+            _ => true,
+        },
+        _ => false,
+    };
+    valid.then(|| NumberKind::E164(format!("+33{national}")))
 }
 
 fn parse_valid(text: &str, region: Option<RegionId>) -> Option<NumberKind> {
@@ -333,4 +391,31 @@ fn render(number: &phonenumber::PhoneNumber, mode: Mode) -> Option<String> {
     let mut out = String::new();
     write!(out, "{}", number.format().mode(mode)).ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written French ranges agree with the numbering-plan data on
+    /// every 5-digit prefix (with two different endings).
+    #[test]
+    fn french_fast_path_agrees_with_phonenumber() {
+        let mut disagreements = Vec::new();
+        for prefix in 10_000..100_000u32 {
+            for suffix in ["0000", "7391"] {
+                let national = format!("{prefix}{suffix}");
+                let fast = french_fast_path(&national).is_some();
+                let slow = parse_valid(&format!("+33{national}"), None).is_some();
+                if fast != slow {
+                    disagreements.push(national);
+                }
+            }
+        }
+        assert!(
+            disagreements.is_empty(),
+            "{:?}",
+            &disagreements[..disagreements.len().min(20)]
+        );
+    }
 }
