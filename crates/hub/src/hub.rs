@@ -584,7 +584,7 @@ impl State {
                 calls: calls.into_iter().map(|call| self.call_card(call)).collect(),
                 open_callbacks,
                 agents: Some(self.agents.values().collect()),
-                figures: self.figures.as_ref(),
+                figures: Some(self.figures.as_ref()),
             })
             .to_body()
         } else {

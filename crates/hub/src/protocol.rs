@@ -290,9 +290,10 @@ pub struct Snapshot<'a> {
     /// Supervisors: every agent and their state. Absent for agents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<&'a AgentView>>,
-    /// Supervisors: today's figures, once the server has pushed them. Absent for agents.
+    /// Supervisors: today's figures (`null` until the server has pushed them).
+    /// Absent for agents.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub figures: Option<&'a Figures>,
+    pub figures: Option<Option<&'a Figures>>,
 }
 
 /// Every message the server sends, without its envelope (`v`, `seq`).

@@ -359,6 +359,7 @@ fn supervisors_see_every_call_agent_state_ticket_and_figures() {
     assert_eq!(types(&first), ["snapshot"]);
     assert_eq!(first[0]["agents"].as_array().unwrap().len(), 3);
     assert_eq!(first[0]["agents"][0]["state"], "offline");
+    assert!(first[0]["figures"].is_null() && first[0].get("figures").is_some());
 
     let _a = hub.connect(agent(1, "201"));
     hub.publish_call(&inbound("c1", "0612345678"), None);
