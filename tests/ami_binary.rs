@@ -424,7 +424,7 @@ async fn inbound_answered() {
         &[inbound("answered", &["201"], Some("201"))],
     )
     .await;
-    assert_eq!(entries[0]["source_key"], "1700000100.1");
+    assert_eq!(entries[0]["source_key"], "asterisk/1700000100.1");
     assert_eq!(entries[0]["caller"]["name"], "DUPONT Marie");
     // `FICHE_AMI_*` logs in with the MD5 challenge: the secret never crosses the wire.
     let wire = bed.gate.client_text();
@@ -1026,7 +1026,6 @@ async fn wedged_manager_is_detected_with_the_configured_keepalive() {
 /// Two PBXs may hand out the same Linkedid (`<epoch>.<counter>`: two boxes
 /// booted in the same second, a cloned VM, an HA pair): they are still two calls.
 #[tokio::test]
-#[ignore = "known bug, see /work/brief/e2e-findings.md: the AMI call id is derived from the Linkedid alone, not the source, so both calls merge into one"]
 async fn two_pbxs_with_the_same_linked_id_make_two_calls() {
     let paris = ami_server("inbound_answered").await;
     let lyon = ami_server("inbound_answered").await;

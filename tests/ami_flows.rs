@@ -214,7 +214,7 @@ async fn inbound_answered_with_md5_login() {
     assert_eq!(call.outcome, Some(Outcome::Answered));
     let json = serde_json::to_value(&call).unwrap();
     assert_eq!(json["source"], "ami");
-    assert_eq!(json["source_key"], "1700000100.1");
+    assert_eq!(json["source_key"], "test-pbx/1700000100.1");
     assert_eq!(json["caller"]["number"], "0612345678");
 }
 

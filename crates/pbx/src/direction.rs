@@ -50,7 +50,8 @@ impl ExtensionPatterns {
 impl Default for ExtensionPatterns {
     /// Two- to five-digit numbers not starting with 0: the usual PBX extension range.
     fn default() -> Self {
-        Self::new([r"[1-9]\d{1,4}"]).unwrap_or_else(|_| unreachable!("the default pattern is valid"))
+        Self::new([r"[1-9]\d{1,4}"])
+            .unwrap_or_else(|_| unreachable!("the default pattern is valid"))
     }
 }
 
@@ -61,8 +62,14 @@ mod tests {
     #[test]
     fn direction_follows_agent_patterns() {
         let p = ExtensionPatterns::new([r"2\d\d"]).unwrap();
-        assert_eq!(p.direction(Some("0612345678"), Some("201")), Direction::Inbound);
-        assert_eq!(p.direction(Some("201"), Some("0612345678")), Direction::Outbound);
+        assert_eq!(
+            p.direction(Some("0612345678"), Some("201")),
+            Direction::Inbound
+        );
+        assert_eq!(
+            p.direction(Some("201"), Some("0612345678")),
+            Direction::Outbound
+        );
         assert_eq!(p.direction(Some("201"), Some("202")), Direction::Internal);
         assert_eq!(p.direction(None, Some("202")), Direction::Inbound);
         assert!(!p.is_agent("2013"), "patterns are anchored");

@@ -269,12 +269,27 @@ mod tests {
         let mut t = LiveCalls::new();
         assert!(t.apply(&started()));
         for ext in ["201", "202", "203"] {
-            assert!(t.apply(&ev(1, CallEventKind::Ringing { extension: ext.into() })));
+            assert!(t.apply(&ev(
+                1,
+                CallEventKind::Ringing {
+                    extension: ext.into()
+                }
+            )));
         }
-        assert!(!t.apply(&ev(1, CallEventKind::Ringing { extension: "202".into() })));
+        assert!(!t.apply(&ev(
+            1,
+            CallEventKind::Ringing {
+                extension: "202".into()
+            }
+        )));
         let id = CallId::from_source_key(Source::Hep, "c1");
         assert_eq!(t.get(&id).map(|c| c.state), Some(CallState::Ringing));
-        assert!(t.apply(&ev(3, CallEventKind::Answered { extension: Some("202".into()) })));
+        assert!(t.apply(&ev(
+            3,
+            CallEventKind::Answered {
+                extension: Some("202".into())
+            }
+        )));
         let call = t.get(&id).cloned().unwrap();
         assert_eq!(call.state, CallState::Answered);
         assert_eq!(call.agent_extension.as_deref(), Some("202"));
@@ -282,8 +297,17 @@ mod tests {
         assert_eq!(call.rang_extensions, ["201", "202", "203"]);
         assert!(t.apply(&ev(4, CallEventKind::Held)));
         assert!(t.apply(&ev(5, CallEventKind::Resumed)));
-        assert!(t.apply(&ev(9, CallEventKind::Ended { outcome: Outcome::Answered, cause: "BYE".into() })));
-        assert!(!t.apply(&ev(10, CallEventKind::Held)), "nothing changes an ended call");
+        assert!(t.apply(&ev(
+            9,
+            CallEventKind::Ended {
+                outcome: Outcome::Answered,
+                cause: "BYE".into()
+            }
+        )));
+        assert!(
+            !t.apply(&ev(10, CallEventKind::Held)),
+            "nothing changes an ended call"
+        );
         let call = t.get(&id).cloned().unwrap();
         assert_eq!(call.outcome, Some(Outcome::Answered));
         assert_eq!(call.ended_at, Some(at(9)));
@@ -295,7 +319,12 @@ mod tests {
     #[test]
     fn events_before_start_are_ignored() {
         let mut t = LiveCalls::new();
-        assert!(!t.apply(&ev(1, CallEventKind::Ringing { extension: "201".into() })));
+        assert!(!t.apply(&ev(
+            1,
+            CallEventKind::Ringing {
+                extension: "201".into()
+            }
+        )));
         assert!(t.is_empty());
     }
 }

@@ -109,6 +109,11 @@ pub struct TrackerConfig {
     /// pop is withdrawn: a caller hanging up cancels every leg just before the
     /// call ends, and that should read as one `Ended`, not a stop per phone.
     pub cancel_grace: chrono::Duration,
+    /// Name of the PBX this tracker listens to. When set, calls' source keys are
+    /// `<pbx>/<Linkedid>`: Linkedids are `<epoch>.<counter>`, so two PBXs (a
+    /// cloned VM, an HA pair, two boxes booted in the same second) can hand out
+    /// the same one, and their calls must not merge.
+    pub pbx: String,
 }
 
 impl Default for TrackerConfig {
@@ -117,6 +122,7 @@ impl Default for TrackerConfig {
             agents: ExtensionPatterns::default(),
             channels: ChannelPatterns::default(),
             cancel_grace: chrono::Duration::seconds(2),
+            pbx: String::new(),
         }
     }
 }
@@ -165,11 +171,21 @@ struct Call {
     end_note: Option<String>,
 }
 
+/// The source key of a call: the Linkedid, namespaced by the PBX when named.
+fn source_key(pbx: &str, linked_id: &str) -> String {
+    if pbx.is_empty() {
+        linked_id.to_owned()
+    } else {
+        format!("{pbx}/{linked_id}")
+    }
+}
+
 impl Call {
-    fn new(linked_id: &str) -> Self {
+    fn new(pbx: &str, linked_id: &str) -> Self {
+        let source_key = source_key(pbx, linked_id);
         Call {
-            call_id: CallId::from_source_key(Source::Ami, linked_id),
-            source_key: linked_id.to_owned(),
+            call_id: CallId::from_source_key(Source::Ami, &source_key),
+            source_key,
             started: false,
             origin: None,
             direction: Direction::Inbound,
@@ -328,7 +344,7 @@ impl AmiTracker {
             number: number.to_owned(),
             at: now,
         });
-        CallId::from_source_key(Source::Ami, channel_id)
+        CallId::from_source_key(Source::Ami, &source_key(&self.config.pbx, channel_id))
     }
 
     /// The earliest instant at which [`AmiTracker::handle_timeout`] has work.
@@ -675,7 +691,7 @@ impl AmiTracker {
         );
         self.calls
             .entry(s.linked_id.to_owned())
-            .or_insert_with(|| Call::new(s.linked_id))
+            .or_insert_with(|| Call::new(&self.config.pbx, s.linked_id))
             .channels
             .push(s.unique_id.to_owned());
     }

@@ -218,6 +218,7 @@ pub async fn run(
     let mut tracker = AmiTracker::new(TrackerConfig {
         agents: config.agents.clone(),
         channels: config.channel_patterns.clone(),
+        pbx: config.name.clone(),
         ..TrackerConfig::default()
     });
     let mut failures: u32 = 0;

@@ -41,7 +41,10 @@ pub struct HepFilter {
 impl HepFilter {
     fn allows_peer(&self, ip: IpAddr) -> bool {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         self.allow.iter().any(|net| net.contains(&ip))
@@ -95,7 +98,10 @@ impl RateLimitedLog {
     /// Returns the number of suppressed occurrences to report, or `None` to stay quiet.
     fn tick(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
             self.suppressed += 1;
             return None;
         }
@@ -192,7 +198,10 @@ pub async fn run_udp(
         };
         match hep::decode(datagram) {
             Ok(packet) => {
-                if forward(packet, peer, &filter, &mut complaints, &out).await.is_err() {
+                if forward(packet, peer, &filter, &mut complaints, &out)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -258,7 +267,10 @@ async fn serve_tcp_connection(
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(packet)) => {
-                    if forward(packet, peer, filter, &mut complaints, out).await.is_err() {
+                    if forward(packet, peer, filter, &mut complaints, out)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

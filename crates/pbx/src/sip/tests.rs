@@ -1216,8 +1216,10 @@ fn messages_of_a_call_keep_it_alive() {
     assert_eq!(t.active_calls(), 1);
 }
 
+/// The far end of an outbound call is no agent's phone: no `Ringing` (no pop, no
+/// ringing agent on the board) and its answer names no extension.
 #[test]
-fn outbound_call_rings_the_dialled_number() {
+fn outbound_call_raises_no_ringing_and_names_no_answering_extension() {
     let f = Flow::new("outbound@127.0.0.1", "", "201", "0612345678").placed_by_agent(P201);
     let trunk = TRUNK;
     let mut m = vec![f.invite(), f.trying(), f.fork("0612345678", trunk, KB0)];
@@ -1234,8 +1236,7 @@ fn outbound_call_rings_the_dialled_number() {
                 party("201", None),
                 "0612345678",
             ),
-            ringing("0612345678"),
-            answered("0612345678"),
+            K::Answered { extension: None },
             ended(Outcome::Answered, "callee hung up"),
         ],
     );
@@ -1722,7 +1723,10 @@ fn captured_kamailio_flows() {
                 party("201", Some("Claire")),
                 "0612345678".to_owned(),
             ),
-            answered_by("0612345678", "caller hung up"),
+            vec![
+                K::Answered { extension: None },
+                ended(Outcome::Answered, "caller hung up"),
+            ],
         ),
     ];
     for (name, capture, (direction, caller, callee), rest) in cases {

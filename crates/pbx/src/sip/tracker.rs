@@ -3,7 +3,9 @@
 use super::identity::{self, IdentityHeaders};
 use super::message::{self, MessageKind, SipFacts, StartLine};
 use super::{sdp, SipError, SipTrackerConfig};
-use crate::model::{CallEvent, CallEventKind, CallId, Outcome, Source, Timestamp, TransferKind};
+use crate::model::{
+    CallEvent, CallEventKind, CallId, Direction, Outcome, Source, Timestamp, TransferKind,
+};
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -83,6 +85,9 @@ struct Call {
     scheduled: Option<Timestamp>,
     /// Highest CSeq among the caller's legs: finals to older attempts are stale.
     root_cseq: u32,
+    /// Placed by an agent to the outside: the far end ringing is no agent's
+    /// phone, so it raises no `Ringing` and its answer names no extension.
+    outbound: bool,
 }
 
 /// Hasher for keys that already are hashes.
@@ -459,6 +464,7 @@ impl SipTracker {
             ended_at: None,
             scheduled: None,
             root_cseq: 0,
+            outbound: direction == Direction::Outbound,
         };
         add_leg(&mut call, leg);
         tracing::debug!(call_id = %id, sip_call_id = ?f.call_id, ?direction, "call started");
@@ -632,6 +638,9 @@ impl SipTracker {
             return;
         }
         call.legs[t].state = LegState::Ringing;
+        if call.outbound {
+            return;
+        }
         let Some(extension) = call.legs[t].extension.clone() else {
             return;
         };
@@ -682,6 +691,7 @@ impl SipTracker {
             call.legs[t].state = LegState::Answered;
             call.legs[t].extension.clone()
         });
+        let extension = extension.filter(|_| !call.outbound);
         let id = call.id;
         let others: Vec<String> = call
             .ringing
