@@ -32,6 +32,52 @@ pub struct Config {
     /// Asterisk Manager Interface sources, one per PBX.
     #[serde(default)]
     pub ami: Vec<AmiConfig>,
+    /// How phone numbers are read.
+    #[serde(default)]
+    pub numbers: NumbersConfig,
+}
+
+/// How phone numbers from the PBX and from customer files are normalised.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumbersConfig {
+    /// ISO 3166 region of numbers written without a country code (`FICHE_DEFAULT_REGION`).
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Digits the PBX puts before outside callers' national numbers (e.g. "0"), stripped first.
+    #[serde(default)]
+    pub outside_line_prefix: Option<String>,
+    /// Numbers of at most this many digits are internal extensions, not customers.
+    #[serde(default = "default_extension_max_len")]
+    pub extension_max_len: usize,
+}
+
+impl Default for NumbersConfig {
+    fn default() -> Self {
+        Self {
+            default_region: default_region(),
+            outside_line_prefix: None,
+            extension_max_len: default_extension_max_len(),
+        }
+    }
+}
+
+impl NumbersConfig {
+    /// The matcher's policy for these settings.
+    pub fn policy(&self) -> fiche_matcher::NumberPolicy {
+        fiche_matcher::NumberPolicy {
+            default_region: self.default_region.clone(),
+            outside_line_prefix: self.outside_line_prefix.clone(),
+            extension_max_len: self.extension_max_len,
+        }
+    }
+}
+
+fn default_region() -> String {
+    "FR".to_owned()
+}
+fn default_extension_max_len() -> usize {
+    5
 }
 
 /// Where HEP arrives and who may send it.
@@ -245,6 +291,9 @@ impl Config {
         if let Some(v) = set("FICHE_DATABASE_URL") {
             self.database_url = v;
         }
+        if let Some(v) = set("FICHE_DEFAULT_REGION") {
+            self.numbers.default_region = v;
+        }
         if let Some(v) = set("FICHE_WEB_ROOT") {
             self.web_root = PathBuf::from(v);
         }
@@ -286,6 +335,7 @@ impl Config {
         }
         fiche_pbx::ExtensionPatterns::new(&self.calls.agent_extensions)
             .context("calls.agent_extensions")?;
+        self.numbers.policy().validate().context("numbers")?;
         if self.hep.allow.is_empty() && (self.hep.udp || self.hep.tcp) {
             bail!("hep.allow: empty, every HEP packet would be dropped");
         }
@@ -342,6 +392,14 @@ mod tests {
         assert!(
             example.ami.is_empty(),
             "the example's AMI section is commented out"
+        );
+        assert_eq!(
+            example.numbers.default_region,
+            defaults.numbers.default_region
+        );
+        assert_eq!(
+            example.numbers.extension_max_len,
+            defaults.numbers.extension_max_len
         );
     }
 

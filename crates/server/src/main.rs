@@ -3,6 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fiche_server::cli::customers_file::{self, ExportCustomersArgs, ImportCustomersArgs};
+use fiche_server::cli::open_store;
+use fiche_server::cli::user::{self, UserCommand};
 use fiche_server::config::Config;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +29,35 @@ enum Command {
     Serve,
     /// Check the configuration and print it (secrets redacted).
     CheckConfig,
+    /// Create or upgrade the database schema (also done by `serve` at start).
+    Migrate,
+    /// Import records from a file.
+    Import {
+        #[command(subcommand)]
+        what: ImportCommand,
+    },
+    /// Export records to a file.
+    Export {
+        #[command(subcommand)]
+        what: ExportCommand,
+    },
+    /// Manage users: agents, supervisors, admins.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Import customers from a CSV or XLSX file (French Excel exports included).
+    Customers(ImportCustomersArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// Export every customer as CSV (UTF-8 with BOM, `;`), re-importable.
+    Customers(ExportCustomersArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,16 +70,49 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())
         .context("configuration")?;
-    match cli.command {
-        Command::Serve => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(serve(config))
-        }
-        Command::CheckConfig => {
-            println!("{config:#?}");
-            Ok(())
-        }
+    if let Command::CheckConfig = cli.command {
+        println!("{config:#?}");
+        return Ok(());
     }
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::CheckConfig => Ok(()),
+            Command::Migrate => {
+                let store = open_store(&config).await?;
+                println!(
+                    "base de données à jour / database up to date ({})",
+                    store.backend_name()
+                );
+                store.close().await;
+                Ok(())
+            }
+            Command::Import {
+                what: ImportCommand::Customers(args),
+            } => {
+                let store = open_store(&config).await?;
+                let result =
+                    customers_file::import_customers(&store, &config.numbers.policy(), &args).await;
+                store.close().await;
+                result
+            }
+            Command::Export {
+                what: ExportCommand::Customers(args),
+            } => {
+                let store = open_store(&config).await?;
+                let result = customers_file::export_customers(&store, &args).await;
+                store.close().await;
+                result
+            }
+            Command::User { command } => {
+                let store = open_store(&config).await?;
+                let result = user::run(&store, command).await;
+                store.close().await;
+                result
+            }
+        }
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -59,7 +124,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signals.cancel();
     });
     let listeners = fiche_server::serve::Listeners::bind(&config).await?;
-    fiche_server::serve::run(config, listeners, shutdown).await
+    let store = open_store(&config).await?;
+    fiche_server::serve::run(config, listeners, store, shutdown).await
 }
 
 async fn wait_for_stop_signal() {

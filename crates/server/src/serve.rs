@@ -6,13 +6,15 @@ use crate::http::{self, AppState};
 use crate::pipeline::{self, LiveTable, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
 use anyhow::Context;
 use bytes::Bytes;
+use fiche_matcher::Index;
 use fiche_pbx::ami::ChannelPatterns;
 use fiche_pbx::driver::ami::{self as ami_driver, AmiSourceConfig};
 use fiche_pbx::driver::hep::{self as hep_driver, HepFilter, SIP_QUEUE_CAPACITY};
 use fiche_pbx::sip::SipTrackerConfig;
 use fiche_pbx::ExtensionPatterns;
+use fiche_store::Store;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
@@ -91,8 +93,10 @@ impl Listeners {
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    store: Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let index = load_index(&store).await?;
     let agents =
         ExtensionPatterns::new(&config.calls.agent_extensions).context("calls.agent_extensions")?;
     let tasks = TaskTracker::new();
@@ -160,7 +164,14 @@ pub async fn run(
     ));
 
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
-    let app = http::router(AppState { live, fanout }, config.web_root.clone());
+    let state = AppState {
+        live,
+        fanout,
+        store: store.clone(),
+        index: Arc::new(RwLock::new(index)),
+        policy: Arc::new(config.numbers.policy()),
+    };
+    let app = http::router(state, config.web_root.clone());
     axum::serve(listeners.http, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
@@ -174,8 +185,30 @@ pub async fn run(
     {
         warn!("some tasks did not stop within {DRAIN_TIMEOUT:?}");
     }
+    store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Builds the number → customer index from the database.
+async fn load_index(store: &Store) -> anyhow::Result<Index> {
+    let started = std::time::Instant::now();
+    let numbers = store
+        .all_phone_numbers()
+        .await
+        .context("reading customers' numbers")?;
+    let count = numbers.len();
+    let rows = numbers.into_iter().map(|entry| {
+        let number = entry.e164.unwrap_or(entry.raw);
+        (
+            fiche_matcher::CustomerId(entry.customer_id.0),
+            number,
+            entry.last_contact_at,
+        )
+    });
+    let index = Index::build(rows, count);
+    info!(numbers = count, elapsed = ?started.elapsed(), "customer index built");
+    Ok(index)
 }
 
 /// Capacity of each AMI source's command queue (click-to-call requests); a full

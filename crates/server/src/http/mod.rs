@@ -1,13 +1,17 @@
 //! The HTTP surface: health, the live-call API, the websocket and the web pages.
 
 mod calls;
+mod customers;
+pub mod error;
 mod ws;
 
 use crate::pipeline::LiveTable;
 use axum::routing::get;
 use axum::{Json, Router};
+use fiche_matcher::{Index, Match, NumberKind, NumberPolicy};
+use fiche_store::{Customer, CustomerId, Store};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::broadcast;
 use tower_http::services::ServeDir;
 
@@ -18,6 +22,41 @@ pub struct AppState {
     pub live: LiveTable,
     /// Every call event as JSON, for the websocket.
     pub fanout: broadcast::Sender<Arc<str>>,
+    /// Customers, users, calls and tickets.
+    pub store: Store,
+    /// Number → customers, kept current as customers change.
+    pub index: Arc<RwLock<Index>>,
+    /// How numbers are normalised.
+    pub policy: Arc<NumberPolicy>,
+}
+
+impl AppState {
+    /// Customers owning `number`, ranked.
+    pub fn lookup(&self, number: &NumberKind) -> Vec<Match> {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lookup(number)
+    }
+
+    /// Puts a created or updated customer's numbers in the index.
+    pub fn index_customer(&self, customer: &Customer) {
+        let id = fiche_matcher::CustomerId(customer.id.0);
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        index.remove_customer(id);
+        for phone in &customer.phones {
+            let number = phone.e164.as_deref().unwrap_or(&phone.raw);
+            index.insert(id, number, customer.last_contact_at);
+        }
+    }
+
+    /// Takes a deleted customer out of the index.
+    pub fn unindex_customer(&self, id: CustomerId) {
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove_customer(fiche_matcher::CustomerId(id.0));
+    }
 }
 
 /// The application: API routes, then the web pages from `web_root`.
@@ -26,6 +65,7 @@ pub fn router(state: AppState, web_root: PathBuf) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/calls/live", get(calls::live))
         .route("/ws", get(ws::upgrade))
+        .nest("/api", customers::router())
         .fallback_service(ServeDir::new(web_root).append_index_html_on_directories(true))
         .with_state(state)
 }

@@ -22,6 +22,7 @@ struct Running {
     hep: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    _db_dir: tempfile::TempDir,
 }
 
 impl Running {
@@ -34,13 +35,18 @@ impl Running {
         let listeners = Listeners::bind(&config).await.unwrap();
         let http = listeners.http_addr().unwrap();
         let hep = listeners.hep_addr().unwrap();
+        let db_dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", db_dir.path().join("fiche.db").display());
+        let store = fiche_store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve::run(config, listeners, shutdown.clone()));
+        let task = tokio::spawn(serve::run(config, listeners, store, shutdown.clone()));
         Running {
             http,
             hep,
             shutdown,
             task,
+            _db_dir: db_dir,
         }
     }
 
@@ -54,8 +60,17 @@ impl Running {
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, None).await
+    }
+
+    async fn request(&self, method: &str, path: &str, json: Option<&Value>) -> (u16, String) {
+        let body = json.map(Value::to_string).unwrap_or_default();
         let mut stream = TcpStream::connect(self.http).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n\
+Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
@@ -335,5 +350,142 @@ async fn the_agent_page_is_served() {
     assert!(body.contains("<title>Fiche</title>"));
     let (status, _) = fiche.get("/app.js").await;
     assert_eq!(status, 200);
+    fiche.stop().await;
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn customers_are_found_by_any_number_format_and_kept_in_the_index() {
+    let fiche = Running::start("").await;
+    let (status, body) = fiche
+        .request(
+            "POST",
+            "/api/customers",
+            Some(&serde_json::json!({
+                "name": "Hélène Dupont",
+                "company": "Boulangerie du Port",
+                "email": "helene@example.fr",
+                "tags": ["VIP"],
+                "phones": [
+                    {"number": "06 12 34 56 78", "label": "portable"},
+                    {"number": "+33 (0)1 23 45 67 89", "label": "bureau"}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let created = json(&body);
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["phones"][0]["e164"], "+33612345678");
+    assert_eq!(created["phones"][1]["e164"], "+33123456789");
+
+    // The caller's number as a PBX sends it finds her at once.
+    let (status, body) = fiche
+        .get("/api/customers/lookup?number=0033612345678")
+        .await;
+    assert_eq!(status, 200);
+    let found = json(&body);
+    assert_eq!(found["display"], "06 12 34 56 78");
+    assert_eq!(found["matches"][0]["confidence"], "exact");
+    assert_eq!(found["matches"][0]["customer"]["name"], "Hélène Dupont");
+
+    // Search by name, by company, by a number as an agent types it.
+    for q in [
+        "h%C3%A9l%C3%A8ne",
+        "boulangerie",
+        "06%2012%2034%2056%2078",
+        "%2B33123456789",
+    ] {
+        let (status, body) = fiche.get(&format!("/api/customers?q={q}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["total"], 1, "search {q}: {body}");
+    }
+
+    // Update: the mobile number goes away; the index follows without a restart.
+    let (status, body) = fiche
+        .request(
+            "PUT",
+            &format!("/api/customers/{id}"),
+            Some(&serde_json::json!({
+                "name": "Hélène Dupont",
+                "phones": [{"number": "01 23 45 67 89", "label": "bureau"}]
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = fiche.get("/api/customers/lookup?number=0612345678").await;
+    assert_eq!(json(&body)["matches"], serde_json::json!([]));
+    let (_, body) = fiche.get("/api/customers/lookup?number=0123456789").await;
+    assert_eq!(json(&body)["matches"][0]["customer"]["id"], id);
+
+    // Delete: gone from the file and from the index.
+    let (status, _) = fiche
+        .request("DELETE", &format!("/api/customers/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = fiche.get(&format!("/api/customers/{id}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "not_found");
+    let (_, body) = fiche.get("/api/customers/lookup?number=0123456789").await;
+    assert_eq!(json(&body)["matches"], serde_json::json!([]));
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn customer_errors_name_the_field() {
+    let fiche = Running::start("").await;
+    let cases = [
+        (
+            serde_json::json!({"name": "A", "phones": [{"number": "12ab"}]}),
+            422,
+            Some("phones[0].number"),
+        ),
+        (
+            serde_json::json!({"name": "A", "phones": [{"number": "201"}]}),
+            422,
+            Some("phones[0].number"),
+        ),
+        (
+            serde_json::json!({"name": "A", "email": "not an email"}),
+            422,
+            Some("email"),
+        ),
+        (
+            serde_json::json!({"name": "", "company": null}),
+            422,
+            Some("name"),
+        ),
+        (
+            serde_json::json!({"name": "A", "colour": "blue"}),
+            400,
+            None,
+        ),
+    ];
+    for (input, status, field) in cases {
+        let (got, body) = fiche.request("POST", "/api/customers", Some(&input)).await;
+        assert_eq!(got, status, "{input} → {body}");
+        let error = &json(&body)["error"];
+        match field {
+            Some(field) => assert_eq!(error["field"], field, "{input} → {body}"),
+            None => assert!(
+                error["message"].as_str().unwrap().contains("colour"),
+                "{body}"
+            ),
+        }
+    }
+    let first = serde_json::json!({"name": "A", "external_ref": "C-1"});
+    assert_eq!(
+        fiche
+            .request("POST", "/api/customers", Some(&first))
+            .await
+            .0,
+        201
+    );
+    let (status, body) = fiche.request("POST", "/api/customers", Some(&first)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(json(&body)["error"]["field"], "external_ref");
     fiche.stop().await;
 }

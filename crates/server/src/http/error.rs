@@ -1,0 +1,111 @@
+//! The HTTP API's error: JSON `{"error": {"code", "field", "message"}}` with the
+//! right status. Internal errors are logged and never leaked to the client.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fiche_store::StoreError;
+use serde::Serialize;
+use tracing::error;
+
+/// What a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A field's value is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field at fault, as named in the request.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// A unique value is already taken.
+    #[error("{field} is already used")]
+    Conflict {
+        /// The field whose value collided.
+        field: String,
+    },
+    /// The body or query string could not be read.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Anything else: logged, answered with a generic message.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Invalid { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                Some(field.as_str()),
+            ),
+            ApiError::Conflict { field } => {
+                (StatusCode::CONFLICT, "conflict", Some(field.as_str()))
+            }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
+            ApiError::Internal(cause) => {
+                error!(error = %format!("{cause:#}"), "internal error answering an API request");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        let body = Body {
+            error: Detail {
+                code,
+                field,
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { entity, id } => {
+                ApiError::NotFound(format!("{entity} {id} not found"))
+            }
+            StoreError::Invalid { field, reason } => ApiError::Invalid {
+                field: field.to_owned(),
+                message: reason,
+            },
+            StoreError::Conflict { field, .. } => ApiError::Conflict {
+                field: field.to_owned(),
+            },
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        // serde's message names the field and position ("missing field `name` at line 1 column 2").
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
