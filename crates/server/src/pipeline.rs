@@ -5,6 +5,7 @@
 //! read lock and never hold it across an await.
 
 use chrono::Utc;
+use fiche_hub::Hub;
 use fiche_pbx::{CallEvent, CallEventKind, LiveCall, LiveCalls};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -51,12 +52,25 @@ impl LiveTable {
     }
 }
 
+/// Where each event goes after the live table.
+pub struct Outputs {
+    /// Every call event as JSON (the raw event stream).
+    pub fanout: broadcast::Sender<Arc<str>>,
+    /// Per-agent routing of pops and call updates, and the supervisor board.
+    pub hub: Hub,
+    /// Writers that persist or forward events (tickets, webhooks). Each gets every
+    /// event in order and must keep up: a full sink slows the pipeline rather than
+    /// lose an event. A sink whose receiver is gone is dropped with a warning.
+    pub sinks: Vec<mpsc::Sender<CallEvent>>,
+}
+
 /// Applies events until every sender is gone or `shutdown` fires, then drains
-/// what is already queued.
+/// what is already queued. Dropping the sinks on return lets their writers
+/// drain in turn.
 pub async fn run(
     mut events: mpsc::Receiver<CallEvent>,
     table: LiveTable,
-    fanout: broadcast::Sender<Arc<str>>,
+    mut outputs: Outputs,
     ended_linger: Duration,
     shutdown: CancellationToken,
 ) {
@@ -64,16 +78,18 @@ pub async fn run(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => handle(&event, &table, &fanout),
+                Some(event) => handle(&event, &table, &mut outputs).await,
                 None => return,
             },
             _ = prune.tick() => {
                 table.prune(ended_linger);
+                let cutoff = Utc::now() - chrono::Duration::from_std(ended_linger).unwrap_or_default();
+                outputs.hub.prune(cutoff);
             }
             () = shutdown.cancelled() => {
                 events.close();
                 while let Some(event) = events.recv().await {
-                    handle(&event, &table, &fanout);
+                    handle(&event, &table, &mut outputs).await;
                 }
                 return;
             }
@@ -81,7 +97,7 @@ pub async fn run(
     }
 }
 
-fn handle(event: &CallEvent, table: &LiveTable, fanout: &broadcast::Sender<Arc<str>>) {
+async fn handle(event: &CallEvent, table: &LiveTable, outputs: &mut Outputs) {
     let span = info_span!("call", id = %event.call_id, source = %event.source);
     let _entered = span.enter();
     match &event.kind {
@@ -99,9 +115,22 @@ fn handle(event: &CallEvent, table: &LiveTable, fanout: &broadcast::Sender<Arc<s
         other => info!(event = other.name(), "call event"),
     }
     table.apply(event);
+    // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
+    outputs.hub.publish_call(event, None);
     match serde_json::to_string(event) {
         // No subscriber is not an error: nobody is watching.
-        Ok(json) => drop(fanout.send(Arc::from(json))),
+        Ok(json) => drop(outputs.fanout.send(Arc::from(json))),
         Err(error) => warn!(%error, "call event not serialisable"),
+    }
+    drop(_entered);
+    let mut closed = Vec::new();
+    for (i, sink) in outputs.sinks.iter().enumerate() {
+        if sink.send(event.clone()).await.is_err() {
+            closed.push(i);
+        }
+    }
+    for i in closed.into_iter().rev() {
+        warn!("an event writer stopped; its events are no longer delivered");
+        outputs.sinks.remove(i);
     }
 }

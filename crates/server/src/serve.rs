@@ -3,9 +3,10 @@
 
 use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
-use crate::pipeline::{self, LiveTable, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
+use crate::pipeline::{self, LiveTable, Outputs, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
 use anyhow::Context;
 use bytes::Bytes;
+use fiche_hub::{Hub, HubConfig};
 use fiche_matcher::Index;
 use fiche_pbx::ami::ChannelPatterns;
 use fiche_pbx::driver::ami::{self as ami_driver, AmiSourceConfig};
@@ -153,12 +154,17 @@ pub async fn run(
         ));
         ami_commands.push(commands_tx);
     }
-    drop(events_tx);
 
+    let hub = Hub::new(HubConfig::default());
+    let outputs = Outputs {
+        fanout: fanout.clone(),
+        hub: hub.clone(),
+        sinks: Vec::new(),
+    };
     tasks.spawn(pipeline::run(
         events_rx,
         live.clone(),
-        fanout.clone(),
+        outputs,
         config.calls.ended_linger(),
         shutdown.clone(),
     ));
@@ -170,6 +176,9 @@ pub async fn run(
         store: store.clone(),
         index: Arc::new(RwLock::new(index)),
         policy: Arc::new(config.numbers.policy()),
+        hub,
+        events: events_tx,
+        ami: Arc::new(ami_commands),
     };
     let app = http::router(state, config.web_root.clone());
     axum::serve(listeners.http, app)

@@ -8,11 +8,14 @@ mod ws;
 use crate::pipeline::LiveTable;
 use axum::routing::get;
 use axum::{Json, Router};
+use fiche_hub::Hub;
 use fiche_matcher::{Index, Match, NumberKind, NumberPolicy};
+use fiche_pbx::driver::ami::AmiCommand;
+use fiche_pbx::CallEvent;
 use fiche_store::{Customer, CustomerId, Store};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tower_http::services::ServeDir;
 
 /// What the handlers share.
@@ -28,6 +31,12 @@ pub struct AppState {
     pub index: Arc<RwLock<Index>>,
     /// How numbers are normalised.
     pub policy: Arc<NumberPolicy>,
+    /// Per-agent websocket routing and the supervisor board.
+    pub hub: Hub,
+    /// The pipeline's input: sources that arrive over HTTP (CTI webhooks) send here.
+    pub events: mpsc::Sender<CallEvent>,
+    /// One command queue per configured AMI source (click-to-call).
+    pub ami: Arc<Vec<mpsc::Sender<AmiCommand>>>,
 }
 
 impl AppState {
