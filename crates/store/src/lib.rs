@@ -23,6 +23,7 @@ mod calls;
 mod customers;
 mod error;
 mod password;
+mod sessions;
 mod sql;
 mod tickets;
 mod users;
@@ -43,6 +44,7 @@ pub use customers::{
 };
 pub use error::{Result, StoreError};
 pub use password::PasswordHash;
+pub use sessions::Session;
 pub use tickets::{
     NewTicket, NewTicketEvent, Ticket, TicketEvent, TicketEventId, TicketId, TicketKind,
     TicketStatus,
