@@ -20,8 +20,10 @@
 //! - `sqlx::Any` is not used: in sqlx 0.8 it maps neither chrono nor uuid types.
 
 mod calls;
+mod cti;
 mod customers;
 mod error;
+mod outbox;
 mod password;
 mod sessions;
 mod sql;
@@ -38,11 +40,13 @@ use sqlx::sqlite::{
 };
 
 pub use calls::{Call, CallUpsert};
+pub use cti::CtiToken;
 pub use customers::{
     BatchOutcome, Customer, CustomerId, CustomerPage, CustomerQuery, MatchedBy, MergeKeys,
     MergeMatches, NewCustomer, NewPhone, Phone, PhoneEntry, PhoneId, UpsertAction, MAX_BATCH_ROWS,
 };
 pub use error::{Result, StoreError};
+pub use outbox::{NewOutboxEntry, OutboxEntry};
 pub use password::PasswordHash;
 pub use sessions::Session;
 pub use tickets::{
