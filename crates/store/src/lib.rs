@@ -23,6 +23,7 @@ mod calls;
 mod cti;
 mod customers;
 mod error;
+mod kpis;
 mod outbox;
 mod password;
 mod sessions;
@@ -46,12 +47,13 @@ pub use customers::{
     MergeMatches, NewCustomer, NewPhone, Phone, PhoneEntry, PhoneId, UpsertAction, MAX_BATCH_ROWS,
 };
 pub use error::{Result, StoreError};
+pub use kpis::{CallQuery, Kpis, MAX_CALL_PAGE};
 pub use outbox::{NewOutboxEntry, OutboxEntry};
 pub use password::PasswordHash;
 pub use sessions::Session;
 pub use tickets::{
-    NewTicket, NewTicketEvent, Ticket, TicketEvent, TicketEventId, TicketId, TicketKind,
-    TicketStatus,
+    Assignee, NewTicket, NewTicketEvent, Ticket, TicketEvent, TicketEventId, TicketId, TicketKind,
+    TicketPatch, TicketQuery, TicketStatus, MAX_PAGE,
 };
 pub use users::{NewUser, Role, User, UserId};
 

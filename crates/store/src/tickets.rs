@@ -12,7 +12,7 @@ use crate::customers::{check_e164, CustomerId};
 use crate::error::{map_db_error, Result, StoreError};
 use crate::sql::{now, stored_time, DbUuid};
 use crate::users::UserId;
-use crate::{dispatch, Store};
+use crate::{begin_write, dispatch, Store};
 
 /// Longest subject, reason or group, in characters.
 const MAX_SHORT_CHARS: usize = 512;
@@ -390,5 +390,425 @@ impl Store {
             .await?
         });
         rows.into_iter().map(TicketEvent::try_from).collect()
+    }
+}
+
+/// Whose tickets a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignee {
+    /// Assigned to this user.
+    User(UserId),
+    /// Assigned to nobody in particular (the group).
+    Group,
+}
+
+/// Filters of a ticket list; `None` is "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketQuery {
+    /// Open or closed.
+    pub status: Option<TicketStatus>,
+    /// Call or callback.
+    pub kind: Option<TicketKind>,
+    /// Whose.
+    pub assignee: Option<Assignee>,
+    /// About this customer.
+    pub customer_id: Option<CustomerId>,
+    /// Text in the subject, the number or the customer's name.
+    pub q: Option<String>,
+    /// Only open tickets whose due time is before this instant.
+    pub overdue_at: Option<DateTime<Utc>>,
+    /// Page size (capped at [`MAX_PAGE`]); 0 means the default of 50.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+}
+
+/// Largest page a list returns.
+pub const MAX_PAGE: u32 = 500;
+
+/// Changes to a ticket; `None` leaves a field alone. For nullable fields,
+/// `Some(None)` clears them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketPatch {
+    /// Open or closed.
+    pub status: Option<TicketStatus>,
+    /// Reason picked by the agent.
+    pub reason: Option<Option<String>>,
+    /// Higher is more urgent.
+    pub priority: Option<i32>,
+    /// When it should be done.
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    /// Assigned agent.
+    pub assignee_user_id: Option<Option<UserId>>,
+    /// Short title.
+    pub subject: Option<String>,
+}
+
+impl TicketQuery {
+    fn page(&self) -> (i64, i64) {
+        let limit = match self.limit {
+            0 => 50,
+            n => n.min(MAX_PAGE),
+        };
+        (i64::from(limit), i64::from(self.offset))
+    }
+}
+
+/// One filter value bound to a `?` of a built query.
+enum Param {
+    Text(String),
+    Int(i64),
+    Time(DateTime<Utc>),
+}
+
+impl Store {
+    /// Tickets matching `query`, and how many match in all. Open callbacks come
+    /// first by due time (so overdue first), then the rest newest first.
+    pub async fn list_tickets(&self, query: &TicketQuery) -> Result<(u64, Vec<Ticket>)> {
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        if let Some(status) = query.status {
+            conditions.push("status = ?");
+            params.push(Param::Text(status.as_str().to_owned()));
+        }
+        if let Some(kind) = query.kind {
+            conditions.push("kind = ?");
+            params.push(Param::Text(kind.as_str().to_owned()));
+        }
+        match query.assignee {
+            Some(Assignee::User(id)) => {
+                conditions.push("assignee_user_id = ?");
+                params.push(Param::Int(id.0));
+            }
+            Some(Assignee::Group) => conditions.push("assignee_user_id IS NULL"),
+            None => {}
+        }
+        if let Some(customer) = query.customer_id {
+            conditions.push("customer_id = ?");
+            params.push(Param::Int(customer.0));
+        }
+        if let Some(at) = query.overdue_at {
+            conditions.push("status = 'open' AND due_at IS NOT NULL AND due_at < ?");
+            params.push(Param::Time(stored_time(at)));
+        }
+        let like = match self.backend_name() {
+            "postgres" => "ILIKE",
+            _ => "LIKE",
+        };
+        let q_condition;
+        if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            check_short("q", q)?;
+            let pattern = crate::sql::contains_pattern(q);
+            q_condition = format!(
+                "(subject {like} ? ESCAPE '\\' OR phone_e164 {like} ? ESCAPE '\\' OR EXISTS \
+                 (SELECT 1 FROM customers c WHERE c.id = tickets.customer_id \
+                 AND c.name {like} ? ESCAPE '\\'))"
+            );
+            conditions.push(&q_condition);
+            for _ in 0..3 {
+                params.push(Param::Text(pattern.clone()));
+            }
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let (limit, offset) = query.page();
+        macro_rules! bind_all {
+            ($query:expr) => {{
+                let mut built = $query;
+                for param in &params {
+                    built = match param {
+                        Param::Text(text) => built.bind(text.clone()),
+                        Param::Int(n) => built.bind(*n),
+                        Param::Time(t) => built.bind(*t),
+                    };
+                }
+                built
+            }};
+        }
+        let (total, rows): (i64, Vec<TicketRow>) = dispatch!(self, |pool, dialect| {
+            let count_sql = dialect.sql_owned(format!("SELECT COUNT(*) FROM tickets{filter}"));
+            let total: i64 = bind_all!(sqlx::query_scalar(&count_sql))
+                .fetch_one(pool)
+                .await?;
+            let list_sql = dialect.sql_owned(format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets{filter} ORDER BY \
+                 CASE WHEN kind = 'callback' AND status = 'open' THEN 0 ELSE 1 END, \
+                 CASE WHEN kind = 'callback' AND status = 'open' THEN due_at END, \
+                 created_at DESC, id DESC LIMIT ? OFFSET ?"
+            ));
+            let rows = bind_all!(sqlx::query_as(&list_sql))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            (total, rows)
+        });
+        let tickets = rows
+            .into_iter()
+            .map(Ticket::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((u64::try_from(total).unwrap_or(0), tickets))
+    }
+
+    /// Applies `patch` to ticket `id`; a status change is recorded as a "status"
+    /// event by `author`.
+    pub async fn update_ticket(
+        &self,
+        id: TicketId,
+        patch: &TicketPatch,
+        author: Option<UserId>,
+    ) -> Result<Ticket> {
+        if let Some(subject) = &patch.subject {
+            check_short("subject", subject)?;
+        }
+        if let Some(Some(reason)) = &patch.reason {
+            check_short("reason", reason)?;
+        }
+        let before = self.get_ticket(id).await?;
+        let at = now();
+        let status = patch.status.unwrap_or(before.status);
+        let closed_at = match (before.status, status) {
+            (TicketStatus::Open, TicketStatus::Closed) => Some(at),
+            (_, TicketStatus::Open) => None,
+            (TicketStatus::Closed, TicketStatus::Closed) => before.closed_at,
+        };
+        let reason = patch.reason.clone().unwrap_or(before.reason.clone());
+        let priority = patch.priority.unwrap_or(before.priority);
+        let due_at = patch.due_at.unwrap_or(before.due_at);
+        let assignee = patch.assignee_user_id.unwrap_or(before.assignee_user_id);
+        let subject = patch.subject.clone().unwrap_or(before.subject.clone());
+        let row: TicketRow = dispatch!(self, |pool, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "UPDATE tickets SET status = ?, reason = ?, priority = ?, due_at = ?, \
+                 assignee_user_id = ?, subject = ?, updated_at = ?, closed_at = ? \
+                 WHERE id = ? RETURNING {TICKET_COLUMNS}"
+            ));
+            sqlx::query_as(&sql)
+                .bind(status.as_str())
+                .bind(&reason)
+                .bind(priority)
+                .bind(due_at.map(stored_time))
+                .bind(assignee.map(|u| u.0))
+                .bind(&subject)
+                .bind(at)
+                .bind(closed_at)
+                .bind(id.0)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| map_db_error(e, Some(("user", "assigned to the ticket".to_owned()))))?
+        });
+        if status != before.status {
+            self.add_ticket_event(&NewTicketEvent {
+                ticket_id: id,
+                author_user_id: author,
+                kind: "status".into(),
+                call_id: None,
+                body: serde_json::json!({ "from": before.status, "to": status }),
+            })
+            .await?;
+        }
+        row.try_into()
+    }
+
+    /// The ticket a call created or was linked to (merged attempt, reached callback),
+    /// if any: how the ticket writer stays idempotent across replays.
+    pub async fn ticket_for_call(&self, call_id: CallId) -> Result<Option<Ticket>> {
+        let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets WHERE call_id = ? OR id IN \
+                 (SELECT ticket_id FROM ticket_events WHERE call_id = ?) ORDER BY id LIMIT 1"
+            ));
+            sqlx::query_as(&sql)
+                .bind(DbUuid(call_id.0))
+                .bind(DbUuid(call_id.0))
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// The oldest open callback for `phone_e164`, where repeated missed calls merge.
+    pub async fn open_callback_for_phone(&self, phone_e164: &str) -> Result<Option<Ticket>> {
+        let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets WHERE phone_e164 = ? AND kind = 'callback' \
+                 AND status = 'open' ORDER BY id LIMIT 1"
+            ));
+            sqlx::query_as(&sql)
+                .bind(phone_e164)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// The customer's most recent open ticket of any kind.
+    pub async fn open_ticket_for_customer(&self, customer: CustomerId) -> Result<Option<Ticket>> {
+        let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets WHERE customer_id = ? AND status = 'open' \
+                 ORDER BY id DESC LIMIT 1"
+            ));
+            sqlx::query_as(&sql)
+                .bind(customer.0)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// The customer's open tickets, most urgent first.
+    pub async fn open_tickets_for_customer(&self, customer: CustomerId) -> Result<Vec<Ticket>> {
+        let rows: Vec<TicketRow> = dispatch!(self, |pool, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets WHERE customer_id = ? AND status = 'open' \
+                 ORDER BY priority DESC, id DESC LIMIT 20"
+            ));
+            sqlx::query_as(&sql).bind(customer.0).fetch_all(pool).await?
+        });
+        rows.into_iter().map(Ticket::try_from).collect()
+    }
+
+    /// Links `call_id` to ticket `id` with an event of `kind` ("attempt" also counts
+    /// one more attempt). Linking the same call twice changes nothing: returns
+    /// `None` then, else the updated ticket.
+    pub async fn link_call(
+        &self,
+        id: TicketId,
+        call_id: CallId,
+        kind: &str,
+        body: serde_json::Value,
+    ) -> Result<Option<Ticket>> {
+        let at = now();
+        let attempt = i32::from(kind == "attempt");
+        let body = body.to_string();
+        let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
+            let mut tx = begin_write!(pool, dialect);
+            let linked: Option<i64> = sqlx::query_scalar(&dialect.sql(
+                "SELECT id FROM ticket_events WHERE ticket_id = ? AND call_id = ? LIMIT 1",
+            ))
+            .bind(id.0)
+            .bind(DbUuid(call_id.0))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let is_own: Option<i64> = sqlx::query_scalar(&dialect.sql(
+                "SELECT id FROM tickets WHERE id = ? AND call_id = ?",
+            ))
+            .bind(id.0)
+            .bind(DbUuid(call_id.0))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if linked.is_some() || is_own.is_some() {
+                None
+            } else {
+                sqlx::query(&dialect.sql(
+                    "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
+                     VALUES (?, ?, NULL, ?, ?, ?)",
+                ))
+                .bind(id.0)
+                .bind(at)
+                .bind(kind)
+                .bind(DbUuid(call_id.0))
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_db_error(e, Some(("ticket or call", id.to_string()))))?;
+                let sql = dialect.sql_owned(format!(
+                    "UPDATE tickets SET attempts = attempts + ?, updated_at = ? WHERE id = ? \
+                     RETURNING {TICKET_COLUMNS}"
+                ));
+                let row: TicketRow = sqlx::query_as(&sql)
+                    .bind(attempt)
+                    .bind(at)
+                    .bind(id.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Some(row)
+            }
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// Closes every open callback for `phone_e164`: the customer was reached by
+    /// `call_id`, which is linked to each with a "reached" event. Returns the
+    /// tickets closed.
+    pub async fn close_callbacks_reached(
+        &self,
+        phone_e164: &str,
+        call_id: CallId,
+    ) -> Result<Vec<Ticket>> {
+        let at = now();
+        let rows: Vec<TicketRow> = dispatch!(self, |pool, dialect| {
+            let mut tx = begin_write!(pool, dialect);
+            let sql = dialect.sql_owned(format!(
+                "UPDATE tickets SET status = 'closed', closed_at = ?, updated_at = ? \
+                 WHERE phone_e164 = ? AND kind = 'callback' AND status = 'open' \
+                 AND (call_id IS NULL OR call_id <> ?) RETURNING {TICKET_COLUMNS}"
+            ));
+            let rows: Vec<TicketRow> = sqlx::query_as(&sql)
+                .bind(at)
+                .bind(at)
+                .bind(phone_e164)
+                .bind(DbUuid(call_id.0))
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                sqlx::query(&dialect.sql(
+                    "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
+                     VALUES (?, ?, NULL, 'reached', ?, '{}')",
+                ))
+                .bind(row.id)
+                .bind(at)
+                .bind(DbUuid(call_id.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_db_error(e, Some(("call", call_id.0.to_string()))))?;
+            }
+            tx.commit().await?;
+            rows
+        });
+        rows.into_iter().map(Ticket::try_from).collect()
+    }
+
+    /// Number of open callbacks assigned to each user.
+    pub async fn open_callbacks_per_user(&self) -> Result<Vec<(UserId, u32)>> {
+        let rows: Vec<(i64, i64)> = dispatch!(self, |pool, dialect| {
+            sqlx::query_as(&dialect.sql(
+                "SELECT assignee_user_id, COUNT(*) FROM tickets WHERE kind = 'callback' \
+                 AND status = 'open' AND assignee_user_id IS NOT NULL GROUP BY assignee_user_id",
+            ))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(user, n)| (UserId(user), u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect())
+    }
+
+    /// Ids of the calls a ticket holds: the one that created it, then those linked.
+    pub async fn ticket_call_ids(&self, id: TicketId) -> Result<Vec<CallId>> {
+        let ids: Vec<DbUuid> = dispatch!(self, |pool, dialect| {
+            sqlx::query_scalar(&dialect.sql(
+                "SELECT call_id FROM tickets WHERE id = ? AND call_id IS NOT NULL \
+                 UNION ALL SELECT call_id FROM ticket_events WHERE ticket_id = ? \
+                 AND call_id IS NOT NULL",
+            ))
+            .bind(id.0)
+            .bind(id.0)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut out: Vec<CallId> = Vec::new();
+        for id in ids {
+            if !out.contains(&CallId(id.0)) {
+                out.push(CallId(id.0));
+            }
+        }
+        Ok(out)
     }
 }
