@@ -1,0 +1,550 @@
+// The agent page: the pop card while the phone rings, the note/reason/priority
+// form during and after the call, "Mes rappels", ticket search and the
+// customer file. Outside text only ever reaches the page through textContent
+// (see el() in common.js).
+
+import { t, applyI18n } from "./i18n.js";
+import {
+  el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration,
+  formatTime, startTicking, callerLabel,
+} from "./common.js";
+
+applyI18n();
+
+const REASONS = ["info", "order", "complaint", "billing", "support", "other"];
+const PRIORITIES = ["low", "normal", "high", "urgent"];
+
+/** call id → {call, card, withdrawn, node, ended} */
+const entries = new Map();
+/** call id → ticket (from `ticket` messages) */
+const ticketsByCall = new Map();
+let myExtensions = [];
+let amiAvailable = true;
+let callbacks = [];
+
+const user = await currentUser().catch(() => null);
+setupHeader(user);
+if (user && (user.role === "supervisor" || user.role === "admin")) document.getElementById("board-link").hidden = false;
+
+// ---------- notifications (permission asked on a user gesture only) ----------
+
+function askNotificationOnce() {
+  if (!("Notification" in window) || Notification.permission !== "default") return;
+  Notification.requestPermission().catch(() => {});
+}
+document.addEventListener("click", askNotificationOnce, { once: true });
+document.addEventListener("keydown", askNotificationOnce, { once: true });
+
+function notify(entry) {
+  if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
+  const customer = entry.card && entry.card.customer;
+  const body = [customer ? customer.name : callerLabel(entry.call), entry.card ? entry.card.caller_display : ""]
+    .filter(Boolean).join(" – ");
+  try {
+    const n = new Notification(t("notif_title"), { body, tag: entry.call.id });
+    n.onclick = () => { window.focus(); n.close(); };
+  } catch { /* some browsers only allow notifications from a service worker */ }
+}
+
+// ---------- hub messages ----------
+
+function ringsHere(call) {
+  return (call.ringing_extensions || []).some((e) => myExtensions.includes(e));
+}
+
+function upsert(call, card) {
+  let entry = entries.get(call.id);
+  if (!entry) {
+    entry = { call, card: card || null, withdrawn: null, node: null, dismissed: false };
+    entries.set(call.id, entry);
+  } else {
+    entry.call = call;
+    if (card) entry.card = card;
+  }
+  return entry;
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "snapshot": {
+      myExtensions = msg.extensions || [];
+      // Keep cards that ended or were withdrawn (Claire may still be typing); replace the live ones.
+      const live = new Set();
+      for (const { call, card } of msg.calls || []) {
+        upsert(call, card);
+        live.add(call.id);
+      }
+      for (const [id, entry] of entries) {
+        if (!live.has(id) && entry.call.state !== "ended" && !entry.withdrawn) entry.call = { ...entry.call, state: "ended" };
+      }
+      setCallbacksCount(msg.open_callbacks);
+      break;
+    }
+    case "pop": {
+      const isNew = !entries.has(msg.call.id);
+      const entry = upsert(msg.call, msg.card);
+      entry.withdrawn = null;
+      entry.dismissed = false;
+      if (isNew) notify(entry);
+      break;
+    }
+    case "call": {
+      const entry = entries.get(msg.call.id);
+      if (entry) entry.call = msg.call;
+      else if (msg.call.state !== "ended" && (ringsHere(msg.call) || myExtensions.includes(msg.call.agent_extension))) upsert(msg.call, null);
+      if (msg.event === "ended") loadCallbacks();
+      break;
+    }
+    case "withdrawn": {
+      const entry = entries.get(msg.call_id);
+      if (entry) entry.withdrawn = msg;
+      break;
+    }
+    case "card": {
+      const entry = entries.get(msg.call_id);
+      if (entry) { entry.card = msg.card; entry.cardChanged = true; }
+      break;
+    }
+    case "ticket": {
+      if (msg.ticket.call_id) ticketsByCall.set(msg.ticket.call_id, msg.ticket);
+      if (msg.ticket.kind === "callback") loadCallbacks();
+      break;
+    }
+    case "callbacks":
+      setCallbacksCount(msg.open);
+      loadCallbacks();
+      break;
+    default:
+      return;
+  }
+  render();
+}
+
+// ---------- cards ----------
+
+function sortedEntries() {
+  const rank = (e) => (e.withdrawn ? 3 : { ringing: 0, setup: 0, answered: 1, held: 1, ended: 2 }[e.call.state] ?? 2);
+  return [...entries.values()]
+    .filter((e) => !e.dismissed)
+    .sort((a, b) => rank(a) - rank(b) || (b.call.started_at || "").localeCompare(a.call.started_at || ""));
+}
+
+function activeEntry() {
+  return sortedEntries()[0] || null;
+}
+
+function render() {
+  const list = document.getElementById("calls");
+  const shown = sortedEntries();
+  for (const entry of shown) {
+    if (!entry.node) entry.node = buildCard(entry);
+    updateCard(entry);
+  }
+  // Reorder without recreating nodes (keeps what Claire is typing).
+  list.replaceChildren(...shown.map((e) => e.node));
+  document.getElementById("empty").hidden = shown.length > 0;
+}
+
+function stateLabel(entry) {
+  if (entry.withdrawn) {
+    const w = entry.withdrawn;
+    if (w.answered_by || w.answered_by_name) {
+      const who = w.answered_by_name ? `${w.answered_by_name}${w.answered_by ? ` (${w.answered_by})` : ""}` : w.answered_by;
+      return t("taken_by", { who });
+    }
+    return t("stopped_ringing");
+  }
+  return t(entry.call.state);
+}
+
+function updateCard(entry) {
+  const { call, card, node } = entry;
+  const customer = card && card.customer;
+  node.className = `card ${entry.withdrawn ? "withdrawn" : call.state}`;
+  node.dataset.callId = call.id;
+  node.querySelector(".name").textContent = customer ? customer.name : callerLabel(call);
+  const number = card ? card.caller_display : call.caller && !call.caller.withheld ? call.caller.number : "";
+  node.querySelector(".number").textContent = number || "";
+  // The signalled display name, when it differs from the customer's: shown as text, as sent.
+  const signalled = call.caller && call.caller.name && customer && call.caller.name !== customer.name ? call.caller.name : "";
+  node.querySelector(".signalled").textContent = signalled;
+  node.querySelector(".state-label").textContent = stateLabel(entry);
+  const exts = call.state === "ringing" ? (call.ringing_extensions || []).filter((e) => myExtensions.includes(e)) : [call.agent_extension].filter(Boolean);
+  node.querySelector(".ext").textContent = exts.length ? `${t("ext")} ${exts.join(", ")}` : "";
+  const timer = node.querySelector(".timer");
+  const since = call.answered_at || call.started_at;
+  if (since) {
+    timer.dataset.since = since;
+    if (call.ended_at) timer.dataset.until = call.ended_at; else delete timer.dataset.until;
+  }
+  const ticket = ticketsByCall.get(call.id);
+  node.querySelector(".ticket-ref").textContent = ticket ? `${t("ticket")} #${ticket.id}` : "";
+  if (entry.cardChanged || !node.dataset.built) {
+    node.querySelector(".customer").replaceChildren(...customerBlock(entry));
+    node.dataset.built = "1";
+    entry.cardChanged = false;
+  }
+}
+
+function buildCard(entry) {
+  const id = entry.call.id;
+  const noteId = `note-${id}`;
+  const form = el("form", { class: "ticket-form", onsubmit: (e) => { e.preventDefault(); save(entry); } },
+    el("label", { for: noteId, class: "field-label" }, t("note")),
+    el("textarea", { id: noteId, name: "note", rows: 3, class: "note", placeholder: t("note_placeholder") }),
+    el("div", { class: "form-row" },
+      el("label", { class: "field" }, el("span", {}, t("reason")),
+        el("select", { name: "reason" }, el("option", { value: "" }, "—"),
+          REASONS.map((r) => el("option", { value: r }, t(`reason_${r}`))))),
+      el("label", { class: "field" }, el("span", {}, t("priority")),
+        el("select", { name: "priority" }, PRIORITIES.map((p) => el("option", { value: p, selected: p === "normal" }, t(`prio_${p}`))))),
+      el("label", { class: "field" }, el("span", {}, t("follow_up")), el("input", { type: "datetime-local", name: "due" })),
+    ),
+    el("div", { class: "form-row actions" },
+      el("label", { class: "check" }, el("input", { type: "checkbox", name: "close" }), " ", t("close_ticket"), el("kbd", {}, "F")),
+      el("span", { class: "spacer" }),
+      el("span", { class: "save-status", role: "status", "aria-live": "polite" }),
+      el("button", { type: "button", class: "secondary dismiss", onclick: () => dismiss(entry) }, t("dismiss"), el("kbd", {}, "Esc")),
+      el("button", { type: "submit", class: "primary" }, t("save"), el("kbd", {}, "Ctrl+↵")),
+    ),
+  );
+  return el("li", { class: "card", dataset: { callId: id } },
+    el("div", { class: "card-head" },
+      el("div", { class: "who" }, el("span", { class: "name" }), el("span", { class: "number" })),
+      el("div", { class: "what" },
+        el("span", { class: "state-label" }), el("span", { class: "ext" }), el("span", { class: "timer" }),
+        el("span", { class: "ticket-ref" })),
+      el("div", { class: "signalled" })),
+    el("div", { class: "customer" }),
+    form);
+}
+
+function section(title, ...content) {
+  return el("div", { class: "card-section" }, el("h3", {}, title), ...content);
+}
+
+function historyItem(item) {
+  if (item.kind === "ticket") {
+    return el("li", {}, el("span", { class: "when" }, formatTime(item.at)), " ",
+      el("span", {}, item.subject || t("kind_manual")), " ", el("span", { class: `pill ${item.status}` }, t(`status_${item.status}`)));
+  }
+  return el("li", {}, el("span", { class: "when" }, formatTime(item.at)), " ",
+    el("span", {}, `${t(item.direction || "inbound")} · ${item.outcome ? t(`outcome_${item.outcome}`) : ""}`),
+    item.duration_secs ? ` · ${formatDuration(item.duration_secs)}` : "",
+    item.agent_extension ? ` · ${t("ext")} ${item.agent_extension}` : "");
+}
+
+function customerBlock(entry) {
+  const card = entry.card;
+  if (!card) return [];
+  const customer = card.customer;
+  if (!customer) return card.unknown && !entry.call.caller?.withheld ? [unknownForm(entry)] : [];
+  const parts = [];
+  const facts = el("div", { class: "facts" });
+  if (customer.company) facts.append(el("span", { class: "company" }, customer.company));
+  for (const tag of customer.tags || []) facts.append(el("span", { class: "tag" }, tag));
+  facts.append(el("button", { type: "button", class: "link", onclick: () => openCustomer(customer.id) }, t("open_file")));
+  parts.push(facts);
+  if (customer.notes) parts.push(el("p", { class: "customer-notes" }, customer.notes));
+  const open = customer.open_tickets || [];
+  parts.push(section(t("open_tickets"), open.length
+    ? el("ul", { class: "mini" }, open.map((tk) => el("li", {}, el("span", { class: `pill ${tk.priority}` }, t(`prio_${tk.priority}`)), " ", tk.subject || `#${tk.id}`)))
+    : el("p", { class: "muted" }, t("none"))));
+  const recent = customer.recent || [];
+  if (recent.length) parts.push(section(t("recent"), el("ul", { class: "mini" }, recent.slice(0, 5).map(historyItem))));
+  if ((card.other_matches || []).length) {
+    parts.push(section(t("other_matches"), el("ul", { class: "mini" }, card.other_matches.map((m) =>
+      el("li", {}, el("button", { type: "button", class: "link", onclick: () => openCustomer(m.id) }, m.name), m.company ? ` · ${m.company}` : "")))));
+  }
+  return parts;
+}
+
+function unknownForm(entry) {
+  const number = entry.call.caller && entry.call.caller.number;
+  const status = el("p", { class: "save-status", role: "status" });
+  const results = el("ul", { class: "mini" });
+  const nameId = `new-name-${entry.call.id}`;
+  const companyId = `new-company-${entry.call.id}`;
+  const searchId = `attach-q-${entry.call.id}`;
+  const applyCustomer = (customer) => {
+    entry.card = { ...(entry.card || {}), customer: { open_tickets: [], recent: [], tags: [], ...customer }, unknown: false };
+    entry.cardChanged = true;
+    render();
+  };
+  const create = el("form", { class: "inline-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const name = e.target.elements.name.value.trim();
+    if (!name) { e.target.elements.name.focus(); return; }
+    const company = e.target.elements.company.value.trim() || null;
+    try {
+      const customer = await api("POST", "/api/customers", { name, company, phones: number ? [{ number }] : [] });
+      status.textContent = t("created");
+      applyCustomer(customer);
+    } catch (error) { status.textContent = t("save_failed", { why: error.message }); }
+  } },
+  el("label", { for: nameId, class: "visually-hidden" }, t("name")),
+  el("input", { id: nameId, name: "name", placeholder: t("name"), autocomplete: "off", required: true }),
+  el("label", { for: companyId, class: "visually-hidden" }, t("company")),
+  el("input", { id: companyId, name: "company", placeholder: t("company"), autocomplete: "off" }),
+  el("button", { type: "submit" }, t("create")));
+  const attach = el("form", { class: "inline-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const q = e.target.elements.q.value.trim();
+    if (!q) return;
+    try {
+      const page = await api("GET", `/api/customers?q=${encodeURIComponent(q)}&limit=5`);
+      results.replaceChildren(...(page.items || []).map((c) => el("li", {},
+        el("span", {}, c.name), c.company ? ` · ${c.company}` : "", " ",
+        el("button", { type: "button", class: "small", onclick: async () => {
+          try {
+            const customer = await api("POST", `/api/customers/${c.id}/phones`, { number, label: null });
+            status.textContent = t("attached");
+            applyCustomer(customer || c);
+          } catch (error) { status.textContent = t("save_failed", { why: error.message }); }
+        } }, t("attach")))));
+      if (!(page.items || []).length) results.replaceChildren(el("li", { class: "muted" }, t("no_results")));
+    } catch (error) { status.textContent = t("save_failed", { why: error.message }); }
+  } },
+  el("label", { for: searchId, class: "visually-hidden" }, t("search_customer")),
+  el("input", { id: searchId, name: "q", type: "search", placeholder: t("search_customer"), autocomplete: "off" }),
+  el("button", { type: "submit" }, t("search_go")));
+  return el("div", { class: "unknown-box" },
+    el("h3", {}, t("create_customer")), create,
+    el("p", { class: "muted" }, t("attach_to")), attach, results, status);
+}
+
+function dismiss(entry) {
+  if (!entry) return;
+  entry.dismissed = true;
+  if (entry.call.state === "ended" || entry.withdrawn) entries.delete(entry.call.id);
+  render();
+  const next = activeEntry();
+  if (next) next.node.querySelector(".note").focus();
+}
+
+async function findTicket(entry) {
+  const known = ticketsByCall.get(entry.call.id);
+  if (known) return known;
+  const number = entry.call.caller && entry.call.caller.number;
+  const queries = [];
+  if (entry.card && entry.card.customer) queries.push(`customer_id=${entry.card.customer.id}`);
+  if (number) queries.push(`q=${encodeURIComponent(number)}`);
+  for (const q of queries) {
+    try {
+      const page = await api("GET", `/api/tickets?${q}&limit=50`);
+      const found = (page.items || []).find((tk) => tk.call_id === entry.call.id);
+      if (found) { ticketsByCall.set(entry.call.id, found); return found; }
+    } catch { /* try the next way */ }
+  }
+  return null;
+}
+
+async function save(entry) {
+  const form = entry.node.querySelector(".ticket-form");
+  const status = form.querySelector(".save-status");
+  const fields = form.elements;
+  status.textContent = "…";
+  try {
+    const ticket = await findTicket(entry);
+    if (!ticket) { status.textContent = t("no_ticket_yet"); return; }
+    const patch = { priority: fields.priority.value, status: fields.close.checked ? "closed" : "open" };
+    if (fields.reason.value) patch.reason = fields.reason.value;
+    if (fields.due.value) {
+      const due = new Date(fields.due.value);
+      if (!Number.isNaN(due.getTime())) patch.due_at = due.toISOString();
+    }
+    const updated = await api("PATCH", `/api/tickets/${ticket.id}`, patch);
+    if (updated) ticketsByCall.set(entry.call.id, updated);
+    const body = fields.note.value.trim();
+    if (body) {
+      await api("POST", `/api/tickets/${ticket.id}/notes`, { body });
+      fields.note.value = "";
+    }
+    status.textContent = t("saved");
+    entry.node.classList.add("saved");
+  } catch (error) {
+    status.textContent = t("save_failed", { why: error.message });
+  }
+}
+
+// ---------- Mes rappels ----------
+
+function setCallbacksCount(n) {
+  if (typeof n === "number") document.getElementById("callbacks-count").textContent = String(n);
+}
+
+async function loadCallbacks() {
+  const answers = await Promise.allSettled([
+    api("GET", "/api/tickets?kind=callback&status=open&assignee=me&limit=100"),
+    api("GET", "/api/tickets?kind=callback&status=open&assignee=group&limit=100"),
+  ]);
+  const byId = new Map();
+  for (const answer of answers) {
+    if (answer.status !== "fulfilled" || !answer.value) continue;
+    for (const ticket of answer.value.items || []) byId.set(ticket.id, ticket);
+  }
+  const now = Date.now();
+  const due = (tk) => (tk.due_at ? Date.parse(tk.due_at) : Infinity);
+  callbacks = [...byId.values()].sort((a, b) => {
+    const ao = due(a) < now ? 0 : 1;
+    const bo = due(b) < now ? 0 : 1;
+    return ao - bo || due(a) - due(b);
+  });
+  renderCallbacks();
+}
+
+function renderCallbacks() {
+  const list = document.getElementById("callbacks-list");
+  const now = Date.now();
+  list.replaceChildren(...callbacks.map((tk) => {
+    const overdue = tk.due_at && Date.parse(tk.due_at) < now;
+    const number = tk.phone_e164 || "";
+    const shown = tk.phone_display || number;
+    const row = el("li", { class: `row callback${overdue ? " overdue" : ""}`, dataset: { ticketId: tk.id }, tabindex: 0 },
+      el("div", { class: "row-main" },
+        el("span", { class: "name" }, tk.customer_name || shown || t("unknown")),
+        tk.customer_name && shown ? el("span", { class: "number" }, shown) : null,
+        tk.customer_id ? el("button", { type: "button", class: "link", onclick: () => openCustomer(tk.customer_id) }, t("open_file")) : null),
+      el("div", { class: "row-sub" },
+        overdue ? el("span", { class: "pill overdue" }, t("overdue")) : null,
+        tk.due_at ? el("span", {}, t("due", { when: formatTime(tk.due_at) })) : null,
+        tk.attempts > 1 ? el("span", {}, t("attempts", { n: tk.attempts })) : null,
+        el("span", { class: `pill ${tk.priority}` }, t(`prio_${tk.priority}`)),
+        tk.assignee_user_id === null || tk.assignee_user_id === undefined ? el("span", { class: "muted" }, t("team")) : null),
+      el("div", { class: "row-actions" },
+        number ? el("button", { type: "button", class: "primary small call-button", hidden: !amiAvailable, onclick: (e) => originate(number, e.currentTarget) }, t("call_back")) : null,
+        number ? el("a", { href: `tel:${number}`, class: "tel" }, shown) : null,
+        el("button", { type: "button", class: "secondary small", onclick: () => closeCallback(tk) }, t("done"))));
+    return row;
+  }));
+  document.getElementById("callbacks-empty").hidden = callbacks.length > 0;
+  document.getElementById("no-ami").hidden = amiAvailable;
+}
+
+async function originate(number, button) {
+  button.disabled = true;
+  try {
+    await api("POST", "/api/calls/originate", { number });
+    button.textContent = t("calling");
+  } catch (error) {
+    if (error.status === 503 || error.status === 404 || error.status === 405 || error.code === "no_ami") {
+      amiAvailable = false;
+      renderCallbacks();
+    } else {
+      button.disabled = false;
+    }
+  }
+}
+
+async function closeCallback(ticket) {
+  try {
+    await api("PATCH", `/api/tickets/${ticket.id}`, { status: "closed" });
+    callbacks = callbacks.filter((tk) => tk.id !== ticket.id);
+    renderCallbacks();
+  } catch { /* the list reloads on the next ticket message */ }
+}
+
+// ---------- ticket search ----------
+
+function ticketRow(tk) {
+  return el("li", { class: "row" },
+    el("div", { class: "row-main" },
+      el("span", { class: "name" }, tk.customer_name || tk.phone_display || tk.phone_e164 || t("unknown")),
+      el("span", { class: "muted" }, `#${tk.id} · ${t(`kind_${tk.kind}`)}`),
+      el("span", { class: `pill ${tk.status}` }, t(`status_${tk.status}`))),
+    el("div", { class: "row-sub" },
+      tk.subject ? el("span", {}, tk.subject) : null,
+      tk.reason ? el("span", {}, t(`reason_${tk.reason}`)) : null,
+      el("span", { class: "when" }, formatTime(tk.created_at || tk.updated_at)),
+      tk.last_call && tk.last_call.duration_secs !== null && tk.last_call.duration_secs !== undefined
+        ? el("span", { class: "duration" }, formatDuration(tk.last_call.duration_secs)) : null,
+      tk.customer_id ? el("button", { type: "button", class: "link", onclick: () => openCustomer(tk.customer_id) }, t("open_file")) : null));
+}
+
+document.getElementById("search-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const q = document.getElementById("search-q").value.trim();
+  const results = document.getElementById("search-results");
+  try {
+    const page = await api("GET", `/api/tickets?q=${encodeURIComponent(q)}&limit=30`);
+    const items = page.items || [];
+    results.replaceChildren(...(items.length ? items.map(ticketRow) : [el("li", { class: "muted" }, t("no_results"))]));
+  } catch (error) {
+    results.replaceChildren(el("li", { class: "muted" }, `${t("error")} : ${error.message}`));
+  }
+});
+
+// ---------- customer file ----------
+
+async function openCustomer(id) {
+  const dialog = document.getElementById("customer-file");
+  const body = document.getElementById("file-body");
+  body.replaceChildren(el("p", { class: "muted" }, "…"));
+  if (!dialog.open) dialog.showModal();
+  try {
+    const customer = await api("GET", `/api/customers/${id}`);
+    const [tickets, ...callPages] = await Promise.allSettled([
+      api("GET", `/api/tickets?customer_id=${id}&limit=100`),
+      ...(customer.phones || []).map((p) => api("GET", `/api/calls?number=${encodeURIComponent(p.e164 || p.raw)}&limit=100`)),
+    ]);
+    const calls = callPages.flatMap((p) => (p.status === "fulfilled" && p.value ? p.value.items || [] : []));
+    calls.sort((a, b) => (b.started_at || "").localeCompare(a.started_at || ""));
+    const facts = el("dl", { class: "facts-list" },
+      el("dt", {}, t("name")), el("dd", {}, customer.name),
+      customer.company ? [el("dt", {}, t("company")), el("dd", {}, customer.company)] : null,
+      (customer.tags || []).length ? [el("dt", {}, t("tags")), el("dd", {}, customer.tags.map((tag) => el("span", { class: "tag" }, tag)))] : null,
+      (customer.phones || []).map((p) => [el("dt", {}, p.label || "☎"), el("dd", {}, el("a", { href: `tel:${p.e164 || p.raw}` }, p.raw))]),
+      customer.email ? [el("dt", {}, "E-mail"), el("dd", {}, customer.email)] : null,
+      customer.notes ? [el("dt", {}, t("notes")), el("dd", { class: "customer-notes" }, customer.notes)] : null);
+    const ticketItems = tickets.status === "fulfilled" && tickets.value ? tickets.value.items || [] : [];
+    body.replaceChildren(facts,
+      section(t("tickets"), ticketItems.length ? el("ul", { class: "rows" }, ticketItems.map(ticketRow)) : el("p", { class: "muted" }, t("none"))),
+      section(t("calls"), calls.length ? el("ul", { class: "mini" }, calls.map((c) => el("li", {},
+        el("span", { class: "when" }, formatTime(c.started_at)), " ",
+        `${t(c.direction || "inbound")} · ${c.outcome ? t(`outcome_${c.outcome}`) : ""}`,
+        c.duration_secs ? ` · ${formatDuration(c.duration_secs)}` : "",
+        c.agent_extension ? ` · ${t("ext")} ${c.agent_extension}` : ""))) : el("p", { class: "muted" }, t("none"))));
+  } catch (error) {
+    body.replaceChildren(el("p", { class: "muted" }, `${t("error")} : ${error.message}`));
+  }
+}
+document.getElementById("file-close").addEventListener("click", () => document.getElementById("customer-file").close());
+
+// ---------- keyboard ----------
+
+function typing(target) {
+  return target instanceof HTMLElement && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+}
+
+document.addEventListener("keydown", (e) => {
+  if (document.getElementById("customer-file").open) return; // the dialog handles Esc itself
+  const entry = activeEntry();
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    const card = e.target instanceof Element ? e.target.closest(".card") : null;
+    const target = card ? entries.get(card.dataset.callId) : entry;
+    if (target) { e.preventDefault(); save(target); }
+    return;
+  }
+  if (e.key === "Escape") {
+    if (typing(e.target)) { e.target.blur(); return; }
+    if (entry) { e.preventDefault(); dismiss(entry); }
+    return;
+  }
+  if (typing(e.target) || e.ctrlKey || e.metaKey || e.altKey) return;
+  const key = e.key.toLowerCase();
+  if (key === "n" && entry) { e.preventDefault(); entry.node.querySelector(".note").focus(); }
+  else if (key === "f" && entry) {
+    e.preventDefault();
+    const box = entry.node.querySelector("input[name=close]");
+    box.checked = !box.checked;
+  } else if (key === "r") { e.preventDefault(); const first = document.querySelector("#callbacks-list li"); (first || document.getElementById("callbacks-title")).focus?.(); document.getElementById("callbacks").scrollIntoView(); }
+  else if (key === "/") { e.preventDefault(); document.getElementById("search-q").focus(); }
+});
+
+// ---------- start ----------
+
+startTicking();
+setInterval(renderCallbacks, 60000); // overdue flags move with time
+render();
+loadCallbacks();
+connectHub({ message: onMessage, state: showConnection });
