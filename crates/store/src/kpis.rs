@@ -54,6 +54,10 @@ struct KpiRow {
     remote_e164: Option<String>,
 }
 
+/// What [`Store::kpis`] reads: the calls, numbers with an open callback, open
+/// tickets, and (count, oldest due time) of overdue callbacks.
+type KpiReads = (Vec<KpiRow>, Vec<String>, i64, (i64, Option<DateTime<Utc>>));
+
 /// Filters of the call log; `None` is "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallQuery {
@@ -187,40 +191,37 @@ impl Store {
         now: DateTime<Utc>,
         offset: FixedOffset,
     ) -> Result<Kpis> {
-        let (rows, open_callbacks, open_tickets, overdue): (
-            Vec<KpiRow>,
-            Vec<String>,
-            i64,
-            (i64, Option<DateTime<Utc>>),
-        ) = dispatch!(self, |pool, dialect| {
-            let rows = sqlx::query_as(&dialect.sql(
-                "SELECT direction, started_at, answered_at, ended_at, outcome, remote_e164 \
+        let (rows, open_callbacks, open_tickets, overdue): KpiReads =
+            dispatch!(self, |pool, dialect| {
+                let rows = sqlx::query_as(&dialect.sql(
+                    "SELECT direction, started_at, answered_at, ended_at, outcome, remote_e164 \
                  FROM calls WHERE started_at >= ? AND started_at < ? ORDER BY started_at LIMIT ?",
-            ))
-            .bind(stored_time(from))
-            .bind(stored_time(to))
-            .bind(MAX_KPI_CALLS)
-            .fetch_all(pool)
-            .await?;
-            let open_callbacks = sqlx::query_scalar(&dialect.sql(
-                "SELECT DISTINCT phone_e164 FROM tickets WHERE kind = 'callback' \
+                ))
+                .bind(stored_time(from))
+                .bind(stored_time(to))
+                .bind(MAX_KPI_CALLS)
+                .fetch_all(pool)
+                .await?;
+                let open_callbacks = sqlx::query_scalar(&dialect.sql(
+                    "SELECT DISTINCT phone_e164 FROM tickets WHERE kind = 'callback' \
                  AND status = 'open' AND phone_e164 IS NOT NULL",
-            ))
-            .fetch_all(pool)
-            .await?;
-            let open_tickets =
-                sqlx::query_scalar(&dialect.sql("SELECT COUNT(*) FROM tickets WHERE status = 'open'"))
-                    .fetch_one(pool)
-                    .await?;
-            let overdue = sqlx::query_as(&dialect.sql(
-                "SELECT COUNT(*), MIN(due_at) FROM tickets WHERE kind = 'callback' \
+                ))
+                .fetch_all(pool)
+                .await?;
+                let open_tickets = sqlx::query_scalar(
+                    &dialect.sql("SELECT COUNT(*) FROM tickets WHERE status = 'open'"),
+                )
+                .fetch_one(pool)
+                .await?;
+                let overdue = sqlx::query_as(&dialect.sql(
+                    "SELECT COUNT(*), MIN(due_at) FROM tickets WHERE kind = 'callback' \
                  AND status = 'open' AND due_at IS NOT NULL AND due_at < ?",
-            ))
-            .bind(stored_time(now))
-            .fetch_one(pool)
-            .await?;
-            (rows, open_callbacks, open_tickets, overdue)
-        });
+                ))
+                .bind(stored_time(now))
+                .fetch_one(pool)
+                .await?;
+                (rows, open_callbacks, open_tickets, overdue)
+            });
         let mut kpis = Kpis {
             open_tickets: u32::try_from(open_tickets).unwrap_or(u32::MAX),
             overdue_callbacks: u32::try_from(overdue.0).unwrap_or(u32::MAX),
@@ -287,7 +288,12 @@ impl Store {
             conditions.push("agent_extension = ?");
             texts.push(agent.clone());
         }
-        if let Some(number) = query.number.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        if let Some(number) = query
+            .number
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
             if number.chars().count() > 64 {
                 return Err(StoreError::invalid("number", "at most 64 characters"));
             }

@@ -667,7 +667,10 @@ impl Store {
                 "SELECT {TICKET_COLUMNS} FROM tickets WHERE customer_id = ? AND status = 'open' \
                  ORDER BY priority DESC, id DESC LIMIT 20"
             ));
-            sqlx::query_as(&sql).bind(customer.0).fetch_all(pool).await?
+            sqlx::query_as(&sql)
+                .bind(customer.0)
+                .fetch_all(pool)
+                .await?
         });
         rows.into_iter().map(Ticket::try_from).collect()
     }
@@ -687,16 +690,17 @@ impl Store {
         let body = body.to_string();
         let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
             let mut tx = begin_write!(pool, dialect);
-            let linked: Option<i64> = sqlx::query_scalar(&dialect.sql(
-                "SELECT id FROM ticket_events WHERE ticket_id = ? AND call_id = ? LIMIT 1",
-            ))
-            .bind(id.0)
-            .bind(DbUuid(call_id.0))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let is_own: Option<i64> = sqlx::query_scalar(&dialect.sql(
-                "SELECT id FROM tickets WHERE id = ? AND call_id = ?",
-            ))
+            let linked: Option<i64> =
+                sqlx::query_scalar(&dialect.sql(
+                    "SELECT id FROM ticket_events WHERE ticket_id = ? AND call_id = ? LIMIT 1",
+                ))
+                .bind(id.0)
+                .bind(DbUuid(call_id.0))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let is_own: Option<i64> = sqlx::query_scalar(
+                &dialect.sql("SELECT id FROM tickets WHERE id = ? AND call_id = ?"),
+            )
             .bind(id.0)
             .bind(DbUuid(call_id.0))
             .fetch_optional(&mut *tx)

@@ -6,6 +6,7 @@
 mod calls;
 mod customers;
 mod import;
+mod ticket_work;
 mod tickets;
 mod users;
 
