@@ -6,7 +6,7 @@
 import { t, applyI18n } from "./i18n.js";
 import {
   el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration,
-  formatTime, startTicking, callerLabel,
+  formatTime, startTicking, callerLabel, formatNumber, secondsSince,
 } from "./common.js";
 
 applyI18n();
@@ -68,6 +68,7 @@ function onMessage(msg) {
   switch (msg.type) {
     case "snapshot": {
       myExtensions = msg.extensions || [];
+      for (const { call, card } of msg.calls || []) if (!card) setTimeout(() => { const e = entries.get(call.id); if (e) lookupCard(e); }, 300);
       // Keep cards that ended or were withdrawn (Claire may still be typing); replace the live ones.
       const live = new Set();
       for (const { call, card } of msg.calls || []) {
@@ -86,6 +87,7 @@ function onMessage(msg) {
       entry.withdrawn = null;
       entry.dismissed = false;
       if (isNew) notify(entry);
+      if (!entry.card) setTimeout(() => lookupCard(entry), 300);
       break;
     }
     case "call": {
@@ -121,6 +123,26 @@ function onMessage(msg) {
 }
 
 // ---------- cards ----------
+
+/** When the server has not sent a card (yet), builds a plain one from the number lookup. A server card always wins. */
+async function lookupCard(entry) {
+  const caller = entry.call.caller || {};
+  if (entry.card || entry.lookedUp || caller.withheld || !caller.number) return;
+  entry.lookedUp = true;
+  try {
+    const answer = await api("GET", `/api/customers/lookup?number=${encodeURIComponent(caller.number)}`);
+    if (entry.card || !answer) return;
+    const [first, ...others] = answer.matches || [];
+    entry.card = {
+      caller_display: answer.display || caller.number,
+      customer: first ? { open_tickets: [], recent: [], ...first.customer } : null,
+      other_matches: others.map((m) => ({ id: m.customer.id, name: m.customer.name, company: m.customer.company })),
+      unknown: !first,
+    };
+    entry.cardChanged = true;
+    render();
+  } catch { /* the server's card may still come */ }
+}
 
 function sortedEntries() {
   const rank = (e) => (e.withdrawn ? 3 : { ringing: 0, setup: 0, answered: 1, held: 1, ended: 2 }[e.call.state] ?? 2);
@@ -163,7 +185,7 @@ function updateCard(entry) {
   node.className = `card ${entry.withdrawn ? "withdrawn" : call.state}`;
   node.dataset.callId = call.id;
   node.querySelector(".name").textContent = customer ? customer.name : callerLabel(call);
-  const number = card ? card.caller_display : call.caller && !call.caller.withheld ? call.caller.number : "";
+  const number = card ? card.caller_display : call.caller && !call.caller.withheld ? formatNumber(call.caller.number) : "";
   node.querySelector(".number").textContent = number || "";
   // The signalled display name, when it differs from the customer's: shown as text, as sent.
   const signalled = call.caller && call.caller.name && customer && call.caller.name !== customer.name ? call.caller.name : "";
@@ -176,6 +198,7 @@ function updateCard(entry) {
   if (since) {
     timer.dataset.since = since;
     if (call.ended_at) timer.dataset.until = call.ended_at; else delete timer.dataset.until;
+    timer.textContent = formatDuration(secondsSince(since, call.ended_at));
   }
   const ticket = ticketsByCall.get(call.id);
   node.querySelector(".ticket-ref").textContent = ticket ? `${t("ticket")} #${ticket.id}` : "";

@@ -3,7 +3,7 @@
 // Outside text goes through textContent only (el() in common.js).
 
 import { t, applyI18n, locale } from "./i18n.js";
-import { el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration, formatTime, startTicking, callerLabel } from "./common.js";
+import { el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration, formatTime, startTicking, callerLabel, formatNumber } from "./common.js";
 
 applyI18n();
 
@@ -94,7 +94,7 @@ function renderCalls() {
       el("td", {}, el("span", { class: `pill ${call.state}` }, t(call.state)), " ", el("span", { class: "muted" }, t(call.direction))),
       el("td", {}, timer),
       el("td", {}, el("span", { class: "caller-name" }, callerLabel(call)), " ",
-        el("span", { class: "number" }, card ? card.caller_display : (call.caller && !call.caller.withheld ? call.caller.number || "" : ""))),
+        el("span", { class: "number" }, card ? card.caller_display : (call.caller && !call.caller.withheld ? formatNumber(call.caller.number) : ""))),
       el("td", {}, customer ? `${customer.name}${customer.company ? ` · ${customer.company}` : ""}` : (card && card.unknown ? t("unknown") : "")),
       el("td", {}, who));
   }));
@@ -106,6 +106,7 @@ function renderAgents() {
   const list = document.getElementById("agents");
   const order = { ringing: 0, on_call: 1, on_hold: 2, available: 3, offline: 4 };
   const sorted = [...agents].sort((a, b) => (order[a.state] ?? 5) - (order[b.state] ?? 5) || a.name.localeCompare(b.name));
+  document.getElementById("agents-empty").hidden = sorted.length > 0;
   list.replaceChildren(...sorted.map((a) => el("li", { class: `agent ${a.state}`, dataset: { userId: a.user_id } },
     el("span", { class: "dot", "aria-hidden": "true" }),
     el("span", { class: "name" }, a.name),
@@ -122,8 +123,10 @@ function tile(key, value, sub, warn) {
 
 function renderFigures() {
   const tiles = document.getElementById("tiles");
-  const f = figures;
-  if (!f) { tiles.replaceChildren(el("p", { class: "muted" }, "…")); drawChart(new Array(24).fill(0)); return; }
+  const f = figures || {
+    calls_in: "–", calls_out: "–", answered_rate: null, missed: "–", missed_not_called_back: "–", overdue_callbacks: "–",
+    oldest_overdue_due_at: null, average_wait_secs: null, average_duration_secs: null, open_tickets: "–", calls_per_hour: null,
+  };
   const rate = f.answered_rate === null || f.answered_rate === undefined ? "–" : `${Math.round(f.answered_rate * 100)} %`;
   tiles.replaceChildren(
     tile("calls_in", f.calls_in),

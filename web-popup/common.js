@@ -202,6 +202,13 @@ export function startTicking() {
   return setInterval(tick, 1000);
 }
 
+/** A number for people when the server did not format it: French numbers as 06 12 34 56 78. */
+export function formatNumber(number) {
+  if (!number) return "";
+  const french = /^\+33([1-9])(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(number);
+  return french ? `0${french[1]} ${french.slice(2).join(" ")}` : number;
+}
+
 /** The caller's name for people: withheld, signalled name, or number. */
 export function callerLabel(call) {
   const caller = (call && call.caller) || {};

@@ -130,10 +130,11 @@ describe("Fiche in the browser", () => {
     assert.ok(claire && board, "pages from the login step");
     const socketA = await RawSocket.open(fiche.wsUrl("/ws"), { Authorization: `Bearer ${tokens.claire}` });
     const socketB = await RawSocket.open(fiche.wsUrl("/ws"), { Authorization: `Bearer ${tokens.malik}` });
+    let run = null;
     try {
       await waitFor(() => socketB.messages.some((m) => m.type === "snapshot"), { what: "agent B's snapshot" });
       const callsBefore = (await tileValue(board, "calls_in")) ?? 0;
-      const run = await playScenario(fiche, "browser-answered");
+      run = await playScenario(fiche, "browser-answered");
 
       // The card, while it rings.
       const card = claire.locator("#calls .card.ringing");
@@ -163,7 +164,9 @@ describe("Fiche in the browser", () => {
         await claire.keyboard.press("Control+Enter");
         await claire.waitForFunction((el) => el && el.textContent !== "…", await status.elementHandle(), { timeout: 5000 });
         return (await status.textContent()) === "Enregistré ✓";
-      }, { timeout: 30000, interval: 500, what: "the note to be saved" });
+      }, { timeout: 30000, interval: 500, what: "the note to be saved" }).catch(async (error) => {
+        throw new Error(`${error.message}; the card says: ${await status.textContent()}`);
+      });
 
       const played = await run.done;
       assert.equal(played.code, 0, `scenario browser-answered:\n${played.output}`);
@@ -196,6 +199,7 @@ describe("Fiche in the browser", () => {
     } finally {
       socketA.close();
       socketB.close();
+      if (run) await run.done; // bounded by the runner's own timeout
     }
   });
 
@@ -205,6 +209,7 @@ describe("Fiche in the browser", () => {
     const scriptsBefore = await claire.evaluate(() => document.scripts.length);
     const missedBefore = (await tileValue(board, "missed")) ?? 0;
     const run = await playScenario(fiche, "browser-missed-script");
+    try {
 
     const card = claire.locator("#calls .card.ringing");
     await card.waitFor({ timeout: 15000 });
@@ -234,6 +239,9 @@ describe("Fiche in the browser", () => {
     await board.screenshot({ path: join(artifactsDir, "board.png"), fullPage: true });
     assert.deepEqual(claire.errors, [], "no script error on the agent page");
     assert.deepEqual(board.errors, [], "no script error on the board");
+    } finally {
+      await run.done;
+    }
   });
 
   it("speaks English with ?lang=en", STEP, async () => {
