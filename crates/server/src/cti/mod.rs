@@ -1,0 +1,266 @@
+//! The inbound CTI endpoint: `POST /api/v1/cti/{token}`, Zammad "Generic CTI"
+//! compatible, for phone systems that can only send HTTP (sipgate, Placetel,
+//! 3CX bridges, FusionPBX scripts).
+//!
+//! Requests become the same call events as HEP and AMI (`source: "cti"`) and go
+//! into the pipeline. The token is the only credential: it is looked up by its
+//! SHA-256 hash, and neither it nor the request path is ever logged. The route is
+//! merged outside the session-authenticated router (see `serve.rs`), so no
+//! request-logging layer of that router sees the path either.
+
+pub mod cli;
+pub mod translate;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use fiche_pbx::CallEvent;
+use fiche_store::Store;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Mutex};
+use tracing::{info, warn};
+pub use translate::{CtiError, CtiRequest, Reply, Translator, TranslatorConfig};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 * 1024;
+/// How long the token list is trusted before it is read again: a token revoked
+/// with `fiche cti token revoke` is refused at most this long after.
+const TOKENS_FRESH: Duration = Duration::from_secs(5);
+/// An unknown token re-reads the list at most this often (a new token works
+/// within a second; a flood of wrong tokens does not hammer the database).
+const TOKENS_RETRY: Duration = Duration::from_secs(1);
+/// `last_used_at` is written at most this often per token.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// How often silent calls are expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+/// Zammad's answer to a wrong token, word for word.
+const INVALID_TOKEN: &str = "Invalid token, please contact your admin!";
+
+/// The hex SHA-256 of a token, as stored. Tokens are 256-bit random values, so a
+/// fast unsalted hash is enough (and keeps every request cheap).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// What the endpoint needs, shared by its requests.
+#[derive(Clone)]
+pub struct CtiContext(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    events: mpsc::Sender<CallEvent>,
+    // One lock orders translation and sending, so one call's events reach the
+    // pipeline in the order its requests were handled.
+    translator: Mutex<(Translator, Instant)>,
+    tokens: Mutex<Tokens>,
+}
+
+struct Tokens {
+    by_hash: HashMap<String, String>,
+    loaded_at: Option<Instant>,
+    touched: HashMap<String, Instant>,
+}
+
+impl CtiContext {
+    /// A context sending events into `events`.
+    pub fn new(store: Store, events: mpsc::Sender<CallEvent>, config: TranslatorConfig) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            events,
+            translator: Mutex::new((Translator::new(config), Instant::now())),
+            tokens: Mutex::new(Tokens {
+                by_hash: HashMap::new(),
+                loaded_at: None,
+                touched: HashMap::new(),
+            }),
+        }))
+    }
+
+    /// The name of the live token `token`, if any.
+    async fn token_name(&self, token: &str) -> Result<Option<String>, fiche_store::StoreError> {
+        let hash = token_hash(token);
+        let mut tokens = self.0.tokens.lock().await;
+        let age = tokens.loaded_at.map(|t| t.elapsed());
+        let stale = age.is_none_or(|a| a >= TOKENS_FRESH);
+        let retry = !tokens.by_hash.contains_key(&hash) && age.is_none_or(|a| a >= TOKENS_RETRY);
+        if stale || retry {
+            let list = self.0.store.list_cti_tokens().await?;
+            tokens.by_hash = list
+                .into_iter()
+                .filter(|t| t.revoked_at.is_none())
+                .map(|t| (t.token_hash, t.name))
+                .collect();
+            tokens.loaded_at = Some(Instant::now());
+        }
+        let Some(name) = tokens.by_hash.get(&hash).cloned() else {
+            return Ok(None);
+        };
+        let due = tokens
+            .touched
+            .get(&name)
+            .is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
+        if due {
+            tokens.touched.insert(name.clone(), Instant::now());
+            let store = self.0.store.clone();
+            let touched = name.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.touch_cti_token(&touched, Utc::now()).await {
+                    warn!(%error, token = %touched, "could not record CTI token use");
+                }
+            });
+        }
+        Ok(Some(name))
+    }
+}
+
+/// The route, with its own state; merge it into the application.
+pub fn router(context: CtiContext) -> Router {
+    Router::new()
+        .route("/api/v1/cti/{token}", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(context)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn receive(
+    State(context): State<CtiContext>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let name = match context.token_name(&token).await {
+        Ok(Some(name)) => name,
+        Ok(None) => {
+            warn!("CTI request with an unknown or revoked token refused");
+            return error(StatusCode::UNAUTHORIZED, INVALID_TOKEN);
+        }
+        Err(error_) => {
+            warn!(error = %error_, "CTI token lookup failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable, retry later",
+            );
+        }
+    };
+    let request = match parse_body(&headers, &body) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let now = Utc::now();
+    let mut guard = context.0.translator.lock().await;
+    let (translator, expired_at) = &mut *guard;
+    let mut events = Vec::new();
+    if expired_at.elapsed() >= EXPIRE_EVERY {
+        *expired_at = Instant::now();
+        events = translator.expire(now);
+    }
+    let result = translator.handle(&name, &request, now);
+    let reply = match result {
+        Ok(translated) => {
+            events.extend(translated.events);
+            Ok(translated.reply)
+        }
+        Err(e) => Err(e),
+    };
+    for event in events {
+        if context.0.events.send(event).await.is_err() {
+            drop(guard);
+            return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        }
+    }
+    drop(guard);
+    match reply {
+        Ok(Reply::Accepted) => Json(json!({})).into_response(),
+        Ok(Reply::Reject) => {
+            info!(pbx = %name, caller = ?request.from, "blocked caller rejected");
+            Json(json!({ "action": "reject", "reason": "busy" })).into_response()
+        }
+        Err(e @ CtiError::UnknownCall(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ CtiError::TooManyCalls) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// Reads a JSON object or a form-encoded body (also what Zammad accepts: form
+/// when the content type is not JSON).
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<CtiRequest, String> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if is_json {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+        let Value::Object(map) = value else {
+            return Err("invalid JSON body: expected an object".to_owned());
+        };
+        let mut pairs = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            match value {
+                Value::Array(items) => {
+                    for item in items {
+                        if let Some(text) = scalar(item) {
+                            pairs.push((name.clone(), text));
+                        }
+                    }
+                }
+                other => {
+                    if let Some(text) = scalar(other) {
+                        pairs.push((name, text));
+                    }
+                }
+            }
+        }
+        Ok(CtiRequest::from_pairs(pairs))
+    } else {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"))?;
+        Ok(CtiRequest::from_pairs(pairs))
+    }
+}
+
+fn scalar(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The translator's settings from the configuration: blocked numbers are read
+/// with the configured region, so `0899…` and `+33 8 99…` block the same caller.
+pub fn translator_config(
+    config: &crate::config::Config,
+    agents: &fiche_pbx::ExtensionPatterns,
+) -> TranslatorConfig {
+    let policy = config.numbers.policy();
+    let blocked = config
+        .cti
+        .blocked_numbers
+        .iter()
+        .map(|raw| match fiche_matcher::normalise(raw, &policy) {
+            fiche_matcher::NumberKind::E164(e164) => e164,
+            _ => raw.trim().to_owned(),
+        })
+        .collect();
+    TranslatorConfig {
+        policy,
+        agents: agents.clone(),
+        blocked,
+        silence_timeout: chrono::Duration::seconds(
+            i64::try_from(config.calls.silence_timeout_secs).unwrap_or(i64::MAX / 1000),
+        ),
+    }
+}
