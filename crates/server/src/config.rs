@@ -35,6 +35,98 @@ pub struct Config {
     /// How phone numbers are read.
     #[serde(default)]
     pub numbers: NumbersConfig,
+    /// Which calls become tickets, callback delay, linking to open tickets.
+    #[serde(default)]
+    pub tickets: crate::tickets::TicketsConfig,
+    /// The inbound CTI webhook (`/api/v1/cti/{token}`).
+    #[serde(default)]
+    pub cti: CtiConfig,
+    /// Outbound webhook targets.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// The inbound CTI webhook.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiConfig {
+    /// Callers answered `{"action":"reject","reason":"busy"}`, in any format the
+    /// region reads (`0899…`, `+33 8 99…`); no call events are produced for them.
+    #[serde(default)]
+    pub blocked_numbers: Vec<String>,
+}
+
+/// What an outbound webhook target receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    /// Fiche's JSON envelope (docs/webhooks.md), every event type.
+    #[default]
+    Json,
+    /// Zammad "Generic CTI" requests (newCall, answer, hangup), form-encoded.
+    Zammad,
+}
+
+/// One outbound webhook target.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A short unique name (logs, outbox); defaults to the URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where to POST.
+    pub url: String,
+    /// `json` (default) or `zammad`.
+    #[serde(default)]
+    pub kind: WebhookKind,
+    /// When set, each request carries `X-Fiche-Signature: sha256=<hex HMAC of the body>`. Never logged.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Event types to send (`call_started`, `ringing`, `answered`, `ended`, … or,
+    /// for Zammad, `newCall`, `answer`, `hangup`); empty sends every one.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Seconds one request may take.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// Most deliveries kept waiting for this target; past it the oldest are dropped.
+    #[serde(default = "default_max_outbox_rows")]
+    pub max_outbox_rows: u64,
+    /// Longest wait between two attempts (the wait doubles from 1 s up to this).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: u64,
+}
+
+impl WebhookConfig {
+    /// The target's name: `name`, else the URL.
+    pub fn target_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.url.clone())
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("kind", &self.kind)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("events", &self.events)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_outbox_rows", &self.max_outbox_rows)
+            .field("max_backoff_secs", &self.max_backoff_secs)
+            .finish()
+    }
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
+}
+fn default_max_outbox_rows() -> u64 {
+    100_000
+}
+fn default_max_backoff() -> u64 {
+    300
 }
 
 /// How phone numbers from the PBX and from customer files are normalised.
@@ -349,6 +441,15 @@ impl Config {
             if !ami.channel_patterns.is_empty() {
                 fiche_pbx::ami::ChannelPatterns::new(&ami.channel_patterns)
                     .with_context(|| format!("ami[{i}].channel_patterns"))?;
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                bail!("webhooks[{i}].url: expected an http:// or https:// URL");
+            }
+            if !names.insert(hook.target_name()) {
+                bail!("webhooks[{i}].name: two targets share the name {:?}", hook.target_name());
             }
         }
         Ok(())
