@@ -6,7 +6,7 @@
 import { t, applyI18n } from "./i18n.js";
 import {
   el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration,
-  formatTime, startTicking, callerLabel, formatNumber, secondsSince,
+  formatTime, startTicking, callerLabel, formatNumber, secondsSince, remoteParty,
 } from "./common.js";
 
 applyI18n();
@@ -93,7 +93,10 @@ function onMessage(msg) {
     case "call": {
       const entry = entries.get(msg.call.id);
       if (entry) entry.call = msg.call;
-      else if (msg.call.state !== "ended" && (ringsHere(msg.call) || myExtensions.includes(msg.call.agent_extension))) upsert(msg.call, null);
+      else if (msg.call.state !== "ended" && (ringsHere(msg.call) || myExtensions.includes(msg.call.agent_extension))) {
+        const added = upsert(msg.call, null);
+        setTimeout(() => lookupCard(added), 300);
+      }
       if (msg.event === "ended") loadCallbacks();
       break;
     }
@@ -126,7 +129,7 @@ function onMessage(msg) {
 
 /** When the server has not sent a card (yet), builds a plain one from the number lookup. A server card always wins. */
 async function lookupCard(entry) {
-  const caller = entry.call.caller || {};
+  const caller = remoteParty(entry.call);
   if (entry.card || entry.lookedUp || caller.withheld || !caller.number) return;
   entry.lookedUp = true;
   try {
@@ -185,11 +188,14 @@ function updateCard(entry) {
   node.className = `card ${entry.withdrawn ? "withdrawn" : call.state}`;
   node.dataset.callId = call.id;
   node.querySelector(".name").textContent = customer ? customer.name : callerLabel(call);
-  const number = card ? card.caller_display : call.caller && !call.caller.withheld ? formatNumber(call.caller.number) : "";
+  const party = remoteParty(call);
+  const number = card ? card.caller_display : party.withheld ? "" : formatNumber(party.number);
   node.querySelector(".number").textContent = number || "";
   // The signalled display name, when it differs from the customer's: shown as text, as sent.
-  const signalled = call.caller && call.caller.name && customer && call.caller.name !== customer.name ? call.caller.name : "";
-  node.querySelector(".signalled").textContent = signalled;
+  const signalled = party.name && customer && party.name !== customer.name ? party.name : "";
+  const shown = node.querySelector(".signalled");
+  shown.hidden = !signalled;
+  shown.querySelector(".signalled-name").textContent = signalled;
   node.querySelector(".state-label").textContent = stateLabel(entry);
   const exts = call.state === "ringing" ? (call.ringing_extensions || []).filter((e) => myExtensions.includes(e)) : [call.agent_extension].filter(Boolean);
   node.querySelector(".ext").textContent = exts.length ? `${t("ext")} ${exts.join(", ")}` : "";
@@ -237,7 +243,7 @@ function buildCard(entry) {
       el("div", { class: "what" },
         el("span", { class: "state-label" }), el("span", { class: "ext" }), el("span", { class: "timer" }),
         el("span", { class: "ticket-ref" })),
-      el("div", { class: "signalled" })),
+      el("div", { class: "signalled", hidden: true }, el("span", {}, t("shown_as")), " ", el("span", { class: "signalled-name" }))),
     el("div", { class: "customer" }),
     form);
 }
@@ -283,7 +289,7 @@ function customerBlock(entry) {
 }
 
 function unknownForm(entry) {
-  const number = entry.call.caller && entry.call.caller.number;
+  const number = remoteParty(entry.call).number;
   const status = el("p", { class: "save-status", role: "status" });
   const results = el("ul", { class: "mini" });
   const nameId = `new-name-${entry.call.id}`;
@@ -348,7 +354,7 @@ function dismiss(entry) {
 async function findTicket(entry) {
   const known = ticketsByCall.get(entry.call.id);
   if (known) return known;
-  const number = entry.call.caller && entry.call.caller.number;
+  const number = remoteParty(entry.call).number;
   const queries = [];
   if (entry.card && entry.card.customer) queries.push(`customer_id=${entry.card.customer.id}`);
   if (number) queries.push(`q=${encodeURIComponent(number)}`);
@@ -484,9 +490,18 @@ function ticketRow(tk) {
       tk.customer_id ? el("button", { type: "button", class: "link", onclick: () => openCustomer(tk.customer_id) }, t("open_file")) : null));
 }
 
+/** A number typed the French way (06 12 34 56 78, 06.12…) searched as E.164; anything else as typed. */
+function searchTerm(text) {
+  const compact = text.replace(/[\s.\-()]/g, "");
+  if (/^0[1-9]\d{8}$/.test(compact)) return `+33${compact.slice(1)}`;
+  if (/^0033[1-9]\d{8}$/.test(compact)) return `+${compact.slice(2)}`;
+  if (/^\+\d{6,15}$/.test(compact)) return compact;
+  return text;
+}
+
 document.getElementById("search-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const q = document.getElementById("search-q").value.trim();
+  const q = searchTerm(document.getElementById("search-q").value.trim());
   const results = document.getElementById("search-results");
   try {
     const page = await api("GET", `/api/tickets?q=${encodeURIComponent(q)}&limit=30`);

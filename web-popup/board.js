@@ -3,7 +3,7 @@
 // Outside text goes through textContent only (el() in common.js).
 
 import { t, applyI18n, locale } from "./i18n.js";
-import { el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration, formatTime, startTicking, callerLabel, formatNumber } from "./common.js";
+import { el, api, currentUser, setupHeader, connectHub, showConnection, formatDuration, formatTime, startTicking, callerLabel, formatNumber, remoteParty } from "./common.js";
 
 applyI18n();
 
@@ -94,7 +94,7 @@ function renderCalls() {
       el("td", {}, el("span", { class: `pill ${call.state}` }, t(call.state)), " ", el("span", { class: "muted" }, t(call.direction))),
       el("td", {}, timer),
       el("td", {}, el("span", { class: "caller-name" }, callerLabel(call)), " ",
-        el("span", { class: "number" }, card ? card.caller_display : (call.caller && !call.caller.withheld ? formatNumber(call.caller.number) : ""))),
+        el("span", { class: "number" }, card ? card.caller_display : (remoteParty(call).withheld ? "" : formatNumber(remoteParty(call).number)))),
       el("td", {}, customer ? `${customer.name}${customer.company ? ` · ${customer.company}` : ""}` : (card && card.unknown ? t("unknown") : "")),
       el("td", {}, who));
   }));

@@ -211,7 +211,13 @@ export function formatNumber(number) {
 
 /** The caller's name for people: withheld, signalled name, or number. */
 export function callerLabel(call) {
-  const caller = (call && call.caller) || {};
+  const caller = remoteParty(call);
   if (caller.withheld) return t("withheld");
   return caller.name || caller.number || t("unknown");
+}
+
+/** The party on the far side: the callee of an outbound call, else the caller. */
+export function remoteParty(call) {
+  if (!call) return {};
+  return (call.direction === "outbound" ? call.callee : call.caller) || {};
 }
