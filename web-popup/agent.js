@@ -179,13 +179,14 @@ function stateLabel(entry) {
     }
     return t("stopped_ringing");
   }
-  return t(entry.call.state);
+  const { state, outcome } = entry.call;
+  return state === "ended" && outcome ? `${t("ended")} · ${t(`outcome_${outcome}`)}` : t(state);
 }
 
 function updateCard(entry) {
   const { call, card, node } = entry;
   const customer = card && card.customer;
-  node.className = `card ${entry.withdrawn ? "withdrawn" : call.state}`;
+  node.className = `card ${entry.withdrawn ? "withdrawn" : call.state}${call.outcome ? ` ${call.outcome}` : ""}`;
   node.dataset.callId = call.id;
   node.querySelector(".name").textContent = customer ? customer.name : callerLabel(call);
   const party = remoteParty(call);
@@ -257,10 +258,11 @@ function historyItem(item) {
     return el("li", {}, el("span", { class: "when" }, formatTime(item.at)), " ",
       el("span", {}, item.subject || t("kind_manual")), " ", el("span", { class: `pill ${item.status}` }, t(`status_${item.status}`)));
   }
-  return el("li", {}, el("span", { class: "when" }, formatTime(item.at)), " ",
-    el("span", {}, `${t(item.direction || "inbound")} · ${item.outcome ? t(`outcome_${item.outcome}`) : ""}`),
-    item.duration_secs ? ` · ${formatDuration(item.duration_secs)}` : "",
-    item.agent_extension ? ` · ${t("ext")} ${item.agent_extension}` : "");
+  const parts = [t(item.direction || "inbound")];
+  if (item.outcome) parts.push(t(`outcome_${item.outcome}`));
+  if (item.duration_secs) parts.push(formatDuration(item.duration_secs));
+  if (item.agent_extension) parts.push(`${t("ext")} ${item.agent_extension}`);
+  return el("li", {}, el("span", { class: "when" }, formatTime(item.at)), " ", el("span", {}, parts.join(" · ")));
 }
 
 function customerBlock(entry) {

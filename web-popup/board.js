@@ -88,10 +88,10 @@ function renderCalls() {
     timer.textContent = formatDuration((Date.parse(call.ended_at || "") || Date.now()) / 1000 - Date.parse(since) / 1000);
     const who = call.state === "ringing" || call.state === "setup"
       ? (call.ringing_extensions || []).map(agentName).join(", ")
-      : agentName(call.agent_extension);
+      : call.agent_extension ? agentName(call.agent_extension) : (call.rang_extensions || []).map(agentName).join(", ");
     const customer = card && card.customer;
     return el("tr", { class: `live-call ${call.state}`, dataset: { callId: call.id } },
-      el("td", {}, el("span", { class: `pill ${call.state}` }, t(call.state)), " ", el("span", { class: "muted" }, t(call.direction))),
+      el("td", {}, el("span", { class: `pill ${call.state} ${call.outcome || ""}` }, call.state === "ended" && call.outcome ? t(`outcome_${call.outcome}`) : t(call.state)), " ", el("span", { class: "muted" }, t(call.direction))),
       el("td", {}, timer),
       el("td", {}, el("span", { class: "caller-name" }, callerLabel(call)), " ",
         el("span", { class: "number" }, card ? card.caller_display : (remoteParty(call).withheld ? "" : formatNumber(remoteParty(call).number)))),

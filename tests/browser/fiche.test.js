@@ -244,6 +244,29 @@ describe("Fiche in the browser", () => {
     }
   });
 
+  it("tells the other ringing agents who took a ring-group call", STEP, async () => {
+    const claire = pages.claire;
+    const run = await playScenario(fiche, "ring-group");
+    try {
+      const card = claire.locator("#calls .card.withdrawn");
+      await card.waitFor({ timeout: 15000 });
+      await waitFor(async () => /Pris par .*202/.test(await card.locator(".state-label").textContent()), { timeout: 10000, what: "the card to say who took the call" });
+      await claire.screenshot({ path: join(artifactsDir, "agent-withdrawn.png"), fullPage: true });
+      // Malik's phone (202) answered: his page follows the call as his.
+      const callId = await card.getAttribute("data-call-id");
+      await pages.malik.locator(`.card[data-call-id="${callId}"]`).waitFor({ timeout: 10000 });
+      // Esc dismisses the withdrawn card.
+      await claire.locator("body").click();
+      for (let i = 0; i < 10 && await claire.locator(`.card[data-call-id="${callId}"]`).count(); i += 1) {
+        await claire.keyboard.press("Escape");
+      }
+      assert.equal(await claire.locator(`.card[data-call-id="${callId}"]`).count(), 0, "Esc dismissed the card");
+    } finally {
+      const played = await run.done;
+      assert.equal(played.code, 0, `scenario ring-group:\n${played.output}`);
+    }
+  });
+
   it("speaks English with ?lang=en", STEP, async () => {
     const page = pages.claire;
     await page.goto(fiche.url("/?lang=en"));

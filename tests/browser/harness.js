@@ -204,7 +204,7 @@ export async function launchBrowser() {
     executablePath: chromiumPath(),
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-      "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"],
+      "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage", "--lang=fr-FR"],
     timeout: 30000,
   });
 }
