@@ -784,6 +784,36 @@ async fn export_imports_back_to_the_same_customers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rows_the_store_would_refuse_are_reported_before_anything_is_written() {
+    let db = Db::sqlite();
+    let path = db.path("long.csv");
+    let long_company = "Société ".repeat(80);
+    std::fs::write(
+        &path,
+        format!(
+            "Nom;Société;Portable\r\n\
+             Hélène Lefèvre;;06 12 34 56 78\r\n\
+             Jérôme Bénard;{long_company};06 98 76 54 32\r\n"
+        ),
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let refused = db.fiche(&["import", "customers", file]);
+    refused.assert_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains("ligne 3 : valeur refusée pour « société » : plus de 512 caractères"),
+        "{}",
+        refused.stderr
+    );
+    assert!(db.export().is_empty(), "the good row waits for the bad one");
+    db.fiche(&["import", "customers", file, "--skip-bad"])
+        .assert_code(0)
+        .assert_summary_has(&["1 clients créés", "1 lignes invalides ignorées"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unreadable_files_are_unusable_input() {
     let db = Db::sqlite();
     let missing = db.path("absent.csv");

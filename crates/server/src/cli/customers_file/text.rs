@@ -91,15 +91,18 @@ impl BadRow {
                     .join(", ");
                 match lang {
                     Lang::Fr => {
-                        let mut text =
-                            format!("ligne {line} : {field} refusé : {}", reason_fr(reason));
+                        let mut text = format!(
+                            "ligne {line} : valeur refusée pour « {field} » : {}",
+                            reason_fr(reason)
+                        );
                         if !merged.is_empty() {
                             text.push_str(&format!(" (avec les lignes fusionnées {merged})"));
                         }
                         text
                     }
                     Lang::En => {
-                        let mut text = format!("line {line}: {field} refused: {reason}");
+                        let mut text =
+                            format!("line {line}: value refused for {field:?}: {reason}");
                         if !merged.is_empty() {
                             text.push_str(&format!(" (with merged lines {merged})"));
                         }
