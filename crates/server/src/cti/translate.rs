@@ -299,7 +299,7 @@ impl Translator {
             .ok_or_else(|| CtiError::UnknownCall(source_key.to_owned()))?;
         call.last_seen = now;
         if call.answered || call.ended || call.blocked {
-            return Ok(duplicate(call));
+            return Ok(ignored());
         }
         call.answered = true;
         let extension = match call.direction {
@@ -343,7 +343,7 @@ impl Translator {
             .ok_or_else(|| CtiError::UnknownCall(source_key.to_owned()))?;
         call.last_seen = now;
         if call.ended || call.blocked {
-            return Ok(duplicate(call));
+            return Ok(ignored());
         }
         call.ended = true;
         let cause = request
@@ -460,6 +460,15 @@ fn answering_extension(
     }
 }
 
+/// A repeated or late request: nothing happens, Zammad's `{}` is the answer.
+fn ignored() -> Translated {
+    Translated {
+        reply: Reply::Accepted,
+        events: Vec::new(),
+    }
+}
+
+/// A repeated `newCall`: a blocked caller stays rejected.
 fn duplicate(call: &Tracked) -> Translated {
     Translated {
         reply: if call.blocked {
@@ -829,6 +838,7 @@ mod tests {
             )
             .unwrap();
         assert!(end.events.is_empty());
+        assert_eq!(end.reply, Reply::Accepted);
     }
 
     #[test]

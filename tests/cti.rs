@@ -1,0 +1,772 @@
+//! The CTI webhook end to end: Zammad-style POSTs to the real `fiche` binary,
+//! the replies, the call events they produce (raw event stream and
+//! `/api/calls/live`), and outbound webhooks delivered to a receiver started
+//! here — including across a receiver outage and a Fiche restart.
+//!
+//! Needs `cargo build -p fiche-server` first; nothing installed.
+
+use anyhow::{bail, Context};
+use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
+use fiche_e2e::testbed::fiche_binary;
+use fiche_pbx::{CallId, Source};
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use fiche_e2e::auth::ADMIN_PASSWORD;
+
+/// `fiche cti token add NAME` on the scratch database: the printed token.
+fn add_token(scratch: &Scratch, name: &str) -> anyhow::Result<String> {
+    let output = std::process::Command::new(fiche_binary()?)
+        .args(["cti", "token", "add", name])
+        .env("FICHE_DATABASE_URL", database_url(scratch))
+        .env_remove("FICHE_CONFIG")
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "token add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let token = String::from_utf8(output.stdout)?.trim().to_owned();
+    assert_eq!(token.len(), 64, "a 256-bit token in hex: {token:?}");
+    Ok(token)
+}
+
+fn cti(scratch: &Scratch, args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(fiche_binary()?)
+        .arg("cti")
+        .args(args)
+        .env("FICHE_DATABASE_URL", database_url(scratch))
+        .env_remove("FICHE_CONFIG")
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "fiche cti {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn database_url(scratch: &Scratch) -> String {
+    format!("sqlite://{}/fiche.db", scratch.path().display())
+}
+
+/// One HTTP/1.1 request over loopback: status and body.
+async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8(raw)?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status line")?;
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        };
+        Ok((status, body))
+    })
+    .await
+    .context("request timed out")?
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("truncated chunk")?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("truncated chunk")?);
+        body = rest.get(size + 2..).context("truncated chunk end")?;
+    }
+}
+
+/// A session token when the server has logins, `None` while every route is open.
+async fn login(port: u16) -> anyhow::Result<Option<String>> {
+    let body = json!({ "login": "admin", "password": ADMIN_PASSWORD }).to_string();
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await?;
+    match status {
+        200 => {
+            let value: Value = serde_json::from_str(&answer)?;
+            Ok(Some(
+                value["token"].as_str().context("no token")?.to_owned(),
+            ))
+        }
+        404 | 405 => Ok(None),
+        other => bail!("login answered {other}: {answer}"),
+    }
+}
+
+struct Client {
+    port: u16,
+    session: Option<String>,
+}
+
+impl Client {
+    async fn post_json(&self, token: &str, body: Value) -> (u16, Value) {
+        self.post(token, "application/json", &body.to_string())
+            .await
+    }
+
+    async fn post_form(&self, token: &str, body: &str) -> (u16, Value) {
+        self.post(token, "application/x-www-form-urlencoded", body)
+            .await
+    }
+
+    async fn post(&self, token: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let path = format!("/api/v1/cti/{token}");
+        let (status, text) = request(
+            self.port,
+            "POST",
+            &path,
+            &[("Content-Type", content_type)],
+            body,
+        )
+        .await
+        .unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    async fn live_calls(&self) -> Vec<Value> {
+        let auth = self.session.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (status, body) = request(self.port, "GET", "/api/calls/live", &headers, "")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    /// The raw call-event stream: `/ws/events` with a session, `/ws` before logins existed.
+    async fn events(&self) -> anyhow::Result<mpsc::UnboundedReceiver<Value>> {
+        let path = if self.session.is_some() {
+            "/ws/events"
+        } else {
+            "/ws"
+        };
+        let mut request = format!("ws://127.0.0.1:{}{path}", self.port).into_client_request()?;
+        if let Some(token) = &self.session {
+            request
+                .headers_mut()
+                .insert("Authorization", format!("Bearer {token}").parse()?);
+        }
+        let (socket, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await??;
+        let (mut outgoing, mut incoming) = socket.split();
+        // The pong proves the server's socket task (and its subscription) runs.
+        outgoing
+            .send(Message::Ping(b"ready".to_vec().into()))
+            .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ready = false;
+        while !ready {
+            match tokio::time::timeout(Duration::from_secs(5), incoming.next()).await? {
+                Some(Ok(Message::Pong(_))) => ready = true,
+                Some(Ok(Message::Text(text))) => drop(tx.send(serde_json::from_str(&text)?)),
+                Some(Ok(_)) => {}
+                other => bail!("event stream closed before it was ready: {other:?}"),
+            }
+        }
+        tokio::spawn(async move {
+            let _keep = outgoing;
+            while let Some(Ok(message)) = incoming.next().await {
+                if let Message::Text(text) = message {
+                    if let Ok(value) = serde_json::from_str(&text) {
+                        drop(tx.send(value));
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+async fn start(scratch: &Scratch, name: &str, toml: &str) -> FicheProcess {
+    FicheProcess::start(
+        scratch,
+        name,
+        &AmiSetup::Toml(toml.to_owned()),
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
+/// Events received until none came for `quiet`.
+async fn drain(events: &mut mpsc::UnboundedReceiver<Value>, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(quiet, events.recv()).await {
+        out.push(event);
+    }
+    out
+}
+
+fn call_id(pbx: &str, call: &str) -> String {
+    CallId::from_source_key(Source::Cti, &format!("{pbx}/{call}")).to_string()
+}
+
+/// `type` of each event of `call`, with its main detail.
+fn story(events: &[Value], call: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["call_id"] == call)
+        .map(|e| {
+            assert_eq!(e["source"], "cti");
+            let kind = e["type"].as_str().unwrap_or("?");
+            match kind {
+                "call_started" => format!(
+                    "call_started {} {}→{}",
+                    e["direction"].as_str().unwrap_or("?"),
+                    e["caller"]["number"].as_str().unwrap_or("-"),
+                    e["callee"]["number"].as_str().unwrap_or("-")
+                ),
+                "ringing" | "ringing_stopped" => {
+                    format!("{kind} {}", e["extension"].as_str().unwrap_or("?"))
+                }
+                "answered" => format!("answered {}", e["extension"].as_str().unwrap_or("-")),
+                "transferred" => format!("transferred {}", e["to"].as_str().unwrap_or("?")),
+                "ended" => format!(
+                    "ended {} {}",
+                    e["outcome"].as_str().unwrap_or("?"),
+                    e["cause"].as_str().unwrap_or("?")
+                ),
+                other => other.to_owned(),
+            }
+        })
+        .collect()
+}
+
+const CONFIG: &str =
+    "[calls]\nended_linger_secs = 600\n\n[cti]\nblocked_numbers = [\"0899123456\"]\n";
+
+#[tokio::test]
+async fn cti_requests_become_call_events_and_zammad_replies() {
+    let scratch = Scratch::create().unwrap();
+    let token = add_token(&scratch, "pbx1").unwrap();
+    let revoked = add_token(&scratch, "old-pbx").unwrap();
+    assert!(cti(&scratch, &["token", "revoke", "old-pbx"])
+        .unwrap()
+        .contains("old-pbx"));
+    let list = cti(&scratch, &["token", "list"]).unwrap();
+    assert!(
+        list.contains("pbx1\tactive") && list.contains("old-pbx\trevoked"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(&token),
+        "tokens are not stored, so never listed"
+    );
+
+    let fiche = start(&scratch, "fiche", CONFIG).await;
+    let port = fiche.http_port();
+    let client = Client {
+        port,
+        session: login(port).await.unwrap(),
+    };
+    let mut events = client.events().await.unwrap();
+    let ok = (200, json!({}));
+
+    // Inbound, answered: JSON, national number read as French.
+    let new_a = json!({"event":"newCall","direction":"in","from":"0612345678","to":"201","callId":"A1","user":["Claire"]});
+    assert_eq!(client.post_json(&token, new_a.clone()).await, ok);
+    assert_eq!(
+        client.post_json(&token, new_a).await,
+        ok,
+        "a duplicate newCall is accepted and ignored"
+    );
+    assert_eq!(
+        client
+            .post_form(
+                &token,
+                "event=answer&callId=A1&answeringNumber=201&user=Claire"
+            )
+            .await,
+        ok
+    );
+    assert_eq!(
+        client
+            .post_form(&token, "event=hangup&call_id=A1&cause=normalClearing")
+            .await,
+        ok
+    );
+
+    // Missed: a ring group, the caller gives up.
+    assert_eq!(
+        client.post_form(&token, "event=newCall&direction=in&from=%2B33698765432&to=0140000000&user%5B%5D=201&user%5B%5D=202&callId=B1").await,
+        ok
+    );
+    assert_eq!(
+        client
+            .post_form(&token, "event=hangup&callId=B1&cause=cancel")
+            .await,
+        ok
+    );
+
+    // Outbound, answered by the far end.
+    assert_eq!(client.post_json(&token, json!({"event":"newCall","direction":"out","from":"201","to":"01 40 00 00 01","callId":"C1"})).await, ok);
+    assert_eq!(
+        client
+            .post_json(&token, json!({"event":"answer","callId":"C1"}))
+            .await,
+        ok
+    );
+    assert_eq!(
+        client
+            .post_json(
+                &token,
+                json!({"event":"hangup","callId":"C1","cause":"normalClearing"})
+            )
+            .await,
+        ok
+    );
+
+    // Forwarded before anyone answered.
+    assert_eq!(
+        client
+            .post_form(
+                &token,
+                "event=newCall&direction=in&from=0611111111&to=202&callId=D1"
+            )
+            .await,
+        ok
+    );
+    assert_eq!(
+        client
+            .post_form(
+                &token,
+                "event=hangup&callId=D1&cause=forwarded&answeringNumber=0622222222"
+            )
+            .await,
+        ok
+    );
+
+    // Blocked caller, written differently from the configuration.
+    assert_eq!(
+        client.post_json(&token, json!({"event":"newCall","direction":"in","from":"+33 8 99 12 34 56","to":"201","callId":"E1"})).await,
+        (200, json!({"action":"reject","reason":"busy"}))
+    );
+    assert_eq!(
+        client
+            .post_form(&token, "event=hangup&callId=E1&cause=blocked")
+            .await,
+        ok
+    );
+
+    // Refusals.
+    let invalid = (
+        401,
+        json!({"error":"Invalid token, please contact your admin!"}),
+    );
+    assert_eq!(
+        client
+            .post_form(
+                "0".repeat(64).as_str(),
+                "event=newCall&direction=in&from=0612345678&to=201&callId=X"
+            )
+            .await,
+        invalid
+    );
+    assert_eq!(
+        client
+            .post_form(
+                &revoked,
+                "event=newCall&direction=in&from=0612345678&to=201&callId=X"
+            )
+            .await,
+        invalid
+    );
+    let (status, body) = client
+        .post(&token, "application/json", "{\"event\": \"newCall\",")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("JSON"), "{body}");
+    let (status, _) = client.post(&token, "application/json", "[1,2]").await;
+    assert_eq!(status, 400);
+    let (status, body) = client.post_form(&token, "event=transfer&callId=A1").await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"].as_str().unwrap().contains("transfer"),
+        "{body}"
+    );
+    let (status, body) = client
+        .post_form(
+            &token,
+            "event=newCall&direction=sideways&from=0612345678&to=201&callId=F1",
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"].as_str().unwrap().contains("direction"),
+        "{body}"
+    );
+    let (status, body) = client.post_form(&token, "event=answer&callId=nobody").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("nobody"), "{body}");
+
+    let seen = drain(&mut events, Duration::from_millis(1500)).await;
+    assert_eq!(
+        story(&seen, &call_id("pbx1", "A1")),
+        [
+            "call_started inbound +33612345678→201",
+            "ringing 201",
+            "answered 201",
+            "ended answered normalClearing"
+        ]
+    );
+    assert_eq!(
+        story(&seen, &call_id("pbx1", "B1")),
+        [
+            "call_started inbound +33698765432→+33140000000",
+            "ringing 201",
+            "ringing 202",
+            "ended missed cancel"
+        ]
+    );
+    assert_eq!(
+        story(&seen, &call_id("pbx1", "C1")),
+        [
+            "call_started outbound 201→+33140000001",
+            "answered -",
+            "ended answered normalClearing"
+        ]
+    );
+    assert_eq!(
+        story(&seen, &call_id("pbx1", "D1")),
+        [
+            "call_started inbound +33611111111→202",
+            "ringing 202",
+            "transferred 0622222222",
+            "ended missed forwarded"
+        ]
+    );
+    assert!(
+        story(&seen, &call_id("pbx1", "E1")).is_empty(),
+        "a blocked caller makes no call"
+    );
+    assert_eq!(seen.len(), 4 + 4 + 3 + 4, "nothing else: {seen:#?}");
+
+    // The live table (what the board shows) agrees.
+    let live = client.live_calls().await;
+    let by_id: HashMap<String, &Value> = live
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_owned(), c))
+        .collect();
+    let a = by_id[&call_id("pbx1", "A1")];
+    assert_eq!(
+        (
+            a["source"].as_str(),
+            a["outcome"].as_str(),
+            a["agent_extension"].as_str()
+        ),
+        (Some("cti"), Some("answered"), Some("201"))
+    );
+    assert_eq!(by_id[&call_id("pbx1", "B1")]["outcome"], "missed");
+    assert_eq!(by_id[&call_id("pbx1", "C1")]["direction"], "outbound");
+    assert_eq!(
+        by_id[&call_id("pbx1", "D1")]["transferred_to"],
+        json!(["0622222222"])
+    );
+
+    let log = fiche.log_text();
+    assert!(
+        !log.contains(&token) && !log.contains(&revoked),
+        "a token reached the log"
+    );
+    assert!(
+        log.contains("blocked caller rejected"),
+        "the block is logged"
+    );
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// A small HTTP receiver on `port` (0: any); answers 200 to everything.
+async fn receiver(
+    port: u16,
+) -> (
+    u16,
+    mpsc::UnboundedReceiver<Received>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                // One request per connection: once the receiver stops, nothing reaches it.
+                loop {
+                    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+                    let mut lines = head.lines();
+                    let path = lines
+                        .next()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_owned();
+                    let headers: HashMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while raw.len() < end + 4 + length {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body =
+                        String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).into_owned();
+                    raw.drain(..end + 4 + length);
+                    drop(tx.send(Received {
+                        path,
+                        headers,
+                        body,
+                    }));
+                    if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    drop(stream.shutdown().await);
+                    return;
+                }
+            });
+        }
+    });
+    (port, rx, task)
+}
+
+fn verify(secret: &str, received: &Received) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(received.body.as_bytes());
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        received.headers.get("x-fiche-signature"),
+        Some(&expected),
+        "{received:?}"
+    );
+}
+
+/// Deliveries until `count` distinct ones (by X-Fiche-Delivery per path) arrived.
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Received>,
+    count: usize,
+    limit: Duration,
+) -> Vec<Received> {
+    let mut out: Vec<Received> = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < count {
+        let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            panic!("only {} of {count} deliveries arrived: {out:#?}", out.len());
+        };
+        let key = (r.path.clone(), r.headers.get("x-fiche-delivery").cloned());
+        if !out
+            .iter()
+            .any(|o| (o.path.clone(), o.headers.get("x-fiche-delivery").cloned()) == key)
+        {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Per call, the event types of the JSON deliveries, in arrival order.
+fn json_stories(deliveries: &[Received]) -> HashMap<String, Vec<String>> {
+    let mut stories: HashMap<String, Vec<String>> = HashMap::new();
+    for d in deliveries.iter().filter(|d| d.path == "/hook") {
+        let value: Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(value["schema"], "fiche.webhook.v1");
+        assert_eq!(
+            d.headers.get("x-fiche-event").map(String::as_str),
+            value["event"]["type"].as_str()
+        );
+        stories
+            .entry(value["event"]["call_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(value["event"]["type"].as_str().unwrap().to_owned());
+    }
+    stories
+}
+
+#[tokio::test]
+async fn webhooks_survive_a_receiver_outage_and_a_restart() {
+    let scratch = Scratch::create().unwrap();
+    let token = add_token(&scratch, "pbx1").unwrap();
+    let (port, mut rx, task) = receiver(0).await;
+    let config = format!(
+        "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"s3cret\"\nmax_backoff_secs = 1\n\n\
+         [[webhooks]]\nname = \"zammad\"\nkind = \"zammad\"\nurl = \"http://127.0.0.1:{port}/zammad\"\nmax_backoff_secs = 1\n"
+    );
+    let fiche = start(&scratch, "fiche", &config).await;
+    let client = Client {
+        port: fiche.http_port(),
+        session: None,
+    };
+    let ok = (200, json!({}));
+
+    // Receiver up: one answered call reaches both targets, signed, in order.
+    for body in [
+        "event=newCall&direction=in&from=0612345678&to=201&callId=X",
+        "event=answer&callId=X&answeringNumber=201",
+        "event=hangup&callId=X&cause=normalClearing",
+    ] {
+        assert_eq!(client.post_form(&token, body).await, ok);
+    }
+    let first = collect(&mut rx, 4 + 3, Duration::from_secs(20)).await;
+    for d in first.iter().filter(|d| d.path == "/hook") {
+        verify("s3cret", d);
+    }
+    let x = call_id("pbx1", "X");
+    assert_eq!(
+        json_stories(&first)[&x],
+        ["call_started", "ringing", "answered", "ended"]
+    );
+    let zammad: Vec<&Received> = first.iter().filter(|d| d.path == "/zammad").collect();
+    assert_eq!(zammad.len(), 3);
+    assert!(
+        zammad[0]
+            .body
+            .starts_with("event=newCall&from=%2B33612345678&to=201&direction=in&callId="),
+        "{}",
+        zammad[0].body
+    );
+    assert!(
+        zammad[1].body.starts_with("event=answer&")
+            && zammad[1].body.ends_with("answeringNumber=201")
+    );
+    assert!(
+        zammad[2].body.starts_with("event=hangup&")
+            && zammad[2].body.ends_with("cause=normalClearing")
+    );
+    assert!(zammad
+        .iter()
+        .all(|z| z.headers.get("content-type").map(String::as_str)
+            == Some("application/x-www-form-urlencoded")));
+
+    // Receiver down: two interleaved calls wait in the outbox, through a crash of Fiche.
+    task.abort();
+    drop(task.await);
+    for body in [
+        "event=newCall&direction=in&from=0611111111&to=201&callId=Y",
+        "event=newCall&direction=in&from=0622222222&to=202&callId=Z",
+        "event=answer&callId=Y&answeringNumber=201",
+        "event=hangup&callId=Z&cause=cancel",
+        "event=hangup&callId=Y&cause=normalClearing",
+    ] {
+        assert_eq!(client.post_form(&token, body).await, ok);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        fiche.log_text().contains("webhook delivery failed"),
+        "deliveries were attempted and failed"
+    );
+    fiche.kill().await.unwrap();
+    let fiche = start(&scratch, "fiche-restarted", &config).await;
+    let (_, mut rx, _task) = receiver(port).await;
+    // Y: started, ringing, answered, ended; Z: started, ringing, ended — to each target
+    // (Zammad: newCall, answer, hangup for Y; newCall, hangup for Z).
+    let second = collect(&mut rx, 7 + 5, Duration::from_secs(30)).await;
+    for d in second.iter().filter(|d| d.path == "/hook") {
+        verify("s3cret", d);
+    }
+    let stories = json_stories(&second);
+    assert_eq!(
+        stories[&call_id("pbx1", "Y")],
+        ["call_started", "ringing", "answered", "ended"]
+    );
+    assert_eq!(
+        stories[&call_id("pbx1", "Z")],
+        ["call_started", "ringing", "ended"]
+    );
+    let zammad: Vec<String> = second
+        .iter()
+        .filter(|d| d.path == "/zammad")
+        .map(|d| d.body.split('&').next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        zammad,
+        [
+            "event=newCall",
+            "event=newCall",
+            "event=answer",
+            "event=hangup",
+            "event=hangup"
+        ]
+    );
+    drop(fiche);
+}
