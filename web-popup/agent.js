@@ -339,7 +339,10 @@ function unknownForm(entry) {
   el("label", { for: searchId, class: "visually-hidden" }, t("search_customer")),
   el("input", { id: searchId, name: "q", type: "search", placeholder: t("search_customer"), autocomplete: "off" }),
   el("button", { type: "submit" }, t("search_go")));
+  const signalled = remoteParty(entry.call).name;
+  if (signalled) create.elements.name.value = signalled; // a starting point she can correct; a value, never markup
   return el("div", { class: "unknown-box" },
+    el("p", { class: "unknown-label" }, t("unknown")),
     el("h3", {}, t("create_customer")), create,
     el("p", { class: "muted" }, t("attach_to")), attach, results, status);
 }

@@ -267,6 +267,38 @@ describe("Fiche in the browser", () => {
     }
   });
 
+  it("offers to create the customer for an unknown caller, from the card", STEP, async () => {
+    const claire = pages.claire;
+    const run = await playScenario(fiche, "browser-unknown");
+    try {
+      const card = claire.locator("#calls .card.ringing");
+      await card.locator(".unknown-label", { hasText: "Appelant inconnu" }).waitFor({ timeout: 15000 });
+      const name = card.locator(".unknown-box input[name=name]");
+      assert.equal(await name.inputValue(), "Jean Durand", "the signalled name is offered");
+      await name.fill("M. Jean Durand");
+      await card.locator(".unknown-box input[name=company]").fill("Garage Durand");
+      await card.locator(".unknown-box input[name=company]").press("Enter");
+      await card.locator(".name", { hasText: "M. Jean Durand" }).waitFor({ timeout: 10000 });
+      const lookup = await fiche.api("GET", "/api/customers/lookup?number=%2B33698765432", tokens.claire);
+      assert.equal(lookup.body.matches[0]?.customer.name, "M. Jean Durand");
+    } finally {
+      const played = await run.done;
+      assert.equal(played.code, 0, `scenario browser-unknown:\n${played.output}`);
+    }
+  });
+
+  it("opens the customer file with its history", STEP, async () => {
+    const claire = pages.claire;
+    await claire.locator("#search-q").fill("Martin");
+    await claire.locator("#search-q").press("Enter");
+    await claire.locator("#search-results .row button.link").first().click();
+    const dialog = claire.locator("#customer-file");
+    await dialog.locator("dd", { hasText: "Boulangerie Martin" }).waitFor({ timeout: 10000 });
+    await dialog.locator(".rows .row").first().waitFor({ timeout: 10000 });
+    await claire.screenshot({ path: join(artifactsDir, "agent-customer-file.png"), fullPage: true });
+    await claire.locator("#file-close").click();
+  });
+
   it("speaks English with ?lang=en", STEP, async () => {
     const page = pages.claire;
     await page.goto(fiche.url("/?lang=en"));
