@@ -5,6 +5,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod cti;
 pub mod http;
 pub mod pipeline;
 pub mod serve;
+pub mod webhooks;

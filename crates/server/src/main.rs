@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// CTI webhook tokens (`/api/v1/cti/{token}`), one per phone system.
+    Cti {
+        #[command(subcommand)]
+        command: fiche_server::cti::cli::CtiCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +113,12 @@ fn main() -> anyhow::Result<()> {
             Command::User { command } => {
                 let store = open_store(&config).await?;
                 let result = user::run(&store, command).await;
+                store.close().await;
+                result
+            }
+            Command::Cti { command } => {
+                let store = open_store(&config).await?;
+                let result = fiche_server::cti::cli::run(&store, command).await;
                 store.close().await;
                 result
             }

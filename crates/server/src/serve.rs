@@ -156,11 +156,18 @@ pub async fn run(
     }
 
     let hub = Hub::new(HubConfig::default());
-    let outputs = Outputs {
+    let mut outputs = Outputs {
         fanout: fanout.clone(),
         hub: hub.clone(),
         sinks: Vec::new(),
     };
+    // Outbound webhooks: an outbox writer fed like any sink, delivery tasks per target.
+    outputs.sinks.extend(crate::webhooks::start(
+        &config.webhooks,
+        store.clone(),
+        &tasks,
+        shutdown.clone(),
+    )?);
     tasks.spawn(pipeline::run(
         events_rx,
         live.clone(),
@@ -169,6 +176,11 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let cti = crate::cti::CtiContext::new(
+        store.clone(),
+        events_tx.clone(),
+        crate::cti::translator_config(&config, &agents),
+    );
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
     let state = AppState {
         live,
@@ -180,7 +192,9 @@ pub async fn run(
         events: events_tx,
         ami: Arc::new(ami_commands),
     };
-    let app = http::router(state, config.web_root.clone());
+    // Merged after the session layer: the CTI route has its own token, and no
+    // request logging of the main router sees its path (the token is in it).
+    let app = http::router(state, config.web_root.clone()).merge(crate::cti::router(cti));
     axum::serve(listeners.http, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
