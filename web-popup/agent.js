@@ -536,7 +536,7 @@ async function openCustomer(id) {
       el("dt", {}, t("name")), el("dd", {}, customer.name),
       customer.company ? [el("dt", {}, t("company")), el("dd", {}, customer.company)] : null,
       (customer.tags || []).length ? [el("dt", {}, t("tags")), el("dd", {}, customer.tags.map((tag) => el("span", { class: "tag" }, tag)))] : null,
-      (customer.phones || []).map((p) => [el("dt", {}, p.label || "☎"), el("dd", {}, el("a", { href: `tel:${p.e164 || p.raw}` }, p.raw))]),
+      (customer.phones || []).map((p) => [el("dt", {}, p.label || t("phone")), el("dd", {}, el("a", { href: `tel:${p.e164 || p.raw}` }, p.raw))]),
       customer.email ? [el("dt", {}, "E-mail"), el("dd", {}, customer.email)] : null,
       customer.notes ? [el("dt", {}, t("notes")), el("dd", { class: "customer-notes" }, customer.notes)] : null);
     const ticketItems = tickets.status === "fulfilled" && tickets.value ? tickets.value.items || [] : [];

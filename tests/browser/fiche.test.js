@@ -295,8 +295,21 @@ describe("Fiche in the browser", () => {
     const dialog = claire.locator("#customer-file");
     await dialog.locator("dd", { hasText: "Boulangerie Martin" }).waitFor({ timeout: 10000 });
     await dialog.locator(".rows .row").first().waitFor({ timeout: 10000 });
+    assert.equal(await dialog.locator("dd", { hasText: "+33612345678" }).count() + await dialog.locator("dd", { hasText: "06 12 34 56 78" }).count() > 0, true, "the phone is listed");
     await claire.screenshot({ path: join(artifactsDir, "agent-customer-file.png"), fullPage: true });
     await claire.locator("#file-close").click();
+  });
+
+  it("hides click-to-call when the server has no AMI source, keeping the tel: link", STEP, async () => {
+    const claire = pages.claire;
+    const row = claire.locator("#callbacks-list li.callback").first();
+    await row.waitFor({ timeout: 10000 });
+    const answer = await fiche.api("POST", "/api/calls/originate", tokens.claire, { number: "+33698765432" });
+    assert.equal(answer.status, 503, `originate without AMI: ${answer.text}`);
+    await row.locator("button.call-button").click();
+    await claire.locator("#no-ami").waitFor({ timeout: 10000 });
+    assert.equal(await claire.locator("#callbacks-list button.call-button:visible").count(), 0);
+    assert.match(await row.locator("a.tel").getAttribute("href"), /^tel:\+33/);
   });
 
   it("speaks English with ?lang=en", STEP, async () => {
