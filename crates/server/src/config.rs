@@ -445,8 +445,15 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
-            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
-                bail!("webhooks[{i}].url: expected an http:// or https:// URL");
+            if hook.url.starts_with("https://") {
+                // reqwest is built without a TLS stack (default-features = false).
+                bail!(
+                    "webhooks[{i}].url: https is not supported by this build yet; \
+                     use http:// to a local TLS proxy (e.g. stunnel, nginx)"
+                );
+            }
+            if !hook.url.starts_with("http://") {
+                bail!("webhooks[{i}].url: expected an http:// URL");
             }
             if !names.insert(hook.target_name()) {
                 bail!("webhooks[{i}].name: two targets share the name {:?}", hook.target_name());
@@ -559,6 +566,25 @@ mod tests {
             !format!("{:?}", c.ami[0]).contains("s3cret"),
             "secrets never in Debug"
         );
+    }
+
+    #[test]
+    fn cti_and_webhook_sections_parse_and_are_checked() {
+        let text = "[cti]\nblocked_numbers = [\"0899123456\"]\n\n\
+                    [[webhooks]]\nurl = \"http://127.0.0.1:9000/hook\"\nsecret = \"s3cret\"\n\n\
+                    [[webhooks]]\nname = \"zammad\"\nkind = \"zammad\"\nurl = \"http://127.0.0.1:9001/cti\"\n";
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cti.blocked_numbers, ["0899123456"]);
+        assert_eq!(c.webhooks[0].target_name(), "http://127.0.0.1:9000/hook");
+        assert_eq!(c.webhooks[0].max_outbox_rows, 100_000);
+        assert_eq!(c.webhooks[1].kind, WebhookKind::Zammad);
+        assert!(!format!("{:?}", c.webhooks[0]).contains("s3cret"), "secrets never in Debug");
+        let twice = format!("{text}[[webhooks]]\nname = \"zammad\"\nurl = \"http://127.0.0.1:1/\"\n");
+        let err = Config::parse(&twice).unwrap().validate().unwrap_err();
+        assert!(format!("{err:#}").contains("webhooks[2].name"), "{err:#}");
+        let err = Config::parse("[[webhooks]]\nurl = \"ftp://x\"\n").unwrap().validate().unwrap_err();
+        assert!(format!("{err:#}").contains("webhooks[0].url"), "{err:#}");
     }
 
     #[test]
