@@ -43,3 +43,6 @@ cargo build -p fiche-server --locked
 
 step "tests: unit, store (SQLite and PostgreSQL), end to end (Kamailio + sipp)"
 cargo test --workspace --locked
+
+step "browser tests (chromium + playwright-core, real fiche, Kamailio + sipp)"
+scripts/browser-tests.sh
