@@ -4,6 +4,7 @@
 //! parallel. PostgreSQL being unreachable fails the tests: it is never skipped.
 
 mod calls;
+mod cti_outbox;
 mod customers;
 mod import;
 mod ticket_work;
