@@ -102,7 +102,7 @@ function onMessage(msg) {
     }
     case "withdrawn": {
       const entry = entries.get(msg.call_id);
-      if (entry) entry.withdrawn = msg;
+      if (entry) { entry.withdrawn = msg; entry.withdrawnAt = Date.now(); }
       break;
     }
     case "card": {
@@ -396,6 +396,7 @@ async function save(entry) {
     }
     status.textContent = t("saved");
     entry.node.classList.add("saved");
+    entry.savedAt = Date.now();
   } catch (error) {
     status.textContent = t("save_failed", { why: error.message });
   }
@@ -583,6 +584,25 @@ document.addEventListener("keydown", (e) => {
   } else if (key === "r") { e.preventDefault(); const first = document.querySelector("#callbacks-list li"); (first || document.getElementById("callbacks-title")).focus?.(); document.getElementById("callbacks").scrollIntoView(); }
   else if (key === "/") { e.preventDefault(); document.getElementById("search-q").focus(); }
 });
+
+// ---------- tidying ----------
+
+// A day of calls must not pile up: a card someone else took leaves after a
+// minute, a finished card leaves a little after it was saved — never while
+// Claire is typing in it or has unsaved text in its note.
+function sweep() {
+  const now = Date.now();
+  let changed = false;
+  for (const [id, entry] of entries) {
+    const node = entry.node;
+    if (node && (node.contains(document.activeElement) || node.querySelector(".note").value.trim())) continue;
+    const takenLongAgo = entry.withdrawn && now - entry.withdrawnAt > 60000 && entry.call.agent_extension && !myExtensions.includes(entry.call.agent_extension);
+    const savedAndDone = entry.call.state === "ended" && entry.savedAt && now - entry.savedAt > 20000;
+    if (takenLongAgo || savedAndDone) { entries.delete(id); changed = true; }
+  }
+  if (changed) render();
+}
+setInterval(sweep, 5000);
 
 // ---------- start ----------
 

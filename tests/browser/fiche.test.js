@@ -121,6 +121,12 @@ describe("Fiche in the browser", () => {
       pages[login] = page;
     }
     assert.equal(await pages.claire.locator("#connection").textContent(), "Connecté");
+    // Every form control has a label a screen reader can read.
+    for (const page of [pages.claire, pages.sophie]) {
+      const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input, select, textarea")]
+        .filter((c) => c.type !== "hidden" && !(c.labels && c.labels.length) && !c.getAttribute("aria-label")).map((c) => c.outerHTML));
+      assert.deepEqual(unlabelled, []);
+    }
     assert.equal(await pages.claire.locator("html").getAttribute("lang"), "fr");
   });
 
@@ -312,11 +318,20 @@ describe("Fiche in the browser", () => {
     assert.match(await row.locator("a.tel").getAttribute("href"), /^tel:\+33/);
   });
 
-  it("speaks English with ?lang=en", STEP, async () => {
+  it("speaks English with ?lang=en, and remembers the toggle", STEP, async () => {
     const page = pages.claire;
     await page.goto(fiche.url("/?lang=en"));
     await page.locator("#connection.online").waitFor({ timeout: 15000 });
     assert.equal(await page.locator("#connection").textContent(), "Connected");
     assert.equal(await page.locator("#callbacks-title").textContent(), "My callbacks");
+    // The toggle goes back to French and the choice survives a plain reload.
+    await page.locator("#lang-toggle").click();
+    await page.locator("#callbacks-title", { hasText: "Mes rappels" }).waitFor({ timeout: 10000 });
+    await page.goto(fiche.url("/"));
+    await page.locator("#callbacks-title", { hasText: "Mes rappels" }).waitFor({ timeout: 10000 });
+    await page.locator("#lang-toggle").click();
+    await page.locator("#callbacks-title", { hasText: "My callbacks" }).waitFor({ timeout: 10000 });
+    await page.goto(fiche.url("/"));
+    await page.locator("#callbacks-title", { hasText: "My callbacks" }).waitFor({ timeout: 10000 });
   });
 });
