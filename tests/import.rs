@@ -162,7 +162,7 @@ fn write_cp1252(path: &Path, text: &str) {
 struct Db {
     url: String,
     dir: tempfile::TempDir,
-    /// PostgreSQL: (server URL, schema) to drop at the end.
+    /// PostgreSQL: (server URL, schema) to drop when the test ends, passed or failed.
     schema: Option<(String, String)>,
 }
 
@@ -200,17 +200,6 @@ impl Db {
             url: format!("{server}{separator}options[search_path]={schema}"),
             dir: tempfile::tempdir().unwrap(),
             schema: Some((server, schema)),
-        }
-    }
-
-    async fn drop_schema(mut self) {
-        if let Some((server, schema)) = self.schema.take() {
-            let admin = sqlx::PgPool::connect(&server).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
         }
     }
 
@@ -277,6 +266,30 @@ impl Db {
             &batch.errors[..batch.errors.len().min(5)]
         );
         batch.records
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // Also after a failed assertion; async work needs a runtime of its own here.
+        let Some((server, schema)) = self.schema.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&server).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -527,7 +540,6 @@ async fn big_french_excel_file_on_sqlite() {
 async fn big_french_excel_file_on_postgres() {
     let db = Db::postgres().await;
     big_file_story(&db).await;
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
