@@ -200,6 +200,8 @@ pub struct FicheProcess {
     http_port: u16,
     hep_port: u16,
     log: PathBuf,
+    /// The admin's session token.
+    token: String,
 }
 
 impl FicheProcess {
@@ -222,6 +224,10 @@ impl FicheProcess {
                 format!("sqlite://{}/fiche.db", dir.display()),
             ),
             ("FICHE_AGENT_EXTENSIONS", r"2\d\d".to_owned()),
+            (
+                "FICHE_ADMIN_PASSWORD",
+                crate::auth::ADMIN_PASSWORD.to_owned(),
+            ),
             ("NO_COLOR", "1".to_owned()),
             (
                 "FICHE_WEB_ROOT",
@@ -269,11 +275,13 @@ impl FicheProcess {
             let hep_port = bound_port(&text, "HEP UDP listening");
             if let (Some(http_port), Some(hep_port)) = (http_port, hep_port) {
                 if let Ok((200, _)) = http::get(http_port, "/healthz").await {
+                    let token = crate::auth::admin_token(http_port).await?;
                     return Ok(Self {
                         process,
                         http_port,
                         hep_port,
                         log,
+                        token,
                     });
                 }
             }
@@ -297,9 +305,9 @@ impl FicheProcess {
         self.hep_port
     }
 
-    /// Subscribes to `/ws`; the subscription is in place when this returns.
+    /// Subscribes to `/ws/events` as admin; the subscription is in place when this returns.
     pub async fn events(&self) -> anyhow::Result<EventStream> {
-        EventStream::connect(self.http_port).await
+        EventStream::connect(self.http_port, &self.token).await
     }
 
     /// `GET /healthz`'s status code.
@@ -309,7 +317,7 @@ impl FicheProcess {
 
     /// `GET /api/calls/live`, parsed.
     pub async fn live_calls(&self) -> anyhow::Result<Vec<Value>> {
-        let (status, body) = http::get(self.http_port, "/api/calls/live").await?;
+        let (status, body) = http::get_as(self.http_port, "/api/calls/live", &self.token).await?;
         if status != 200 {
             bail!("GET /api/calls/live answered {status}: {body}");
         }

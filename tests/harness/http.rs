@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET over loopback, enough for `/healthz` and
+//! A minimal HTTP/1.1 client over loopback, enough for `/healthz`, the login and
 //! `/api/calls/live` (the crate avoids an HTTP client dependency).
 
 use anyhow::{bail, Context};
@@ -13,19 +13,51 @@ const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
 /// `GET http://127.0.0.1:<port><path>`: the status code and the body as text.
 pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    tokio::time::timeout(REQUEST_TIMEOUT, request(port, path))
-        .await
-        .with_context(|| format!("GET {path} timed out"))?
+    request(port, "GET", path, None, None).await
 }
 
-async fn request(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+/// `GET` with a session token as `Authorization: Bearer`.
+pub async fn get_as(port: u16, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    request(port, "GET", path, Some(token), None).await
+}
+
+/// One request (bounded, connection included), with an optional session token
+/// and JSON body: the status code and the body as text.
+pub async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(REQUEST_TIMEOUT, send(port, method, path, token, json))
+        .await
+        .with_context(|| format!("{method} {path} timed out"))?
+}
+
+async fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = json.unwrap_or_default();
+    if json.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    stream.write_all(head.as_bytes()).await?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw).await?;
     let text = String::from_utf8(raw).context("response is not UTF-8")?;

@@ -7,6 +7,7 @@
 //! its guard drops, so a failing or panicking test leaves nothing behind.
 
 pub mod ami_server;
+pub mod auth;
 pub mod events;
 pub mod fiche_ami;
 pub mod http;

@@ -205,6 +205,8 @@ pub struct Testbed {
     // Drop order is field order: Kamailio, then Fiche, then the folder.
     kamailio: Process,
     fiche: Option<Process>,
+    /// The admin's session token (empty without Fiche).
+    token: String,
     ports: Ports,
     dir: WorkDir,
 }
@@ -216,10 +218,12 @@ impl Testbed {
         let dir = WorkDir::create()?;
         let ports = Ports::allocate()?;
         let fiche = start_fiche(&dir, ports).await?;
+        let token = crate::auth::admin_token(ports.http).await?;
         let kamailio = start_kamailio(&dir, ports).await?;
         Ok(Self {
             kamailio,
             fiche: Some(fiche),
+            token,
             ports,
             dir,
         })
@@ -234,6 +238,7 @@ impl Testbed {
         Ok(Self {
             kamailio,
             fiche: None,
+            token: String::new(),
             ports,
             dir,
         })
@@ -280,7 +285,7 @@ impl Testbed {
         );
         let call_id = format!("{scenario}-{nonce}-1@fiche.test");
         let mut events = match self.fiche {
-            Some(_) => Some(EventStream::connect(self.ports.http).await?),
+            Some(_) => Some(EventStream::connect(self.ports.http, &self.token).await?),
             None => None,
         };
 
@@ -339,7 +344,8 @@ impl Testbed {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut last = None;
         loop {
-            let (status, body) = http::get(self.ports.http, "/api/calls/live").await?;
+            let (status, body) =
+                http::get_as(self.ports.http, "/api/calls/live", &self.token).await?;
             if status != 200 {
                 bail!("GET /api/calls/live answered {status}: {body}");
             }
@@ -420,6 +426,10 @@ async fn start_fiche(dir: &WorkDir, ports: Ports) -> anyhow::Result<Process> {
                 format!("sqlite://{}/fiche.db", dir.path().display()),
             ),
             ("FICHE_AGENT_EXTENSIONS", r"2\d\d".to_owned()),
+            (
+                "FICHE_ADMIN_PASSWORD",
+                crate::auth::ADMIN_PASSWORD.to_owned(),
+            ),
             // Plain logs: they end up in failure messages.
             ("NO_COLOR", "1".to_owned()),
             (

@@ -1,4 +1,5 @@
-//! The `/ws` event stream, read in the background from connection on.
+//! The `/ws/events` call-event stream (admin session), read in the background
+//! from connection on.
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
@@ -10,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Call events received on `ws://127.0.0.1:<port>/ws`.
+/// Call events received on `ws://127.0.0.1:<port>/ws/events`.
 #[derive(Debug)]
 pub struct EventStream {
     received: mpsc::UnboundedReceiver<Value>,
@@ -18,12 +19,17 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// Connects (bounded) and starts buffering every message.
-    pub async fn connect(port: u16) -> anyhow::Result<Self> {
-        let url = format!("ws://127.0.0.1:{port}/ws");
+    /// Connects (bounded) with the session `token` and starts buffering every message.
+    pub async fn connect(port: u16, token: &str) -> anyhow::Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://127.0.0.1:{port}/ws/events");
+        let mut request = url.as_str().into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
         let (socket, _) = tokio::time::timeout(
             Duration::from_secs(5),
-            tokio_tungstenite::connect_async(&url),
+            tokio_tungstenite::connect_async(request),
         )
         .await
         .with_context(|| format!("connecting {url} timed out"))?

@@ -3,6 +3,7 @@
 //! listeners to them. `main.rs` only parses the command line and calls in here,
 //! so tests drive the app without a process.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cti;

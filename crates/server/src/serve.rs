@@ -98,6 +98,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let index = load_index(&store).await?;
+    crate::auth::ensure_first_admin(&store, std::env::var("FICHE_ADMIN_PASSWORD").ok()).await?;
     let agents =
         ExtensionPatterns::new(&config.calls.agent_extensions).context("calls.agent_extensions")?;
     let tasks = TaskTracker::new();
@@ -191,11 +192,18 @@ pub async fn run(
         hub,
         events: events_tx,
         ami: Arc::new(ami_commands),
+        auth: Arc::new(crate::auth::Auth::default()),
     };
+    http::users::push_agents(&state.store, &state.hub)
+        .await
+        .context("loading the agents")?;
     // Merged after the session layer: the CTI route has its own token, and no
     // request logging of the main router sees its path (the token is in it).
     let app = http::router(state, config.web_root.clone()).merge(crate::cti::router(cti));
-    axum::serve(listeners.http, app)
+    axum::serve(
+        listeners.http,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("HTTP server")?;

@@ -32,6 +32,15 @@ pub enum ApiError {
     /// The body or query string could not be read.
     #[error("{0}")]
     BadRequest(String),
+    /// No session, or a bad login (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Logged in, but the role does not allow it (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed attempts (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Anything else: logged, answered with a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -63,6 +72,11 @@ impl IntoResponse for ApiError {
                 (StatusCode::CONFLICT, "conflict", Some(field.as_str()))
             }
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", None)
+            }
             ApiError::Internal(cause) => {
                 error!(error = %format!("{cause:#}"), "internal error answering an API request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)

@@ -3,8 +3,10 @@
 mod calls;
 mod customers;
 pub mod error;
+pub mod users;
 mod ws;
 
+use crate::auth::Auth;
 use crate::pipeline::LiveTable;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -37,6 +39,8 @@ pub struct AppState {
     pub events: mpsc::Sender<CallEvent>,
     /// One command queue per configured AMI source (click-to-call).
     pub ami: Arc<Vec<mpsc::Sender<AmiCommand>>>,
+    /// Sessions, login throttling and each user's open sockets.
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -70,13 +74,20 @@ impl AppState {
 
 /// The application: API routes, then the web pages from `web_root`.
 pub fn router(state: AppState, web_root: PathBuf) -> Router {
+    let session =
+        axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_session);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/calls/live", get(calls::live))
         .route("/ws", get(ws::upgrade))
+        .route("/ws/events", get(ws::upgrade_events))
+        .nest("/api", crate::auth::login::router())
+        .nest("/api", users::router())
         .nest("/api", customers::router())
         .fallback_service(ServeDir::new(web_root).append_index_html_on_directories(true))
         .with_state(state)
+        // Last, so that it wraps every route above, whatever order they are added in.
+        .layer(session)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

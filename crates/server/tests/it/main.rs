@@ -15,11 +15,17 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+mod auth;
+
 const WAIT: Duration = Duration::from_secs(5);
+/// Password of the `admin` user every test server starts with.
+const ADMIN_PASSWORD: &str = "admin-secret-1";
 
 struct Running {
     http: SocketAddr,
     hep: SocketAddr,
+    /// The admin's session token, sent as `Authorization: Bearer` by the helpers.
+    token: String,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
     _db_dir: tempfile::TempDir,
@@ -39,15 +45,31 @@ impl Running {
         let url = format!("sqlite://{}", db_dir.path().join("fiche.db").display());
         let store = fiche_store::Store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
+        fiche_server::auth::ensure_first_admin(&store, Some(ADMIN_PASSWORD.to_owned()))
+            .await
+            .unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve::run(config, listeners, store, shutdown.clone()));
-        Running {
+        let mut running = Running {
             http,
             hep,
+            token: String::new(),
             shutdown,
             task,
             _db_dir: db_dir,
-        }
+        };
+        running.token = running.login("admin", ADMIN_PASSWORD).await;
+        running
+    }
+
+    /// Logs in; the session token.
+    async fn login(&self, login: &str, password: &str) -> String {
+        let credentials = serde_json::json!({"login": login, "password": password});
+        let response = self
+            .send("POST", "/api/login", None, Some(&credentials))
+            .await;
+        assert_eq!(response.status, 200, "login {login}: {}", response.body);
+        json(&response.body)["token"].as_str().unwrap().to_owned()
     }
 
     async fn stop(self) {
@@ -64,10 +86,36 @@ impl Running {
     }
 
     async fn request(&self, method: &str, path: &str, json: Option<&Value>) -> (u16, String) {
+        let response = self.send(method, path, Some(&self.token), json).await;
+        (response.status, response.body)
+    }
+
+    /// One request with `token` (or none) as `Authorization: Bearer`.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        json: Option<&Value>,
+    ) -> Response {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        self.send_raw(method, path, &auth, json).await
+    }
+
+    /// One request with extra header lines (each ending in CRLF).
+    async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        json: Option<&Value>,
+    ) -> Response {
         let body = json.map(Value::to_string).unwrap_or_default();
         let mut stream = TcpStream::connect(self.http).await.unwrap();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n{headers}\
 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
@@ -79,11 +127,12 @@ Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             .unwrap();
         let text = String::from_utf8_lossy(&response).into_owned();
         let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        Response {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
     }
 
     async fn live_calls(&self) -> Vec<Value> {
@@ -93,13 +142,48 @@ Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
     }
 }
 
+/// An HTTP answer: status, header block, body.
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-async fn websocket(http: SocketAddr) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+/// The raw call-event stream, as the admin.
+async fn websocket(fiche: &Running) -> Ws {
+    connect_ws(fiche.http, "/ws/events", Some(&fiche.token))
         .await
-        .unwrap();
-    ws
+        .unwrap()
+}
+
+/// Opens `path` with `token` as `Authorization: Bearer`; the HTTP status on refusal.
+async fn connect_ws(http: SocketAddr, path: &str, token: Option<&str>) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{http}{path}").into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("websocket {path}: {other}"),
+    }
 }
 
 async fn next_event(ws: &mut Ws) -> Value {
@@ -207,7 +291,7 @@ async fn a_call_over_hep_udp_reaches_the_websocket_and_the_live_table() {
     let fiche = Running::start("").await;
     let (status, body) = fiche.get("/healthz").await;
     assert_eq!((status, body.contains("ok")), (200, true));
-    let mut ws = websocket(fiche.http).await;
+    let mut ws = websocket(&fiche).await;
 
     let packets: Vec<Vec<u8>> = call_flow("udp-call-1")
         .iter()
@@ -250,7 +334,7 @@ async fn a_call_over_hep_udp_reaches_the_websocket_and_the_live_table() {
 #[tokio::test]
 async fn hep_over_tcp_survives_packets_split_across_writes() {
     let fiche = Running::start("").await;
-    let mut ws = websocket(fiche.http).await;
+    let mut ws = websocket(&fiche).await;
     let stream: Vec<u8> = call_flow("tcp-call-1")
         .iter()
         .take(2)
@@ -279,7 +363,7 @@ async fn hep_over_tcp_survives_packets_split_across_writes() {
 #[tokio::test]
 async fn packets_without_the_auth_key_are_dropped() {
     let fiche = Running::start("auth_key = \"k3y\"").await;
-    let mut ws = websocket(fiche.http).await;
+    let mut ws = websocket(&fiche).await;
     let flow = call_flow("auth-call");
     let (src, dst, invite) = &flow[0];
     let wrong = hep_packet(src, dst, &invite.replace("auth-call", "no-key"), None);
@@ -321,7 +405,7 @@ async fn packets_from_networks_not_allowed_are_dropped() {
 #[tokio::test]
 async fn malformed_packets_do_not_stop_the_listener() {
     let fiche = Running::start("").await;
-    let mut ws = websocket(fiche.http).await;
+    let mut ws = websocket(&fiche).await;
     let flow = call_flow("after-garbage");
     let (src, dst, invite) = &flow[0];
     let mut garbage = hep_packet(src, dst, invite, None);
@@ -348,7 +432,7 @@ async fn the_agent_page_is_served() {
     let (status, body) = fiche.get("/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>Fiche</title>"));
-    let (status, _) = fiche.get("/app.js").await;
+    let (status, _) = fiche.get("/agent.js").await;
     assert_eq!(status, 200);
     fiche.stop().await;
 }

@@ -1,0 +1,142 @@
+//! `POST /api/login`, `POST /api/logout`, `GET /api/me`.
+
+use super::{over_tls, session_cookie, too_many, CurrentUser, SessionDigest};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use fiche_store::PasswordHash;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// Longest login accepted before any lookup.
+const MAX_LOGIN_CHARS: usize = 128;
+
+/// The login, logout and me routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    login: String,
+    password: String,
+}
+
+/// A hash of nothing anyone knows, checked when the login is unknown so that the
+/// answer takes as long as for a known login.
+static DUMMY: OnceLock<PasswordHash> = OnceLock::new();
+
+fn dummy_hash() -> Option<&'static PasswordHash> {
+    if let Some(hash) = DUMMY.get() {
+        return Some(hash);
+    }
+    let hash = PasswordHash::hash("fiche: no such user, no such password").ok()?;
+    Some(DUMMY.get_or_init(|| hash))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Json<Credentials>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(credentials) = body?;
+    let login_key = credentials.login.trim().to_lowercase();
+    if login_key.is_empty() || login_key.chars().count() > MAX_LOGIN_CHARS {
+        return Err(ApiError::Unauthorized("bad login or password".into()));
+    }
+    let address_key = peer.map(|Extension(ConnectInfo(addr))| addr.ip().to_string());
+    let now = Instant::now();
+    let blocked = state
+        .auth
+        .per_login
+        .blocked(&login_key, now)
+        .into_iter()
+        .chain(
+            address_key
+                .as_deref()
+                .and_then(|key| state.auth.per_address.blocked(key, now)),
+        )
+        .max();
+    if let Some(wait) = blocked {
+        return Ok(too_many(wait));
+    }
+
+    let found = state.store.user_password(&login_key).await?;
+    let password = credentials.password;
+    let (user, valid) = tokio::task::spawn_blocking(move || match found {
+        Some((user, hash)) => {
+            let valid = hash.verify(&password);
+            (Some(user), valid)
+        }
+        None => {
+            if let Some(dummy) = dummy_hash() {
+                dummy.verify(&password);
+            }
+            (None, false)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+
+    let user = match user {
+        Some(user) if valid && !user.disabled => user,
+        Some(user) if valid => {
+            info!(login = ?user.login, "login refused: account disabled");
+            return Err(ApiError::Unauthorized("account disabled".into()));
+        }
+        _ => {
+            let later = Instant::now();
+            state.auth.per_login.fail(&login_key, later);
+            if let Some(key) = &address_key {
+                state.auth.per_address.fail(key, later);
+            }
+            warn!(login = ?login_key, address = ?address_key, "failed login");
+            return Err(ApiError::Unauthorized("bad login or password".into()));
+        }
+    };
+    state.auth.per_login.clear(&login_key);
+    let token = state.auth.open_session(&state.store, user.id).await?;
+    if let Err(error) = state
+        .store
+        .delete_expired_sessions(chrono::Utc::now())
+        .await
+    {
+        warn!(%error, "could not purge expired sessions");
+    }
+    info!(login = ?user.login, "logged in");
+    let cookie = session_cookie(Some(&token), state.auth.ttl(), over_tls(&headers));
+    let current = CurrentUser::from_user(user);
+    let body = serde_json::json!({ "user": current, "token": token });
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    digest: Option<Extension<SessionDigest>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(Extension(SessionDigest(digest))) = digest {
+        state
+            .auth
+            .close_session(&state.store, &state.hub, &digest)
+            .await?;
+    }
+    let cookie = session_cookie(None, state.auth.ttl(), over_tls(&headers));
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
+}
+
+async fn me(user: CurrentUser) -> Json<CurrentUser> {
+    Json(user)
+}

@@ -1,0 +1,448 @@
+//! Who is calling: login sessions (cookie `fiche_session` or `Authorization: Bearer`),
+//! the [`CurrentUser`] extractor with its role checks, the layer that refuses every
+//! route but the public ones without a session, and the first-run admin account.
+//!
+//! A session token is 32 random bytes (base64url); the store keeps only its SHA-256,
+//! so a copy of the database cannot be used to log in. Sessions slide: each use
+//! pushes the expiry. Looked-up sessions are cached for a few seconds; logout and
+//! user changes made through this process evict them at once.
+
+mod first_run;
+mod limiter;
+pub(crate) mod login;
+
+pub use first_run::ensure_first_admin;
+pub use limiter::Limiter;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::Utc;
+use fiche_hub::ConnectionId;
+use fiche_store::{Role, Store, UserId};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "fiche_session";
+/// Default session lifetime after its last use.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// A session's expiry is written back at most this often (sliding, without a
+/// database write per request).
+const TOUCH_EVERY: Duration = Duration::from_secs(300);
+/// How long a looked-up session is trusted without asking the store again.
+const CACHE_FOR: Duration = Duration::from_secs(5);
+/// Most cached sessions; beyond, the cache is emptied (it only saves queries).
+const MAX_CACHED: usize = 50_000;
+/// Length of a token's text (32 bytes in base64url without padding).
+const TOKEN_CHARS: usize = 43;
+/// Most websockets open at once; beyond, upgrades are answered 503.
+pub const MAX_SOCKETS: usize = 20_000;
+/// Failed logins per login name, and per client address, before a pause.
+const FAILURES_PER_LOGIN: u32 = 5;
+const FAILURES_PER_ADDRESS: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CurrentUser {
+    /// The user's id in the store.
+    pub id: i64,
+    /// Login name.
+    pub login: String,
+    /// Name shown to colleagues.
+    pub display_name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The extensions the user answers.
+    pub extensions: Vec<String>,
+}
+
+impl CurrentUser {
+    /// Ok for supervisors and admins, else 403.
+    pub fn require_supervisor(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Supervisor | Role::Admin => Ok(()),
+            Role::Agent => Err(ApiError::Forbidden("supervisors only".into())),
+        }
+    }
+
+    /// Ok for admins, else 403.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            _ => Err(ApiError::Forbidden("admins only".into())),
+        }
+    }
+
+    /// What the hub needs to route this user's socket.
+    pub fn viewer(&self) -> fiche_hub::Viewer {
+        fiche_hub::Viewer {
+            user_id: self.id,
+            role: match self.role {
+                Role::Agent => fiche_hub::Role::Agent,
+                Role::Supervisor => fiche_hub::Role::Supervisor,
+                Role::Admin => fiche_hub::Role::Admin,
+            },
+            extensions: self.extensions.clone(),
+        }
+    }
+
+    fn from_user(user: fiche_store::User) -> Self {
+        Self {
+            id: user.id.0,
+            login: user.login,
+            display_name: user.display_name,
+            role: user.role,
+            extensions: user.extensions,
+        }
+    }
+}
+
+/// The digest of the session a request came with (for logout).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionDigest(pub(crate) String);
+
+#[derive(Debug, Clone)]
+struct Cached {
+    user: CurrentUser,
+    at: Instant,
+}
+
+/// Sessions, failed-login counters and the open websockets of each user.
+#[derive(Debug)]
+pub struct Auth {
+    ttl: Duration,
+    cache: Mutex<HashMap<String, Cached>>,
+    pub(crate) per_login: Limiter,
+    pub(crate) per_address: Limiter,
+    sockets: Mutex<HashMap<i64, Vec<(ConnectionId, String)>>>,
+    /// Caps the websockets open at once.
+    pub socket_permits: std::sync::Arc<Semaphore>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self::new(SESSION_TTL)
+    }
+}
+
+impl Auth {
+    /// Sessions lasting `ttl` after their last use.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            per_login: Limiter::new(FAILURES_PER_LOGIN, FAILURE_WINDOW),
+            per_address: Limiter::new(FAILURES_PER_ADDRESS, FAILURE_WINDOW),
+            sockets: Mutex::new(HashMap::new()),
+            socket_permits: std::sync::Arc::new(Semaphore::new(MAX_SOCKETS)),
+        }
+    }
+
+    /// Session lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Opens a session for `user`; returns the token to hand to the client.
+    pub async fn open_session(&self, store: &Store, user: UserId) -> Result<String, ApiError> {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let expires = Utc::now() + chrono_ttl(self.ttl);
+        store.create_session(&digest(&token), user, expires).await?;
+        Ok(token)
+    }
+
+    /// The user behind `token`, if its session is live and the user enabled.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        token: &str,
+    ) -> Result<Option<(CurrentUser, String)>, ApiError> {
+        if token.len() != TOKEN_CHARS || URL_SAFE_NO_PAD.decode(token).is_err() {
+            return Ok(None);
+        }
+        let digest = digest(token);
+        let now = Instant::now();
+        if let Some(cached) = self.cache().get(&digest) {
+            if now.duration_since(cached.at) < CACHE_FOR {
+                return Ok(Some((cached.user.clone(), digest)));
+            }
+        }
+        let at = Utc::now();
+        let Some(session) = store.session(&digest, at).await? else {
+            self.cache().remove(&digest);
+            return Ok(None);
+        };
+        let user = match store.get_user(session.user_id).await {
+            Ok(user) => user,
+            Err(fiche_store::StoreError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        if user.disabled {
+            self.cache().remove(&digest);
+            return Ok(None);
+        }
+        let fresh_expiry = at + chrono_ttl(self.ttl);
+        if fresh_expiry - session.expires_at > chrono_ttl(TOUCH_EVERY) {
+            store.touch_session(&digest, fresh_expiry).await?;
+        }
+        let user = CurrentUser::from_user(user);
+        let mut cache = self.cache();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(
+            digest.clone(),
+            Cached {
+                user: user.clone(),
+                at: now,
+            },
+        );
+        Ok(Some((user, digest)))
+    }
+
+    /// Ends the session with this digest and closes its websockets.
+    pub(crate) async fn close_session(
+        &self,
+        store: &Store,
+        hub: &fiche_hub::Hub,
+        digest: &str,
+    ) -> Result<(), ApiError> {
+        self.cache().remove(digest);
+        store.delete_session(digest).await?;
+        let sockets = self.sockets();
+        for (id, _) in sockets
+            .values()
+            .flatten()
+            .filter(|(_, session)| session == digest)
+        {
+            hub.disconnect(*id);
+        }
+        Ok(())
+    }
+
+    /// Forgets what is cached about `user` (its role, extensions or status changed).
+    pub fn forget_user(&self, user: i64) {
+        self.cache().retain(|_, cached| cached.user.id != user);
+    }
+
+    /// Closes every websocket of `user` (disabled, or role changed: the page
+    /// reconnects, or goes to the login page).
+    pub fn disconnect_user(&self, hub: &fiche_hub::Hub, user: i64) {
+        let ids: Vec<ConnectionId> = self
+            .sockets()
+            .get(&user)
+            .map(|list| list.iter().map(|(id, _)| *id).collect())
+            .unwrap_or_default();
+        for id in ids {
+            hub.disconnect(id);
+        }
+    }
+
+    pub(crate) fn register_socket(&self, user: i64, id: ConnectionId, digest: String) {
+        self.sockets().entry(user).or_default().push((id, digest));
+    }
+
+    pub(crate) fn unregister_socket(&self, user: i64, id: ConnectionId) {
+        let mut sockets = self.sockets();
+        if let Some(list) = sockets.get_mut(&user) {
+            list.retain(|(socket, _)| *socket != id);
+            if list.is_empty() {
+                sockets.remove(&user);
+            }
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<(ConnectionId, String)>>> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn chrono_ttl(ttl: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12))
+}
+
+/// Hex SHA-256 of a token: what the store keeps.
+fn digest(token: &str) -> String {
+    let hash = Sha256::digest(token.as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The session token a request carries: `Authorization: Bearer`, else the cookie.
+pub(crate) fn request_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        return value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE).then_some(value.trim())
+        })
+}
+
+/// Whether the client reached us over TLS (directly or through a proxy that says so).
+pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// Routes reachable without a session.
+fn is_public(method: &Method, path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/login.html" | "/login.js" | "/style.css" | "/i18n.js" | "/favicon.ico"
+    ) || (method == Method::POST && path == "/api/login")
+        || (method == Method::POST && path.starts_with("/api/v1/cti/"))
+}
+
+/// Pages that send an unauthenticated browser to the login page.
+fn is_page(path: &str) -> bool {
+    matches!(path, "/" | "/index.html" | "/board.html")
+}
+
+/// The layer in front of every route: public routes pass; the others need a live
+/// session, whose user is then available to handlers as [`CurrentUser`].
+pub async fn require_session(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if is_public(request.method(), path) {
+        return next.run(request).await;
+    }
+    let page = is_page(path);
+    let found = match request_token(request.headers()) {
+        Some(token) => {
+            let token = token.to_owned();
+            state.auth.authenticate(&state.store, &token).await
+        }
+        None => Ok(None),
+    };
+    match found {
+        Ok(Some((user, digest))) => {
+            request.extensions_mut().insert(user);
+            request.extensions_mut().insert(SessionDigest(digest));
+            next.run(request).await
+        }
+        Ok(None) if page => Redirect::to("/login.html").into_response(),
+        Ok(None) => unauthorized(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn unauthorized() -> Response {
+    ApiError::Unauthorized("login required".into()).into_response()
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(user) = parts.extensions.get::<CurrentUser>() {
+            return Ok(user.clone());
+        }
+        let token = request_token(&parts.headers)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Unauthorized("login required".into()))?;
+        match state.auth.authenticate(&state.store, &token).await? {
+            Some((user, digest)) => {
+                parts.extensions.insert(SessionDigest(digest));
+                Ok(user)
+            }
+            None => Err(ApiError::Unauthorized("login required".into())),
+        }
+    }
+}
+
+/// `Set-Cookie` value opening (or, with `None`, clearing) the session cookie.
+pub(crate) fn session_cookie(token: Option<&str>, ttl: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    match token {
+        Some(token) => format!(
+            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+            ttl.as_secs()
+        ),
+        None => format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"),
+    }
+}
+
+/// A 429 answer with `Retry-After`.
+pub(crate) fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response =
+        ApiError::TooManyRequests(format!("too many failed logins, retry in {secs} s"))
+            .into_response();
+    if let Ok(value) = secs.to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_the_bearer_header_or_the_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=b; fiche_session=tok1; c=d".parse().unwrap(),
+        );
+        assert_eq!(request_token(&headers), Some("tok1"));
+        headers.insert(header::AUTHORIZATION, "Bearer tok2".parse().unwrap());
+        assert_eq!(request_token(&headers), Some("tok2"));
+        assert_eq!(request_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_login_health_and_cti_are_public() {
+        assert!(is_public(&Method::GET, "/healthz"));
+        assert!(is_public(&Method::POST, "/api/login"));
+        assert!(is_public(&Method::POST, "/api/v1/cti/abc"));
+        assert!(is_public(&Method::GET, "/login.html"));
+        assert!(!is_public(&Method::GET, "/api/login"));
+        assert!(!is_public(&Method::GET, "/api/calls/live"));
+        assert!(!is_public(&Method::GET, "/ws"));
+        assert!(!is_public(&Method::GET, "/app.js"));
+        assert!(!is_public(&Method::GET, "/"));
+    }
+
+    #[test]
+    fn digests_are_hex_sha256() {
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

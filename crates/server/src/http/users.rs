@@ -1,0 +1,165 @@
+//! `/api/users`: admins list, create and change accounts (role, extensions,
+//! disabled, password). Changes reach the hub at once: pops follow a moved
+//! extension, and a disabled user's sessions and sockets end.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::CurrentUser;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use fiche_hub::{AgentInfo, Hub};
+use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId};
+use serde::Deserialize;
+use tracing::info;
+
+/// Shortest password an admin may set.
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The users routes, under `/api`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{id}", patch(update))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    login: String,
+    display_name: Option<String>,
+    role: Role,
+    #[serde(default)]
+    extensions: Vec<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserChanges {
+    display_name: Option<String>,
+    role: Option<Role>,
+    extensions: Option<Vec<String>>,
+    disabled: Option<bool>,
+    password: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<Vec<User>>, ApiError> {
+    user.require_admin()?;
+    Ok(Json(state.store.list_users().await?))
+}
+
+async fn hash(password: String) -> Result<PasswordHash, ApiError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::Invalid {
+            field: "password".into(),
+            message: format!("at least {MIN_PASSWORD_CHARS} characters"),
+        });
+    }
+    // argon2 is deliberately slow: keep it off the async workers.
+    tokio::task::spawn_blocking(move || PasswordHash::hash(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::from)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    admin: CurrentUser,
+    body: Result<Json<NewUserBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    admin.require_admin()?;
+    let Json(body) = body?;
+    let password = match body.password {
+        Some(password) => Some(hash(password).await?),
+        None => None,
+    };
+    let user = state
+        .store
+        .add_user(&NewUser {
+            display_name: body.display_name.unwrap_or_else(|| body.login.clone()),
+            login: body.login,
+            role: body.role,
+            password,
+        })
+        .await?;
+    if !body.extensions.is_empty() {
+        if let Err(error) = state.store.set_extensions(user.id, &body.extensions).await {
+            // Do not leave a half-made account behind: it would block the login.
+            drop(state.store.set_disabled(user.id, true).await);
+            return Err(error.into());
+        }
+    }
+    info!(admin = ?admin.login, login = ?user.login, "user created");
+    push_agents(&state.store, &state.hub).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.get_user(user.id).await?),
+    ))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    admin: CurrentUser,
+    Path(id): Path<i64>,
+    body: Result<Json<UserChanges>, JsonRejection>,
+) -> Result<Json<User>, ApiError> {
+    admin.require_admin()?;
+    let Json(changes) = body?;
+    let id = UserId(id);
+    let before = state.store.get_user(id).await?;
+    let password = match changes.password {
+        Some(password) => Some(hash(password).await?),
+        None => None,
+    };
+    if let Some(name) = &changes.display_name {
+        state.store.set_display_name(id, name).await?;
+    }
+    if let Some(role) = changes.role {
+        state.store.set_role(id, role).await?;
+    }
+    if let Some(extensions) = &changes.extensions {
+        state.store.set_extensions(id, extensions).await?;
+    }
+    if let Some(disabled) = changes.disabled {
+        state.store.set_disabled(id, disabled).await?;
+    }
+    if let Some(password) = &password {
+        state.store.set_password(id, password).await?;
+    }
+    state.auth.forget_user(id.0);
+    let disabled = changes.disabled == Some(true) && !before.disabled;
+    if disabled || password.is_some() {
+        state.store.delete_user_sessions(id).await?;
+    }
+    let role_changed = changes.role.is_some_and(|role| role != before.role);
+    if disabled || role_changed {
+        state.auth.disconnect_user(&state.hub, id.0);
+    }
+    info!(admin = ?admin.login, login = ?before.login, "user changed");
+    push_agents(&state.store, &state.hub).await?;
+    Ok(Json(state.store.get_user(id).await?))
+}
+
+/// Gives the hub the agent directory: every enabled user who is an agent or owns
+/// an extension, with their extensions.
+pub async fn push_agents(store: &Store, hub: &Hub) -> Result<(), StoreError> {
+    let agents = store
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|user| !user.disabled && (user.role == Role::Agent || !user.extensions.is_empty()))
+        .map(|user| AgentInfo {
+            user_id: user.id.0,
+            name: user.display_name,
+            extensions: user.extensions,
+        })
+        .collect();
+    hub.set_agents(agents);
+    Ok(())
+}
