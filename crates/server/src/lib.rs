@@ -10,4 +10,5 @@ pub mod cti;
 pub mod http;
 pub mod pipeline;
 pub mod serve;
+pub mod tickets;
 pub mod webhooks;

@@ -4,9 +4,11 @@
 //! One task owns the order of events; readers of the live table take a short
 //! read lock and never hold it across an await.
 
+use crate::tickets::cards::CardMaker;
 use chrono::Utc;
 use fiche_hub::Hub;
-use fiche_pbx::{CallEvent, CallEventKind, LiveCall, LiveCalls};
+use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, LiveCall, LiveCalls};
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -36,6 +38,15 @@ impl LiveTable {
             .snapshot()
     }
 
+    /// One call, if in the table.
+    pub fn get(&self, id: &CallId) -> Option<LiveCall> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
     fn apply(&self, event: &CallEvent) -> bool {
         self.0
             .write()
@@ -62,6 +73,8 @@ pub struct Outputs {
     /// event in order and must keep up: a full sink slows the pipeline rather than
     /// lose an event. A sink whose receiver is gone is dropped with a warning.
     pub sinks: Vec<mpsc::Sender<CallEvent>>,
+    /// Builds the pop card on a call's first `Ringing`; no cards when `None`.
+    pub cards: Option<CardMaker>,
 }
 
 /// Applies events until every sender is gone or `shutdown` fires, then drains
@@ -75,21 +88,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut carded = HashSet::new();
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => handle(&event, &table, &mut outputs).await,
+                Some(event) => handle(&event, &table, &mut outputs, &mut carded).await,
                 None => return,
             },
             _ = prune.tick() => {
                 table.prune(ended_linger);
                 let cutoff = Utc::now() - chrono::Duration::from_std(ended_linger).unwrap_or_default();
                 outputs.hub.prune(cutoff);
+                carded.retain(|id| table.get(id).is_some());
             }
             () = shutdown.cancelled() => {
                 events.close();
                 while let Some(event) = events.recv().await {
-                    handle(&event, &table, &mut outputs).await;
+                    handle(&event, &table, &mut outputs, &mut carded).await;
                 }
                 return;
             }
@@ -97,7 +112,12 @@ pub async fn run(
     }
 }
 
-async fn handle(event: &CallEvent, table: &LiveTable, outputs: &mut Outputs) {
+async fn handle(
+    event: &CallEvent,
+    table: &LiveTable,
+    outputs: &mut Outputs,
+    carded: &mut HashSet<CallId>,
+) {
     let span = info_span!("call", id = %event.call_id, source = %event.source);
     let _entered = span.enter();
     match &event.kind {
@@ -116,7 +136,27 @@ async fn handle(event: &CallEvent, table: &LiveTable, outputs: &mut Outputs) {
     }
     table.apply(event);
     // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
-    outputs.hub.publish_call(event, None);
+    let card = match (&event.kind, &outputs.cards) {
+        (CallEventKind::Ringing { .. }, Some(cards)) if !carded.contains(&event.call_id) => {
+            table.get(&event.call_id).map(|call| {
+                let remote = match call.direction {
+                    Direction::Outbound => &call.callee,
+                    _ => &call.caller,
+                };
+                let (card, _) = cards.first_card(remote.number.as_deref(), remote.withheld);
+                carded.insert(event.call_id);
+                card
+            })
+        }
+        _ => None,
+    };
+    if let CallEventKind::Ended { .. } = event.kind {
+        carded.remove(&event.call_id);
+    }
+    outputs.hub.publish_call(event, card.clone());
+    if let (Some(card), Some(cards)) = (card, &outputs.cards) {
+        cards.enrich_later(outputs.hub.clone(), event.call_id, card);
+    }
     match serde_json::to_string(event) {
         // No subscriber is not an error: nobody is watching.
         Ok(json) => drop(outputs.fanout.send(Arc::from(json))),

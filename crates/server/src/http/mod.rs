@@ -3,6 +3,8 @@
 mod calls;
 mod customers;
 pub mod error;
+mod kpis;
+mod tickets;
 pub mod users;
 mod ws;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub events: mpsc::Sender<CallEvent>,
     /// One command queue per configured AMI source (click-to-call).
     pub ami: Arc<Vec<mpsc::Sender<AmiCommand>>>,
+    /// Names, companies and tags of customers, for the first pop card.
+    pub customers: crate::tickets::CustomerCache,
     /// Sessions, login throttling and each user's open sockets.
     pub auth: Arc<Auth>,
 }
@@ -55,6 +59,7 @@ impl AppState {
     /// Puts a created or updated customer's numbers in the index.
     pub fn index_customer(&self, customer: &Customer) {
         let id = fiche_matcher::CustomerId(customer.id.0);
+        self.customers.put(customer);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         index.remove_customer(id);
         for phone in &customer.phones {
@@ -65,6 +70,7 @@ impl AppState {
 
     /// Takes a deleted customer out of the index.
     pub fn unindex_customer(&self, id: CustomerId) {
+        self.customers.remove(id);
         self.index
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -84,6 +90,8 @@ pub fn router(state: AppState, web_root: PathBuf) -> Router {
         .nest("/api", crate::auth::login::router())
         .nest("/api", users::router())
         .nest("/api", customers::router())
+        .merge(calls::router())
+        .merge(tickets::router())
         .fallback_service(ServeDir::new(web_root).append_index_html_on_directories(true))
         .with_state(state)
         // Last, so that it wraps every route above, whatever order they are added in.

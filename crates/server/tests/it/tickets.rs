@@ -1,0 +1,375 @@
+//! Calls become tickets: HEP SIP flows through the real server, tickets read
+//! back through the API (and the database after a shutdown).
+
+use super::{hep_packet, json, send_udp, Running, WAIT};
+use serde_json::Value;
+use std::time::Duration;
+
+const CALLER: &str = "127.0.0.1:5080";
+const PHONE: &str = "127.0.0.1:5081";
+
+/// A call from `from` to `to`, answered (then hung up by the caller) or not
+/// (480 after ringing).
+fn flow(call_id: &str, from: &str, to: &str, answered: bool) -> Vec<Vec<u8>> {
+    let from_header = format!("From: <sip:{from}@{CALLER}>;tag=a-{call_id}");
+    let invite = format!(
+        "INVITE sip:{to}@{PHONE} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-1\r\n\
+Max-Forwards: 70\r\n{from_header}\r\nTo: <sip:{to}@{PHONE}>\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from}@{CALLER}>\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    let response = |status: &str, cseq: &str, branch: u8| {
+        format!(
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-{branch}\r\n\
+{from_header}\r\nTo: <sip:{to}@{PHONE}>;tag=b-{call_id}\r\nCall-ID: {call_id}\r\n\
+CSeq: {cseq}\r\nContact: <sip:{to}@{PHONE}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let request = |method: &str, cseq: &str, branch: u8| {
+        format!(
+            "{method} sip:{to}@{PHONE} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-{branch}\r\n\
+{from_header}\r\nTo: <sip:{to}@{PHONE}>;tag=b-{call_id}\r\nCall-ID: {call_id}\r\n\
+CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut sip = vec![
+        (CALLER, PHONE, invite),
+        (PHONE, CALLER, response("180 Ringing", "1 INVITE", 1)),
+    ];
+    if answered {
+        sip.push((PHONE, CALLER, response("200 OK", "1 INVITE", 1)));
+        sip.push((CALLER, PHONE, request("ACK", "1 ACK", 2)));
+        sip.push((CALLER, PHONE, request("BYE", "2 BYE", 3)));
+        sip.push((PHONE, CALLER, response("200 OK", "2 BYE", 3)));
+    } else {
+        sip.push((
+            PHONE,
+            CALLER,
+            response("480 Temporarily Unavailable", "1 INVITE", 1),
+        ));
+    }
+    sip.iter()
+        .map(|(src, dst, text)| hep_packet(src, dst, text, None))
+        .collect()
+}
+
+/// Polls `path` until `done` holds for its JSON (the writer is asynchronous).
+async fn until(fiche: &Running, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = fiche.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let value = json(&body);
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never matched: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_answered_call_makes_one_ticket_with_its_duration() {
+    let fiche = Running::start("").await;
+    send_udp(fiche.hep, &flow("t-answered", "0612345678", "201", true)).await;
+    let page = until(&fiche, "/api/tickets", |v| {
+        v["items"][0]["last_call"]["outcome"] == "answered"
+    })
+    .await;
+    assert_eq!(page["total"], 1);
+    let ticket = &page["items"][0];
+    assert_eq!(ticket["kind"], "call");
+    assert_eq!(ticket["status"], "open");
+    assert_eq!(ticket["phone_e164"], "+33612345678");
+    assert_eq!(ticket["last_call"]["direction"], "inbound");
+    assert_eq!(ticket["last_call"]["agent_extension"], "201");
+    assert!(ticket["last_call"]["duration_secs"].is_i64(), "{ticket}");
+
+    // Its page carries the call and accepts a note and a reason.
+    let id = ticket["id"].as_i64().unwrap();
+    let (status, body) = fiche
+        .request(
+            "POST",
+            &format!("/api/tickets/{id}/notes"),
+            Some(&serde_json::json!({"body": "Veut un devis <b>vite</b>"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = fiche
+        .request(
+            "PATCH",
+            &format!("/api/tickets/{id}"),
+            Some(&serde_json::json!({"reason": "devis", "priority": "high", "status": "closed"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let full = json(&body);
+    assert_eq!(full["reason"], "devis");
+    assert_eq!(full["priority"], "high");
+    assert_eq!(full["status"], "closed");
+    assert_eq!(full["calls"].as_array().unwrap().len(), 1);
+    let kinds: Vec<&str> = full["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["note", "status"]);
+    assert_eq!(
+        full["events"][0]["body"]["text"],
+        "Veut un devis <b>vite</b>"
+    );
+
+    // The call log has it too.
+    let (status, body) = fiche
+        .get("/api/calls?direction=inbound&number=06%2012%2034%2056%2078")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["total"], 1);
+    let (status, body) = fiche.get("/api/kpis").await;
+    assert_eq!(status, 200, "{body}");
+    let figures = json(&body);
+    assert_eq!(figures["calls_in"], 1);
+    assert_eq!(figures["answered_rate"], 1.0);
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn missed_calls_merge_into_one_callback_closed_by_calling_back() {
+    let fiche = Running::start("[tickets]\ncallback_delay_minutes = 45\n").await;
+    send_udp(fiche.hep, &flow("t-missed-1", "0612345678", "201", false)).await;
+    let page = until(&fiche, "/api/tickets?kind=callback", |v| v["total"] == 1).await;
+    let callback = &page["items"][0];
+    assert_eq!(callback["status"], "open");
+    assert_eq!(callback["attempts"], 1);
+    assert_eq!(callback["phone_display"], "06 12 34 56 78");
+    let created =
+        chrono::DateTime::parse_from_rfc3339(callback["created_at"].as_str().unwrap()).unwrap();
+    let due = chrono::DateTime::parse_from_rfc3339(callback["due_at"].as_str().unwrap()).unwrap();
+    let delay = (due - created).num_minutes();
+    assert!(
+        (44..=45).contains(&delay),
+        "due 45 min after the end: {delay}"
+    );
+
+    // The same number again: one ticket, two attempts.
+    send_udp(fiche.hep, &flow("t-missed-2", "+33612345678", "201", false)).await;
+    let page = until(&fiche, "/api/tickets?kind=callback", |v| {
+        v["items"][0]["attempts"] == 2
+    })
+    .await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(
+        page["items"][0]["attempt_times"].as_array().unwrap().len(),
+        2
+    );
+    let id = page["items"][0]["id"].as_i64().unwrap();
+
+    // Replaying the first missed call changes nothing.
+    send_udp(fiche.hep, &flow("t-missed-1", "0612345678", "201", false)).await;
+
+    // The agent calls back and the customer answers: the callback closes itself.
+    send_udp(fiche.hep, &flow("t-callback", "201", "0612345678", true)).await;
+    let ticket = until(&fiche, &format!("/api/tickets/{id}"), |v| {
+        v["status"] == "closed"
+    })
+    .await;
+    assert_eq!(ticket["attempts"], 2);
+    let reached: Vec<&Value> = ticket["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "reached")
+        .collect();
+    assert_eq!(reached.len(), 1);
+    assert!(reached[0]["call_id"].is_string());
+    let (_, body) = fiche.get("/api/tickets?kind=callback&status=open").await;
+    assert_eq!(json(&body)["total"], 0);
+    // The call that reached the customer is that ticket's call: no second ticket.
+    let (_, body) = fiche.get("/api/tickets").await;
+    assert_eq!(json(&body)["total"], 1);
+    assert_eq!(ticket["last_call"]["direction"], "outbound");
+    assert_eq!(ticket["calls"].as_array().unwrap().len(), 3);
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_call_does_not_duplicate_its_ticket() {
+    let fiche = Running::start("").await;
+    let packets = flow("t-replay", "0611111111", "201", true);
+    send_udp(fiche.hep, &packets).await;
+    until(&fiche, "/api/tickets", |v| {
+        v["items"][0]["last_call"]["outcome"] == "answered"
+    })
+    .await;
+    send_udp(fiche.hep, &packets).await;
+    // A later, different call proves the replay went through the writer first.
+    send_udp(fiche.hep, &flow("t-after", "0622222222", "201", true)).await;
+    let page = until(&fiche, "/api/tickets", |v| v["total"] == 2).await;
+    let numbers: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["phone_e164"].as_str().unwrap())
+        .collect();
+    assert!(numbers.contains(&"+33611111111") && numbers.contains(&"+33622222222"));
+    let (_, body) = fiche.get("/api/calls").await;
+    assert_eq!(json(&body)["total"], 2);
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_server_writes_every_ticket_first() {
+    let mut fiche = Running::start("").await;
+    let calls = 20;
+    for i in 0..calls {
+        send_udp(
+            fiche.hep,
+            &flow(
+                &format!("t-drain-{i}"),
+                &format!("06123400{i:02}"),
+                "201",
+                false,
+            ),
+        )
+        .await;
+    }
+    // Every call has gone through the pipeline; the writer may still be busy.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let live = fiche.live_calls().await;
+        if live.len() == calls && live.iter().all(|c| c["state"] == "ended") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "calls never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let path = fiche._db_dir.path().join("fiche.db");
+    fiche.shutdown.cancel();
+    let result = tokio::time::timeout(WAIT, &mut fiche.task).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    let store = fiche_store::Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let (total, tickets) = store
+        .list_tickets(&fiche_store::TicketQuery {
+            kind: Some(fiche_store::TicketKind::Callback),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, calls as u64, "{tickets:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn tickets_and_calls_need_a_session_and_originate_needs_ami() {
+    let fiche = Running::start("").await;
+    for path in ["/api/tickets", "/api/calls", "/api/kpis"] {
+        let response = fiche.send("GET", path, None, None).await;
+        assert_eq!(response.status, 401, "{path}");
+    }
+    let (status, body) = fiche
+        .request(
+            "POST",
+            "/api/calls/originate",
+            Some(&serde_json::json!({"number": "0612345678"})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "no_ami");
+    let (status, body) = fiche.get("/api/kpis?from=yesterday").await;
+    assert_eq!(status, 422, "{body}");
+    fiche.stop().await;
+}
+
+/// The next hub message of `kind`, skipping the others.
+async fn next_of(ws: &mut super::Ws, kind: &str) -> Value {
+    loop {
+        let message = super::next_event(ws).await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pop_card_names_the_caller_then_brings_the_file() {
+    let fiche = Running::start("").await;
+    let customer = |name: &str, company: &str| {
+        serde_json::json!({
+            "name": name, "company": company, "tags": ["VIP"],
+            "notes": "Préfère le matin",
+            "phones": [{"number": "06 12 34 56 78"}]
+        })
+    };
+    for body in [
+        customer("Hélène Dupont", "Boulangerie du Port"),
+        customer("Marc Dupont", "Garage Dupont"),
+    ] {
+        let (status, body) = fiche.request("POST", "/api/customers", Some(&body)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = fiche
+        .request(
+            "POST",
+            "/api/users",
+            Some(&serde_json::json!({
+                "login": "claire", "display_name": "Claire", "role": "agent",
+                "extensions": ["201"], "password": "claire-password"
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = fiche.login("claire", "claire-password").await;
+    let mut ws = super::connect_ws(fiche.http, "/ws", Some(&token))
+        .await
+        .unwrap();
+    next_of(&mut ws, "snapshot").await;
+
+    send_udp(fiche.hep, &flow("t-pop", "0612345678", "201", false)).await;
+    let pop = next_of(&mut ws, "pop").await;
+    let card = &pop["card"];
+    assert_eq!(card["caller_display"], "06 12 34 56 78");
+    assert_eq!(card["unknown"], false);
+    let first = card["customer"]["name"].as_str().unwrap();
+    assert!(first.ends_with("Dupont"), "{card}");
+    assert_eq!(card["customer"]["tags"][0], "VIP");
+    assert_eq!(card["other_matches"].as_array().unwrap().len(), 1);
+    // Then the file from the store: notes.
+    let full = next_of(&mut ws, "card").await;
+    assert_eq!(full["card"]["customer"]["notes"], "Préfère le matin");
+    assert_eq!(full["card"]["customer"]["name"], first);
+
+    // Nobody has this number: an unknown caller card.
+    send_udp(
+        fiche.hep,
+        &flow("t-pop-unknown", "0699887766", "201", false),
+    )
+    .await;
+    let pop = next_of(&mut ws, "pop").await;
+    assert_eq!(pop["card"]["unknown"], true);
+    assert_eq!(pop["card"]["caller_display"], "06 99 88 77 66");
+    assert!(pop["card"]["customer"].is_null());
+
+    // The missed call from an unknown number goes to Claire, whose phone alone rang.
+    until(&fiche, "/api/tickets?kind=callback&q=699887766", |v| {
+        v["total"] == 1
+    })
+    .await;
+    let mine = fiche
+        .send(
+            "GET",
+            "/api/tickets?assignee=me&kind=callback",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(json(&mine.body)["total"], 2, "{}", mine.body);
+    fiche.stop().await;
+}
