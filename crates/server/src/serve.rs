@@ -157,10 +157,41 @@ pub async fn run(
     }
 
     let hub = Hub::new(HubConfig::default());
+    // Tickets: the pop card from memory, a writer sink, the board's figures.
+    let index = Arc::new(RwLock::new(index));
+    let policy = Arc::new(config.numbers.policy());
+    let customers = crate::tickets::CustomerCache::default();
+    customers
+        .load(&store)
+        .await
+        .context("reading customers' names")?;
+    let cards = crate::tickets::cards::CardMaker {
+        index: index.clone(),
+        policy: policy.clone(),
+        cache: customers.clone(),
+        store: store.clone(),
+    };
+    let (tickets_tx, tickets_rx) = mpsc::channel(crate::tickets::writer::WRITER_QUEUE_CAPACITY);
+    let tickets_changed = Arc::new(tokio::sync::Notify::new());
+    let writer = crate::tickets::writer::TicketWriter::new(
+        store.clone(),
+        hub.clone(),
+        cards.clone(),
+        config.tickets.clone(),
+        tickets_changed.clone(),
+    );
+    tasks.spawn(writer.run(tickets_rx));
+    tasks.spawn(crate::tickets::figures::run(
+        store.clone(),
+        hub.clone(),
+        tickets_changed,
+        shutdown.clone(),
+    ));
     let mut outputs = Outputs {
         fanout: fanout.clone(),
         hub: hub.clone(),
-        sinks: Vec::new(),
+        sinks: vec![tickets_tx],
+        cards: Some(cards),
     };
     // Outbound webhooks: an outbox writer fed like any sink, delivery tasks per target.
     outputs.sinks.extend(crate::webhooks::start(
@@ -187,8 +218,9 @@ pub async fn run(
         live,
         fanout,
         store: store.clone(),
-        index: Arc::new(RwLock::new(index)),
-        policy: Arc::new(config.numbers.policy()),
+        index,
+        policy,
+        customers,
         hub,
         events: events_tx,
         ami: Arc::new(ami_commands),
