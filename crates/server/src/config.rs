@@ -38,6 +38,9 @@ pub struct Config {
     /// Which calls become tickets, callback delay, linking to open tickets.
     #[serde(default)]
     pub tickets: crate::tickets::TicketsConfig,
+    /// Login sessions.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     /// The inbound CTI webhook (`/api/v1/cti/{token}`).
     #[serde(default)]
     pub cti: CtiConfig,

@@ -224,7 +224,7 @@ pub async fn run(
         hub,
         events: events_tx,
         ami: Arc::new(ami_commands),
-        auth: Arc::new(crate::auth::Auth::default()),
+        auth: Arc::new(crate::auth::Auth::new(config.auth.session_ttl())),
     };
     http::users::push_agents(&state.store, &state.hub)
         .await

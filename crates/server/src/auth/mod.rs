@@ -27,7 +27,7 @@ use chrono::Utc;
 use fiche_hub::ConnectionId;
 use fiche_store::{Role, Store, UserId};
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -53,6 +53,34 @@ pub const MAX_SOCKETS: usize = 20_000;
 const FAILURES_PER_LOGIN: u32 = 5;
 const FAILURES_PER_ADDRESS: u32 = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The `[auth]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Hours a session lasts after its last use (1 to 720).
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_hours: default_session_hours(),
+        }
+    }
+}
+
+fn default_session_hours() -> u64 {
+    SESSION_TTL.as_secs() / 3600
+}
+
+impl AuthConfig {
+    /// The session lifetime, bounded to 1 hour .. 30 days.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_hours.clamp(1, 720) * 3600)
+    }
+}
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
