@@ -281,7 +281,7 @@ function customerBlock(entry) {
   parts.push(section(t("open_tickets"), open.length
     ? el("ul", { class: "mini" }, open.map((tk) => el("li", {}, el("span", { class: `pill ${tk.priority}` }, t(`prio_${tk.priority}`)), " ", tk.subject || `#${tk.id}`)))
     : el("p", { class: "muted" }, t("none"))));
-  const recent = customer.recent || [];
+  const recent = (customer.recent || []).filter((item) => item.call_id !== entry.call.id); // not the call on screen
   if (recent.length) parts.push(section(t("recent"), el("ul", { class: "mini" }, recent.slice(0, 5).map(historyItem))));
   if ((card.other_matches || []).length) {
     parts.push(section(t("other_matches"), el("ul", { class: "mini" }, card.other_matches.map((m) =>
