@@ -373,3 +373,54 @@ async fn the_pop_card_names_the_caller_then_brings_the_file() {
     assert_eq!(json(&mine.body)["total"], 2, "{}", mine.body);
     fiche.stop().await;
 }
+
+#[tokio::test]
+async fn a_later_call_joins_the_customers_open_ticket_when_configured() {
+    let fiche = Running::start("[tickets]\nlink_to_open_ticket = true\n").await;
+    let (status, body) = fiche
+        .request(
+            "POST",
+            "/api/customers",
+            Some(&serde_json::json!({
+                "name": "Hélène Dupont", "phones": [{"number": "06 12 34 56 78"}]
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    send_udp(fiche.hep, &flow("t-link-1", "0612345678", "201", true)).await;
+    let page = until(&fiche, "/api/tickets", |v| {
+        v["items"][0]["last_call"]["outcome"] == "answered"
+    })
+    .await;
+    assert_eq!(page["items"][0]["customer_name"], "Hélène Dupont");
+    let id = page["items"][0]["id"].as_i64().unwrap();
+    send_udp(fiche.hep, &flow("t-link-2", "0612345678", "201", true)).await;
+    let ticket = until(&fiche, &format!("/api/tickets/{id}"), |v| {
+        v["calls"].as_array().is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    assert_eq!(ticket["events"][0]["kind"], "call");
+    let (_, body) = fiche.get("/api/tickets").await;
+    assert_eq!(json(&body)["total"], 1);
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn supervisors_see_the_figures_move() {
+    let fiche = Running::start("").await;
+    let mut ws = super::connect_ws(fiche.http, "/ws", Some(&fiche.token))
+        .await
+        .unwrap();
+    next_of(&mut ws, "snapshot").await;
+    send_udp(fiche.hep, &flow("t-fig-1", "0612345678", "201", false)).await;
+    loop {
+        let figures = next_of(&mut ws, "figures").await;
+        if figures["figures"]["missed"] == 1 {
+            assert_eq!(figures["figures"]["calls_in"], 1);
+            assert_eq!(figures["figures"]["missed_not_called_back"], 1);
+            assert_eq!(figures["figures"]["open_tickets"], 1);
+            break;
+        }
+    }
+    fiche.stop().await;
+}
