@@ -143,17 +143,17 @@ describe("Fiche in the browser", () => {
       run = await playScenario(fiche, "browser-answered");
 
       // The card, while it rings.
-      const card = claire.locator("#calls .card.ringing");
-      await card.waitFor({ timeout: 15000 });
-      answeredCallId = await card.getAttribute("data-call-id");
+      const ringing = claire.locator("#calls .card.ringing");
+      await ringing.waitFor({ timeout: 15000 });
+      answeredCallId = await ringing.getAttribute("data-call-id");
+      const card = claire.locator(`#calls .card[data-call-id="${answeredCallId}"]`);
+      // The board shows it live, ringing (checked first: the ring lasts 6 s).
+      await board.locator(`#live-body tr.ringing[data-call-id="${answeredCallId}"]`).waitFor({ timeout: 6000 });
       await assert.doesNotReject(card.locator(".name", { hasText: "Mme Martin" }).waitFor({ timeout: 5000 }));
       assert.match(await card.locator(".company").textContent(), /Boulangerie Martin/);
       assert.match(await card.locator(".tag").first().textContent(), /VIP/);
       await card.screenshot({ path: join(artifactsDir, "agent-card-ringing.png") });
 
-      // The board shows it live, ringing.
-      const row = board.locator(`#live-body tr.ringing[data-call-id="${answeredCallId}"]`);
-      await row.waitFor({ timeout: 10000 });
 
       // Answered: a note and a reason, saved with the keyboard.
       await claire.locator(`#calls .card.answered[data-call-id="${answeredCallId}"]`).waitFor({ timeout: 15000 });
@@ -217,9 +217,10 @@ describe("Fiche in the browser", () => {
     const run = await playScenario(fiche, "browser-missed-script");
     try {
 
-    const card = claire.locator("#calls .card.ringing");
-    await card.waitFor({ timeout: 15000 });
-    const callId = await card.getAttribute("data-call-id");
+    const ringing = claire.locator("#calls .card.ringing");
+    await ringing.waitFor({ timeout: 15000 });
+    const callId = await ringing.getAttribute("data-call-id");
+    const card = claire.locator(`#calls .card[data-call-id="${callId}"]`);
     assert.notEqual(callId, answeredCallId);
     await card.getByText(SCRIPT_NAME, { exact: true }).waitFor({ timeout: 5000 });
     await claire.screenshot({ path: join(artifactsDir, "agent-card-script-name.png"), fullPage: true });
@@ -277,8 +278,10 @@ describe("Fiche in the browser", () => {
     const claire = pages.claire;
     const run = await playScenario(fiche, "browser-unknown");
     try {
-      const card = claire.locator("#calls .card.ringing");
-      await card.locator(".unknown-label", { hasText: "Appelant inconnu" }).waitFor({ timeout: 15000 });
+      const ringing = claire.locator("#calls .card.ringing");
+      await ringing.locator(".unknown-label", { hasText: "Appelant inconnu" }).waitFor({ timeout: 15000 });
+      // Follow this call's card even once it stops ringing.
+      const card = claire.locator(`#calls .card[data-call-id="${await ringing.getAttribute("data-call-id")}"]`);
       const name = card.locator(".unknown-box input[name=name]");
       assert.equal(await name.inputValue(), "Jean Durand", "the signalled name is offered");
       await name.fill("M. Jean Durand");
