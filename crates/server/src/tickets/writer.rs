@@ -83,6 +83,8 @@ impl TicketWriter {
     /// Writes events until the sender is gone and the queue is empty.
     pub async fn run(mut self, mut events: mpsc::Receiver<CallEvent>) {
         let mut batch = Vec::with_capacity(BATCH_MAX);
+        // Counts left by an earlier run reach the pages before any new call.
+        self.push_open_callbacks().await;
         while events.recv_many(&mut batch, BATCH_MAX).await > 0 {
             let mut tickets_changed = false;
             for event in batch.drain(..) {
@@ -165,6 +167,7 @@ impl TicketWriter {
                 Ok(false)
             }
             CallEventKind::Answered { extension } => {
+                self.recall(event.call_id).await?;
                 let Some(track) = self.tracks.get_mut(&event.call_id) else {
                     return Ok(false);
                 };
@@ -185,6 +188,7 @@ impl TicketWriter {
                 Ok(changed)
             }
             CallEventKind::Ended { outcome, cause } => {
+                self.recall(event.call_id).await?;
                 let Some(track) = self.tracks.remove(&event.call_id) else {
                     return Ok(false);
                 };
@@ -221,6 +225,48 @@ impl TicketWriter {
             }
             CallEventKind::RingingStopped { .. } => Ok(false),
         }
+    }
+
+    /// A call that started before this writer did (a restart mid-call): its
+    /// track is rebuilt from the stored row.
+    async fn recall(&mut self, call_id: CallId) -> Result<(), StoreError> {
+        if self.tracks.contains_key(&call_id) {
+            return Ok(());
+        }
+        let Some(call) = self.store.get_call(call_id).await? else {
+            return Ok(());
+        };
+        if call.ended_at.is_some() {
+            // Ended already: a replay; its ticket is written or will be by the end.
+            if self.store.ticket_for_call(call_id).await?.is_some() {
+                return Ok(());
+            }
+        }
+        let mut track = Track {
+            source: call.source,
+            source_key: call.source_key,
+            direction: call.direction,
+            caller: Party {
+                number: call.caller_number,
+                name: call.caller_name,
+                withheld: call.caller_withheld,
+            },
+            callee: Party {
+                number: call.callee_number,
+                name: None,
+                withheld: false,
+            },
+            started_at: call.started_at,
+            answered_at: call.answered_at,
+            agent: call.agent_extension,
+            rang: Vec::new(),
+            remote_e164: None,
+            remote_display: String::new(),
+            customer_id: None,
+        };
+        self.identify(&mut track);
+        self.tracks.insert(call_id, track);
+        Ok(())
     }
 
     /// Finds the outside party's number and customer.

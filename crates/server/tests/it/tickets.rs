@@ -424,3 +424,126 @@ async fn supervisors_see_the_figures_move() {
     }
     fiche.stop().await;
 }
+
+/// One ticket writer over `store`, fed `events`, run until they are all written.
+async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
+    use fiche_server::tickets::{cards::CardMaker, writer::TicketWriter, CustomerCache};
+    let cards = CardMaker {
+        index: Default::default(),
+        policy: Default::default(),
+        cache: CustomerCache::default(),
+        store: store.clone(),
+    };
+    let writer = TicketWriter::new(
+        store.clone(),
+        fiche_hub::Hub::new(fiche_hub::HubConfig::default()),
+        cards,
+        Default::default(),
+        Default::default(),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(writer.run(rx));
+    for event in events {
+        tx.send(event.clone()).await.unwrap();
+    }
+    drop(tx);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
+    use fiche_pbx::{CallEvent, CallEventKind, CallId, Party, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fiche.db").display());
+    let store = fiche_store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let at = chrono::Utc::now();
+    let event = |key: &str, kind: CallEventKind| CallEvent {
+        call_id: CallId::from_source_key(Source::Ami, key),
+        source: Source::Ami,
+        at,
+        kind,
+    };
+    let started = |key: &str| {
+        event(
+            key,
+            CallEventKind::CallStarted {
+                source_key: key.to_owned(),
+                direction: fiche_pbx::Direction::Inbound,
+                caller: Party {
+                    number: Some("0612345678".into()),
+                    name: None,
+                    withheld: false,
+                },
+                callee: Party {
+                    number: Some("600".into()),
+                    name: None,
+                    withheld: false,
+                },
+                diverted_from: Vec::new(),
+            },
+        )
+    };
+    let ringing = |key: &str| {
+        event(
+            key,
+            CallEventKind::Ringing {
+                extension: "201".into(),
+            },
+        )
+    };
+    let ended = |key: &str, outcome| {
+        event(
+            key,
+            CallEventKind::Ended {
+                outcome,
+                cause: "test".into(),
+            },
+        )
+    };
+    let missed = [
+        started("m1"),
+        ringing("m1"),
+        ended("m1", fiche_pbx::Outcome::Missed),
+    ];
+    write(&store, &missed).await;
+    // The same events again after a restart (an AMI resync, a replayed capture).
+    write(&store, &missed).await;
+    let answered = event(
+        "a1",
+        CallEventKind::Answered {
+            extension: Some("201".into()),
+        },
+    );
+    // Fiche stops while the customer's call back is connected...
+    write(&store, &[started("a1"), ringing("a1"), answered]).await;
+    // ...and sees its end after the restart.
+    write(&store, &[ended("a1", fiche_pbx::Outcome::Answered)]).await;
+
+    let (total, tickets) = store
+        .list_tickets(&fiche_store::TicketQuery::default())
+        .await
+        .unwrap();
+    // The answered call reached the customer: it closed the callback and is
+    // that ticket's call, no second ticket.
+    assert_eq!(total, 1, "{tickets:?}");
+    let callback = &tickets[0];
+    assert_eq!(callback.kind, fiche_store::TicketKind::Callback);
+    assert_eq!(callback.attempts, 1);
+    let linked = store
+        .ticket_for_call(CallId::from_source_key(Source::Ami, "a1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(linked.id, callback.id);
+    assert_eq!(callback.status, fiche_store::TicketStatus::Closed);
+    let call = store
+        .get_call(CallId::from_source_key(Source::Ami, "a1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.outcome, Some(fiche_pbx::Outcome::Answered));
+    assert!(call.ended_at.is_some());
+    assert_eq!(call.agent_extension.as_deref(), Some("201"));
+    store.close().await;
+}
