@@ -112,7 +112,8 @@ pub async fn import_customers(
     };
 
     let stderr = std::io::stderr();
-    let mut err = stderr.lock();
+    // A file of bad rows should not cost one write call per line.
+    let mut err = BufWriter::new(stderr.lock());
     if !outcome.ignored_columns.is_empty() {
         writeln!(
             err,
@@ -123,6 +124,7 @@ pub async fn import_customers(
     for bad in &outcome.bad {
         writeln!(err, "{}", bad.message(lang))?;
     }
+    err.flush()?;
     drop(err);
 
     let stdout = std::io::stdout();
