@@ -276,6 +276,20 @@ describe("Fiche in the browser", () => {
 
   it("offers to create the customer for an unknown caller, from the card", STEP, async () => {
     const claire = pages.claire;
+    // A second tab of Claire's, hidden, where Notification only records what it is asked to show.
+    const hidden = await claire.context().newPage();
+    await hidden.addInitScript(() => {
+      Object.defineProperty(Document.prototype, "hidden", { get: () => true });
+      window.shown = [];
+      window.Notification = class {
+        static permission = "granted";
+        static requestPermission() { return Promise.resolve("granted"); }
+        constructor(title, options) { window.shown.push({ title, body: options && options.body }); }
+        close() {}
+      };
+    });
+    await hidden.goto(fiche.url("/"));
+    await hidden.locator("#connection.online").waitFor({ timeout: 15000 });
     const run = await playScenario(fiche, "browser-unknown");
     try {
       const ringing = claire.locator("#calls .card.ringing");
@@ -290,7 +304,12 @@ describe("Fiche in the browser", () => {
       await card.locator(".name", { hasText: "M. Jean Durand" }).waitFor({ timeout: 10000 });
       const lookup = await fiche.api("GET", "/api/customers/lookup?number=%2B33698765432", tokens.claire);
       assert.equal(lookup.body.matches[0]?.customer.name, "M. Jean Durand");
+      const shown = await waitFor(() => hidden.evaluate(() => window.shown.length && window.shown), { what: "a notification in the hidden tab" });
+      assert.equal(shown[0].title, "Appel entrant");
+      assert.match(shown[0].body, /Jean Durand/);
+      assert.equal(await claire.evaluate(() => typeof window.shown), "undefined", "the visible tab does not notify");
     } finally {
+      await hidden.close();
       const played = await run.done;
       assert.equal(played.code, 0, `scenario browser-unknown:\n${played.output}`);
     }
