@@ -138,6 +138,8 @@ async fn passwd(store: &Store, login: &str) -> anyhow::Result<()> {
     };
     let password = hash(obtain_password(login)?).await?;
     store.set_password(user.id, &password).await?;
+    // A changed password logs out every browser and API client of the user.
+    store.delete_user_sessions(user.id).await?;
     println!("mot de passe changé / password changed: {login}");
     Ok(())
 }

@@ -28,10 +28,12 @@ const MAX_INCOMING_MESSAGE: usize = fiche_hub::MAX_CLIENT_MESSAGE;
 /// Ping interval of `/ws/events`; a socket that does not answer two pings in a row is closed.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// Small socket buffers. No cap on the write buffer: tungstenite refuses any
+/// single message larger than the cap, and a supervisor's snapshot can be large;
+/// the hub's bounded queue and the pump's send timeout bound what waits.
 fn sized(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(4 * WRITE_BUFFER)
         .max_message_size(MAX_INCOMING_MESSAGE)
         .max_frame_size(MAX_INCOMING_MESSAGE)
 }

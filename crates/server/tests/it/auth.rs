@@ -294,6 +294,20 @@ async fn agents_cannot_use_admin_routes_or_the_raw_event_stream() {
     assert!(connect_ws(fiche.http, "/ws/events", Some(&supervisor))
         .await
         .is_ok());
+    // On /ws the supervisor gets the board, with the agents directory.
+    let mut board = connect_ws(fiche.http, "/ws", Some(&supervisor))
+        .await
+        .unwrap();
+    let snapshot = next_news(&mut board).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["role"], "supervisor");
+    let agents = snapshot["agents"].as_array().unwrap();
+    assert!(
+        agents
+            .iter()
+            .any(|a| a["name"] == "claire" && a["extensions"] == json!(["201"])),
+        "{snapshot}"
+    );
     assert_eq!(
         fiche
             .send("GET", "/api/users", Some(&supervisor), None)
