@@ -165,8 +165,19 @@ function render() {
     if (!entry.node) entry.node = buildCard(entry);
     updateCard(entry);
   }
-  // Reorder without recreating nodes (keeps what Claire is typing).
-  list.replaceChildren(...shown.map((e) => e.node));
+  // Reorder without recreating nodes, and only when the order changed: moving
+  // a node blurs it, and Claire's next keystrokes would land on the page.
+  const wanted = shown.map((e) => e.node);
+  const current = [...list.children];
+  if (wanted.length !== current.length || wanted.some((node, i) => node !== current[i])) {
+    const focused = document.activeElement;
+    const selection = focused && "selectionStart" in focused ? [focused.selectionStart, focused.selectionEnd] : null;
+    list.replaceChildren(...wanted);
+    if (focused && focused !== document.activeElement && document.contains(focused)) {
+      focused.focus({ preventScroll: true });
+      if (selection) { try { focused.setSelectionRange(...selection); } catch { /* not a text field */ } }
+    }
+  }
   document.getElementById("empty").hidden = shown.length > 0;
 }
 

@@ -160,7 +160,10 @@ describe("Fiche in the browser", () => {
       await claire.locator("body").press("n");
       const note = claire.locator(`.card[data-call-id="${answeredCallId}"] textarea.note`);
       await waitFor(() => note.evaluate((n) => document.activeElement === n), { what: "N to focus the note" });
-      await claire.keyboard.type("Commande 1234 livrée en retard, rappeler demain.");
+      await claire.keyboard.type("Commande 1234 livrée en retard, ");
+      // Hub messages arrive while she types (answer, card, ticket): every keystroke still lands in the note.
+      await claire.keyboard.type("rappeler demain.");
+      assert.equal(await note.inputValue(), "Commande 1234 livrée en retard, rappeler demain.");
       await claire.locator(`.card[data-call-id="${answeredCallId}"] select[name=reason]`).selectOption("order");
       await claire.screenshot({ path: join(artifactsDir, "agent-page-answered.png"), fullPage: true });
       const status = claire.locator(`.card[data-call-id="${answeredCallId}"] .save-status`);
@@ -186,7 +189,9 @@ describe("Fiche in the browser", () => {
       assert.equal(ticket.reason, "order");
       assert.ok(ticket.last_call.duration_secs >= 1, `duration ${ticket.last_call.duration_secs}`);
       const full = await fiche.api("GET", `/api/tickets/${ticket.id}`, tokens.claire);
-      assert.ok(JSON.stringify(full.body.events || []).includes("Commande 1234 livrée en retard"), "the note is in the ticket's events");
+      const all = await fiche.api("GET", "/api/tickets?limit=50", tokens.claire);
+      assert.ok(JSON.stringify(full.body.events || []).includes("Commande 1234 livrée en retard"),
+        `the note is in the ticket's events: ${full.text}\nall tickets: ${all.text}\ncard says: ${await status.textContent()}`);
 
       // …and in the page: ticket search by number shows it with its duration.
       await claire.locator("body").press("Escape");
@@ -338,6 +343,37 @@ describe("Fiche in the browser", () => {
     await claire.locator("#no-ami").waitFor({ timeout: 10000 });
     assert.equal(await claire.locator("#callbacks-list button.call-button:visible").count(), 0);
     assert.match(await row.locator("a.tel").getAttribute("href"), /^tel:\+33/);
+  });
+
+  it("asks for a snapshot after a seq gap and answers pings", STEP, async () => {
+    const page = await pages.claire.context().newPage();
+    const fromServer = [];
+    const fromPage = [];
+    let toPage = null;
+    await page.routeWebSocket(/\/ws$/, (socket) => {
+      const server = socket.connectToServer();
+      toPage = socket;
+      server.onMessage((message) => { fromServer.push(JSON.parse(String(message))); socket.send(message); });
+      socket.onMessage((message) => { fromPage.push(JSON.parse(String(message))); server.send(message); });
+    });
+    try {
+      await page.goto(fiche.url("/"));
+      await page.locator("#connection.online").waitFor({ timeout: 15000 });
+      const last = () => Math.max(...fromServer.filter((m) => m.type !== "ping" && m.type !== "pong" && m.type !== "error").map((m) => m.seq));
+      const badge = await page.locator("#callbacks-count").textContent();
+      // A ping is answered with a pong.
+      toPage.send(JSON.stringify({ v: 1, seq: last(), type: "ping" }));
+      await waitFor(() => fromPage.some((m) => m.type === "pong"), { what: "a pong" });
+      assert.ok(!fromPage.some((m) => m.type === "resync"), "no resync without a gap");
+      // A message that skips a seq is not applied; the page asks for a snapshot and gets one.
+      const snapshots = fromServer.filter((m) => m.type === "snapshot").length;
+      toPage.send(JSON.stringify({ v: 1, seq: last() + 5, type: "callbacks", open: 4242 }));
+      await waitFor(() => fromPage.some((m) => m.type === "resync"), { what: "a resync" });
+      await waitFor(() => fromServer.filter((m) => m.type === "snapshot").length > snapshots, { what: "a fresh snapshot" });
+      assert.equal(await page.locator("#callbacks-count").textContent(), badge, "the out-of-order count was not applied");
+    } finally {
+      await page.close();
+    }
   });
 
   it("speaks English with ?lang=en, and remembers the toggle", STEP, async () => {
