@@ -231,14 +231,9 @@ impl Client {
 }
 
 async fn start(scratch: &Scratch, name: &str, toml: &str) -> FicheProcess {
-    FicheProcess::start(
-        scratch,
-        name,
-        &AmiSetup::Toml(toml.to_owned()),
-        &[],
-    )
-    .await
-    .unwrap()
+    FicheProcess::start(scratch, name, &AmiSetup::Toml(toml.to_owned()), &[])
+        .await
+        .unwrap()
 }
 
 /// Events received until none came for `quiet`.
@@ -596,7 +591,9 @@ async fn receiver(
                         body,
                     }));
                     if stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
                         .await
                         .is_err()
                     {

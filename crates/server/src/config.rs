@@ -459,7 +459,10 @@ impl Config {
                 bail!("webhooks[{i}].url: expected an http:// URL");
             }
             if !names.insert(hook.target_name()) {
-                bail!("webhooks[{i}].name: two targets share the name {:?}", hook.target_name());
+                bail!(
+                    "webhooks[{i}].name: two targets share the name {:?}",
+                    hook.target_name()
+                );
             }
         }
         Ok(())
@@ -582,11 +585,18 @@ mod tests {
         assert_eq!(c.webhooks[0].target_name(), "http://127.0.0.1:9000/hook");
         assert_eq!(c.webhooks[0].max_outbox_rows, 100_000);
         assert_eq!(c.webhooks[1].kind, WebhookKind::Zammad);
-        assert!(!format!("{:?}", c.webhooks[0]).contains("s3cret"), "secrets never in Debug");
-        let twice = format!("{text}[[webhooks]]\nname = \"zammad\"\nurl = \"http://127.0.0.1:1/\"\n");
+        assert!(
+            !format!("{:?}", c.webhooks[0]).contains("s3cret"),
+            "secrets never in Debug"
+        );
+        let twice =
+            format!("{text}[[webhooks]]\nname = \"zammad\"\nurl = \"http://127.0.0.1:1/\"\n");
         let err = Config::parse(&twice).unwrap().validate().unwrap_err();
         assert!(format!("{err:#}").contains("webhooks[2].name"), "{err:#}");
-        let err = Config::parse("[[webhooks]]\nurl = \"ftp://x\"\n").unwrap().validate().unwrap_err();
+        let err = Config::parse("[[webhooks]]\nurl = \"ftp://x\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(format!("{err:#}").contains("webhooks[0].url"), "{err:#}");
     }
 
