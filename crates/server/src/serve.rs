@@ -236,9 +236,9 @@ pub async fn run(
         listeners.http,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server")?;
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await
+    .context("HTTP server")?;
 
     shutdown.cancel();
     tasks.close();

@@ -80,8 +80,7 @@ impl AppState {
 
 /// The application: API routes, then the web pages from `web_root`.
 pub fn router(state: AppState, web_root: PathBuf) -> Router {
-    let session =
-        axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_session);
+    let session = axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_session);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/calls/live", get(calls::live))
