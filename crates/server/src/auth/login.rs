@@ -115,6 +115,11 @@ async fn login(
     {
         warn!(%error, "could not purge expired sessions");
     }
+    // Users added with `fiche user add` while the server runs join the hub's agent
+    // directory (the board, "taken by") at their first login.
+    if let Err(error) = crate::http::users::push_agents(&state.store, &state.hub).await {
+        warn!(%error, "could not refresh the agent directory");
+    }
     info!(login = ?user.login, "logged in");
     let cookie = session_cookie(Some(&token), state.auth.ttl(), over_tls(&headers));
     let current = CurrentUser::from_user(user);

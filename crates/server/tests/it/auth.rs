@@ -420,3 +420,42 @@ async fn the_first_run_creates_one_admin_with_a_printed_password() {
     assert_eq!(store.list_users().await.unwrap().len(), 1);
     store.close().await;
 }
+
+#[tokio::test]
+async fn an_agent_added_from_the_command_line_joins_the_board_at_login() {
+    let fiche = Running::start("").await;
+    // `fiche user add` writes straight into the database of the running server.
+    let url = format!(
+        "sqlite://{}",
+        fiche._db_dir.path().join("fiche.db").display()
+    );
+    let cli = fiche_store::Store::connect(&url).await.unwrap();
+    let user = cli
+        .add_user(&fiche_store::NewUser {
+            login: "nadia".into(),
+            display_name: "Nadia".into(),
+            role: fiche_store::Role::Agent,
+            password: Some(fiche_store::PasswordHash::hash("nadia-password").unwrap()),
+        })
+        .await
+        .unwrap();
+    cli.set_extensions(user.id, &["204".to_owned()])
+        .await
+        .unwrap();
+    cli.close().await;
+
+    let nadia = fiche.login("nadia", "nadia-password").await;
+    assert!(!nadia.is_empty());
+    let mut board = connect_ws(fiche.http, "/ws", Some(&fiche.token))
+        .await
+        .unwrap();
+    let snapshot = next_news(&mut board).await;
+    let agents = snapshot["agents"].as_array().unwrap();
+    assert!(
+        agents
+            .iter()
+            .any(|a| a["name"] == "Nadia" && a["extensions"] == json!(["204"])),
+        "{snapshot}"
+    );
+    fiche.stop().await;
+}
