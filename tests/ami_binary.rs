@@ -920,7 +920,7 @@ async fn two_pbxs_configured_at_once() {
     let mut events = fiche.events().await.expect("subscribing to /ws");
     paris_gate.open();
     lyon_gate.open();
-    let all = events.collect(GUARD, QUIET_AFTER_END).await;
+    let all = events.collect_calls(GUARD, QUIET_AFTER_END, 2).await;
     let context = |what: &str| {
         format!(
             "{what}\n--- events:\n{all:#?}\n--- fiche log (tail):\n{}",
@@ -1044,7 +1044,7 @@ async fn two_pbxs_with_the_same_linked_id_make_two_calls() {
     let mut events = fiche.events().await.expect("subscribing to /ws");
     paris_gate.open();
     lyon_gate.open();
-    let all = events.collect(GUARD, QUIET_AFTER_END).await;
+    let all = events.collect_calls(GUARD, QUIET_AFTER_END, 2).await;
     let table = fiche.live_calls().await.expect("GET /api/calls/live");
     assert_eq!(
         (call_ids(&all).len(), table.len()),

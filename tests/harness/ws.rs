@@ -89,12 +89,24 @@ impl EventStream {
     /// Everything received so far and until every started call has ended and
     /// `quiet` passed without a message — or `limit` passed.
     pub async fn collect(&mut self, limit: Duration, quiet: Duration) -> Vec<Value> {
+        self.collect_calls(limit, quiet, 1).await
+    }
+
+    /// Like [`collect`](Self::collect), but the quiet period only starts once at
+    /// least `calls` calls have started and all have ended: with several sources,
+    /// one call may end before another source's call has even begun.
+    pub async fn collect_calls(
+        &mut self,
+        limit: Duration,
+        quiet: Duration,
+        calls: usize,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + limit;
         let mut events = Vec::new();
         let mut started = BTreeSet::new();
         let mut ended = BTreeSet::new();
         loop {
-            let all_ended = !started.is_empty() && started.is_subset(&ended);
+            let all_ended = started.len() >= calls.max(1) && started.is_subset(&ended);
             let until = match all_ended {
                 true => (Instant::now() + quiet).min(deadline),
                 false => deadline,
