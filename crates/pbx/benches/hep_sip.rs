@@ -13,13 +13,16 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration};
-use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::measurement::Measurement;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fiche_pbx::hep::{self, HepPacket};
 use fiche_pbx::sip::{SipTracker, SipTrackerConfig};
 use fiche_pbx::ExtensionPatterns;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use support::ThreadCpuTime;
+
+mod support;
 
 const CALLS: usize = 500;
 const KAMAILIO: &str = "127.0.0.1:5060";
@@ -137,73 +140,6 @@ fn wall_clock(c: &mut Criterion) {
 
 fn cpu_time(c: &mut Criterion<ThreadCpuTime>) {
     bench(c, "hep_sip_cpu_time");
-}
-
-/// CPU time of the current thread in nanoseconds (Linux schedstat), so that other
-/// processes competing for the cores do not count.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Criterion measurement of thread CPU time.
-struct ThreadCpuTime;
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, value: &u64) -> f64 {
-        *value as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuFormatter
-    }
-}
-
-struct CpuFormatter;
-
-impl ValueFormatter for CpuFormatter {
-    fn scale_values(&self, _typical_ns: f64, values: &mut [f64]) -> &'static str {
-        for v in values.iter_mut() {
-            *v /= 1e6;
-        }
-        "ms (cpu)"
-    }
-
-    fn scale_throughputs(
-        &self,
-        _typical_ns: f64,
-        throughput: &Throughput,
-        values: &mut [f64],
-    ) -> &'static str {
-        let (count, unit) = match *throughput {
-            Throughput::Elements(n) => (n as f64, "Kelem/s (cpu)"),
-            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64, "KB/s (cpu)"),
-        };
-        for v in values.iter_mut() {
-            *v = count * 1e9 / *v / 1e3;
-        }
-        unit
-    }
-
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
 }
 
 criterion_group!(wall, wall_clock);
