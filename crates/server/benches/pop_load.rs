@@ -1,0 +1,590 @@
+//! Load test of the screen-pop path: starts the release `fiche serve` as a child
+//! process on loopback (SQLite in a temp dir, `FICHE_LOG=warn`), creates agents
+//! with one extension each through the admin API, opens one `/ws` per agent, then
+//! sends synthetic calls as HEP over UDP (INVITE + 180 Ringing, a second later
+//! 200 OK / ACK / BYE / 200 OK) and measures, per call, the time from the INVITE
+//! leaving the sender to the `pop` frame arriving at that agent's socket. The pop
+//! is triggered by the 180, sent right after the INVITE; the latency counts from
+//! the INVITE. Also reports cards expected vs received and the server's CPU time
+//! and resident memory.
+//!
+//! A second mode (`POP_BENCH_IDLE=<sockets>`) opens that many idle agent sockets
+//! (shared between `POP_BENCH_IDLE_USERS` logins: a socket costs the same
+//! whichever session opened it) and reports the server's resident memory per
+//! socket above the idle process.
+//!
+//! ```text
+//! cargo build --release -p fiche-server
+//! ulimit -n 65536; cargo bench -p fiche-server --bench pop_load
+//! ulimit -n 65536; POP_BENCH_IDLE=10000 cargo bench -p fiche-server --bench pop_load
+//! ```
+//! Settings: `POP_BENCH_AGENTS` (default 1000), `POP_BENCH_RATE` calls/s (default
+//! 100), `POP_BENCH_SECONDS` (default 20), `POP_BENCH_IDLE` (sockets, default off),
+//! `POP_BENCH_IDLE_USERS` (default 10), `FICHE_BIN` (default target/release/fiche).
+
+use bytes::Bytes;
+use fiche_pbx::hep::{self, HepPacket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN_PASSWORD: &str = "bench-admin-password";
+/// First agent extension; agent `i` owns `FIRST_EXTENSION + i`.
+const FIRST_EXTENSION: usize = 30_000;
+/// How long a call stays up after it rang, so the live table stays bounded.
+const CALL_HOLD: Duration = Duration::from_secs(1);
+/// Concurrent argon2 requests during setup (two cores).
+const SETUP_CONCURRENCY: usize = 4;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fiche_bin() -> PathBuf {
+    std::env::var_os("FICHE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/fiche")
+        })
+}
+
+/// A port free on 127.0.0.1 for both TCP and UDP (HEP listens on both).
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1")
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; nothing else is read from the command line.
+    let bin = fiche_bin();
+    anyhow::ensure!(
+        bin.is_file(),
+        "no {}: run `cargo build --release -p fiche-server` first",
+        bin.display()
+    );
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}/fiche.db", dir.path().display());
+    let http_port = free_port()?;
+    let hep_port = free_port()?;
+    let log_path = dir.path().join("fiche.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = Command::new(&bin)
+        .arg("serve")
+        .env("FICHE_DATABASE_URL", &db)
+        .env("FICHE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("FICHE_HEP_ADDR", format!("127.0.0.1:{hep_port}"))
+        .env("FICHE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("FICHE_AGENT_EXTENSIONS", r"3\d{4}")
+        .env("FICHE_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .env_remove("FICHE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let pid = child.id();
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let hep: SocketAddr = ([127, 0, 0, 1], hep_port).into();
+    let result = (|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let api = Api::new(http).await?;
+            match std::env::var("POP_BENCH_IDLE")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                Some(sockets) => idle(&api, pid, sockets).await,
+                None => pops(&api, pid, hep).await,
+            }
+        })
+    })();
+    drop(child.kill());
+    drop(child.wait());
+    if result.is_err() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        eprintln!("fiche log:\n{text}");
+    }
+    result
+}
+
+/// The admin API over loopback, with the admin's token.
+struct Api {
+    http: SocketAddr,
+    client: reqwest::Client,
+    token: String,
+}
+
+impl Api {
+    async fn new(http: SocketAddr) -> anyhow::Result<Api> {
+        let client = reqwest::Client::builder().build()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = client
+                .get(format!("http://{http}/healthz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if up {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "fiche did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut api = Api {
+            http,
+            client,
+            token: String::new(),
+        };
+        api.token = api.login("admin", ADMIN_PASSWORD).await?;
+        Ok(api)
+    }
+
+    async fn login(&self, login: &str, password: &str) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .post(format!("http://{}/api/login", self.http))
+            .json(&json!({"login": login, "password": password}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "login {login}: {status} {body}");
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("login {login}: no token in {body}"))
+    }
+
+    async fn add_agent(&self, login: &str, extension: &str) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .post(format!("http://{}/api/users", self.http))
+            .bearer_auth(&self.token)
+            .json(&json!({
+                "login": login,
+                "display_name": login,
+                "role": "agent",
+                "extensions": [extension],
+                "password": format!("{login}-password"),
+            }))
+            .send()
+            .await?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.as_u16() == 201,
+            "add {login}: {status} {}",
+            response.text().await?
+        );
+        Ok(())
+    }
+
+    /// Creates agents `0..count` and logs each in; their tokens, in order.
+    async fn agents(self: &Arc<Self>, count: usize) -> anyhow::Result<Vec<String>> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..SETUP_CONCURRENCY {
+            let api = self.clone();
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tokens = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return anyhow::Ok(tokens);
+                    }
+                    let login = format!("agent{i}");
+                    api.add_agent(&login, &(FIRST_EXTENSION + i).to_string())
+                        .await?;
+                    let token = api.login(&login, &format!("{login}-password")).await?;
+                    tokens.push((i, token));
+                }
+            }));
+        }
+        let mut tokens = Vec::with_capacity(count);
+        for task in tasks {
+            tokens.extend(task.await??);
+        }
+        tokens.sort();
+        Ok(tokens.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Opens `/ws` with `token` and waits for its snapshot.
+    async fn socket(&self, token: &str) -> anyhow::Result<Ws> {
+        let mut request = format!("ws://{}/ws", self.http).into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("socket closed before its snapshot"))??;
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text)?;
+                anyhow::ensure!(value["type"] == "snapshot", "first message: {value}");
+                return Ok(ws);
+            }
+        }
+    }
+}
+
+/// Server CPU time (user + system) and resident memory, from /proc.
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    cpu: Duration,
+    rss_kib: u64,
+}
+
+fn usage(pid: u32) -> anyhow::Result<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("odd /proc stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Linux reports clock ticks of 1/100 s (USER_HZ) on every common platform.
+    Ok(Usage {
+        cpu: Duration::from_millis(ticks * 10),
+        rss_kib,
+    })
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
+    let agents = env_number("POP_BENCH_AGENTS", 1000).clamp(1, 10_000);
+    let rate = env_number("POP_BENCH_RATE", 100).max(1);
+    let seconds = env_number("POP_BENCH_SECONDS", 20).max(1);
+    let calls = rate * seconds;
+    let api = Arc::new(Api {
+        http: api.http,
+        client: api.client.clone(),
+        token: api.token.clone(),
+    });
+    let setup = Instant::now();
+    let tokens = api.agents(agents).await?;
+    let created = setup.elapsed();
+    let mut sockets = Vec::with_capacity(agents);
+    for token in &tokens {
+        sockets.push(api.socket(token).await?);
+    }
+    println!(
+        "setup: {agents} agents created and logged in in {created:.1?}, sockets open in {:.1?}",
+        setup.elapsed() - created
+    );
+
+    // Nanoseconds since `base`, per call: when the INVITE left, when the pop arrived.
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..calls).map(|_| AtomicU64::new(0)).collect());
+    let arrived: Arc<Vec<AtomicU64>> = Arc::new((0..calls).map(|_| AtomicU64::new(0)).collect());
+    let stray = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::with_capacity(agents);
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let arrived = arrived.clone();
+        let stray = stray.clone();
+        let extension = (FIRST_EXTENSION + i).to_string();
+        readers.push(tokio::spawn(read_pops(ws, base, arrived, stray, extension)));
+    }
+
+    let before = usage(pid)?;
+    let started = Instant::now();
+    let sender = {
+        let sent = sent.clone();
+        std::thread::spawn(move || send_calls(hep, base, &sent, rate, agents))
+    };
+    tokio::task::spawn_blocking(move || sender.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+    // Stragglers: a pop later than this counts as lost.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let elapsed = started.elapsed();
+    let after = usage(pid)?;
+    for reader in &readers {
+        reader.abort();
+    }
+
+    let mut latencies = Vec::with_capacity(calls);
+    for (s, a) in sent.iter().zip(arrived.iter()) {
+        let (s, a) = (s.load(Ordering::Relaxed), a.load(Ordering::Relaxed));
+        if a != 0 {
+            latencies.push(Duration::from_nanos(a.saturating_sub(s)));
+        }
+    }
+    latencies.sort();
+    let received = latencies.len();
+    let pct = |p: f64| {
+        latencies
+            .get(((received as f64 * p) as usize).min(received.saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let cpu = after.cpu.saturating_sub(before.cpu);
+    println!(
+        "pop latency (INVITE sent → pop frame at the agent's socket), {agents} agents, \
+         {rate} calls/s for {seconds} s: p50 {:.2?}, p90 {:.2?}, p99 {:.2?}, p99.9 {:.2?}, max {:.2?}",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    println!(
+        "cards: {calls} expected, {received} received, {} lost, {} pops duplicated or at a socket they were not for",
+        calls - received,
+        stray.load(Ordering::Relaxed)
+    );
+    println!(
+        "server: CPU {cpu:.2?} over {elapsed:.1?} ({:.1} % of one core); RSS {} KiB before, {} KiB after; \
+         load average {}",
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        before.rss_kib,
+        after.rss_kib,
+        load_average()
+    );
+    Ok(())
+}
+
+async fn read_pops(
+    mut ws: Ws,
+    base: Instant,
+    arrived: Arc<Vec<AtomicU64>>,
+    stray: Arc<AtomicUsize>,
+    extension: String,
+) {
+    while let Some(Ok(message)) = ws.next().await {
+        // The clock is read before any parsing: parse time is the bench's, not the server's.
+        let at = base.elapsed().as_nanos() as u64;
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        match value["type"].as_str() {
+            Some("pop") => {
+                let call = value["call"]["source_key"]
+                    .as_str()
+                    .and_then(|k| k.strip_prefix("bench-"))
+                    .and_then(|k| k.parse::<usize>().ok());
+                match call.and_then(|n| arrived.get(n)) {
+                    Some(slot) if value["extension"] == extension.as_str() => {
+                        if slot
+                            .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_err()
+                        {
+                            stray.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        stray.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Some("ping") => {
+                let pong = ws.send(Message::Text(r#"{"type":"pong"}"#.into())).await;
+                if pong.is_err() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+const CALLER: &str = "127.0.0.1:5070";
+const PHONE: &str = "127.0.0.1:5071";
+
+/// The SIP messages of one direct call to `extension`: (ring part, end part).
+fn call_flow(call_id: &str, extension: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let from = format!("From: \"Bench\" <sip:0612345678@{CALLER}>;tag=caller-tag\r\n");
+    let request = |method: &str, cseq: &str, branch: u8, to_tag: &str| {
+        format!(
+            "{method} sip:{extension}@{PHONE} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-{branch}\r\n\
+Max-Forwards: 70\r\n{from}\
+To: <sip:{extension}@{PHONE}>{to_tag}\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {cseq}\r\n\
+Contact: <sip:0612345678@{CALLER}>\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+    };
+    let response = |status: &str, cseq: &str, branch: u8| {
+        format!(
+            "SIP/2.0 {status}\r\n\
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call_id}-{branch}\r\n{from}\
+To: <sip:{extension}@{PHONE}>;tag=phone-tag\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {cseq}\r\n\
+Contact: <sip:{extension}@{PHONE}>\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+    };
+    let ring = vec![
+        hep_packet(CALLER, PHONE, &request("INVITE", "1 INVITE", 1, "")),
+        hep_packet(PHONE, CALLER, &response("180 Ringing", "1 INVITE", 1)),
+    ];
+    let end = vec![
+        hep_packet(PHONE, CALLER, &response("200 OK", "1 INVITE", 1)),
+        hep_packet(CALLER, PHONE, &request("ACK", "1 ACK", 2, ";tag=phone-tag")),
+        hep_packet(CALLER, PHONE, &request("BYE", "2 BYE", 3, ";tag=phone-tag")),
+        hep_packet(PHONE, CALLER, &response("200 OK", "2 BYE", 3)),
+    ];
+    (ring, end)
+}
+
+fn hep_packet(src: &str, dst: &str, sip: &str) -> Vec<u8> {
+    hep::encode(&HepPacket {
+        ip_family: Some(2),
+        ip_protocol: Some(17),
+        src: src.parse().ok(),
+        dst: dst.parse().ok(),
+        proto_type: Some(1),
+        capture_id: Some(101),
+        payload: Bytes::copy_from_slice(sip.as_bytes()),
+        ..HepPacket::default()
+    })
+}
+
+/// Sends `sent.len()` calls at `rate` per second, round-robin over the agents,
+/// each ended `CALL_HOLD` after it rang; records when each INVITE left.
+fn send_calls(
+    hep: SocketAddr,
+    base: Instant,
+    sent: &[AtomicU64],
+    rate: usize,
+    agents: usize,
+) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(hep)?;
+    let interval = Duration::from_secs(1) / rate as u32;
+    let start = Instant::now();
+    let mut ending: std::collections::VecDeque<(Instant, Vec<Vec<u8>>)> = Default::default();
+    for (n, slot) in sent.iter().enumerate() {
+        let extension = (FIRST_EXTENSION + n % agents).to_string();
+        // Packets are built before the timed send.
+        let (ring, end) = call_flow(&format!("bench-{n}"), &extension);
+        let due = start + interval * n as u32;
+        while let Some((at, _)) = ending.front() {
+            if *at > due {
+                break;
+            }
+            if let Some((_, packets)) = ending.pop_front() {
+                for packet in packets {
+                    socket.send(&packet)?;
+                }
+            }
+        }
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        slot.store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        for packet in ring {
+            socket.send(&packet)?;
+        }
+        ending.push_back((due + CALL_HOLD, end));
+    }
+    for (at, packets) in ending {
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for packet in packets {
+            socket.send(&packet)?;
+        }
+    }
+    Ok(())
+}
+
+async fn idle(api: &Api, pid: u32, sockets: usize) -> anyhow::Result<()> {
+    let users = env_number("POP_BENCH_IDLE_USERS", 10).clamp(1, sockets.max(1));
+    let api = Arc::new(Api {
+        http: api.http,
+        client: api.client.clone(),
+        token: api.token.clone(),
+    });
+    let setup = Instant::now();
+    let tokens = api.agents(users).await?;
+    println!(
+        "setup: {users} agents created and logged in in {:.1?}",
+        setup.elapsed()
+    );
+    // Settle: let the setup's allocations be reused or returned.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = usage(pid)?;
+    let opened = Instant::now();
+    let mut readers = Vec::with_capacity(sockets);
+    for n in 0..sockets {
+        let ws = api.socket(&tokens[n % users]).await?;
+        readers.push(tokio::spawn(hold(ws)));
+    }
+    let open_time = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = usage(pid)?;
+    let alive = readers.iter().filter(|r| !r.is_finished()).count();
+    let per_socket = (after.rss_kib.saturating_sub(before.rss_kib) * 1024) / sockets.max(1) as u64;
+    println!(
+        "idle sockets: {sockets} opened in {open_time:.1?} ({alive} still open), {users} sessions; \
+         server RSS {} KiB before, {} KiB with the sockets: {per_socket} bytes per socket; \
+         load average {}",
+        before.rss_kib,
+        after.rss_kib,
+        load_average()
+    );
+    for reader in &readers {
+        reader.abort();
+    }
+    Ok(())
+}
+
+/// Keeps a socket open, answering the server's pings.
+async fn hold(mut ws: Ws) {
+    while let Some(Ok(message)) = ws.next().await {
+        if let Message::Text(text) = message {
+            if text.contains("\"ping\"")
+                && ws
+                    .send(Message::Text(r#"{"type":"pong"}"#.into()))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
