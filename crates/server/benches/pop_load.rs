@@ -341,12 +341,28 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
     }
 
     let mut latencies = Vec::with_capacity(calls);
-    for (s, a) in sent.iter().zip(arrived.iter()) {
+    let mut by_call = Vec::with_capacity(calls);
+    for (n, (s, a)) in sent.iter().zip(arrived.iter()).enumerate() {
         let (s, a) = (s.load(Ordering::Relaxed), a.load(Ordering::Relaxed));
         if a != 0 {
-            latencies.push(Duration::from_nanos(a.saturating_sub(s)));
+            let latency = Duration::from_nanos(a.saturating_sub(s));
+            latencies.push(latency);
+            by_call.push((latency, n));
         }
     }
+    // Where the slow ones fall (a cold start, a periodic stall) says more than their number.
+    by_call.sort();
+    let slowest: Vec<String> = by_call
+        .iter()
+        .rev()
+        .take(5)
+        .map(|(latency, n)| format!("{latency:.1?} at {:.2} s", *n as f64 / rate as f64))
+        .collect();
+    let warm: Vec<Duration> = by_call
+        .iter()
+        .filter(|(_, n)| *n >= rate)
+        .map(|(latency, _)| *latency)
+        .collect();
     latencies.sort();
     let received = latencies.len();
     let pct = |p: f64| {
@@ -364,6 +380,18 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
         pct(0.99),
         pct(0.999),
         latencies.last().copied().unwrap_or_default(),
+    );
+    let warm_pct = |p: f64| {
+        warm.get(((warm.len() as f64 * p) as usize).min(warm.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "after the first second: p50 {:.2?}, p99 {:.2?}, max {:.2?}; slowest calls: {}",
+        warm_pct(0.50),
+        warm_pct(0.99),
+        warm.last().copied().unwrap_or_default(),
+        slowest.join(", ")
     );
     println!(
         "cards: {calls} expected, {received} received, {} lost, {} pops duplicated or at a socket they were not for",
