@@ -43,28 +43,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the HTTP and HEP sockets the configuration asks for.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let hep_udp = match config.hep.udp {
-            true => Some(
-                bind_udp(config.hep.addr)
-                    .with_context(|| format!("binding HEP UDP {}", config.hep.addr))?,
-            ),
-            false => None,
-        };
-        let hep_tcp = match config.hep.tcp {
-            // With port 0, TCP takes the port UDP was given, so both share one number.
-            true => {
-                let addr = match &hep_udp {
-                    Some(udp) if config.hep.addr.port() == 0 => udp.local_addr()?,
-                    _ => config.hep.addr,
-                };
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("binding HEP TCP {addr}"))?,
-                )
-            }
-            false => None,
-        };
+        let (hep_udp, hep_tcp) = bind_hep(config).await?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP {}", config.http_addr))?;
@@ -272,6 +251,45 @@ async fn load_index(store: &Store) -> anyhow::Result<Index> {
     let index = Index::build(rows, count);
     info!(numbers = count, elapsed = ?started.elapsed(), "customer index built");
     Ok(index)
+}
+
+/// How many random ports to try when HEP asks for port 0 on both UDP and TCP.
+const HEP_PORT_ATTEMPTS: usize = 16;
+
+/// Binds the HEP sockets. With port 0 both transports share one number: UDP
+/// picks it, and TCP takes the same one; when that TCP port is already used,
+/// another UDP port is drawn.
+async fn bind_hep(config: &Config) -> anyhow::Result<(Option<UdpSocket>, Option<TcpListener>)> {
+    let addr = config.hep.addr;
+    let bind_tcp = |at: SocketAddr| async move {
+        TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding HEP TCP {at}"))
+    };
+    match (config.hep.udp, config.hep.tcp) {
+        (false, false) => Ok((None, None)),
+        (false, true) => Ok((None, Some(bind_tcp(addr).await?))),
+        (true, tcp) => {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let udp = bind_udp(addr).with_context(|| format!("binding HEP UDP {addr}"))?;
+                if !tcp {
+                    return Ok((Some(udp), None));
+                }
+                let at = if addr.port() == 0 {
+                    udp.local_addr()?
+                } else {
+                    addr
+                };
+                match bind_tcp(at).await {
+                    Ok(listener) => return Ok((Some(udp), Some(listener))),
+                    Err(_) if addr.port() == 0 && attempt < HEP_PORT_ATTEMPTS => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
 }
 
 /// Capacity of each AMI source's command queue (click-to-call requests); a full
