@@ -66,7 +66,7 @@ pub enum CallUpsert {
     Updated,
 }
 
-fn direction_str(direction: Direction) -> &'static str {
+pub(crate) fn direction_str(direction: Direction) -> &'static str {
     match direction {
         Direction::Inbound => "inbound",
         Direction::Outbound => "outbound",
@@ -82,8 +82,31 @@ fn corrupt(field: &'static str, value: &str) -> StoreError {
     }
 }
 
+/// A stored direction, or `Corrupt` naming the value.
+pub(crate) fn parse_direction(text: &str) -> Result<Direction> {
+    match text {
+        "inbound" => Ok(Direction::Inbound),
+        "outbound" => Ok(Direction::Outbound),
+        "internal" => Ok(Direction::Internal),
+        other => Err(corrupt("direction", other)),
+    }
+}
+
+/// A stored outcome (absent while the call goes on), or `Corrupt` naming the value.
+pub(crate) fn parse_outcome(text: Option<&str>) -> Result<Option<Outcome>> {
+    Ok(match text {
+        None => None,
+        Some("answered") => Some(Outcome::Answered),
+        Some("missed") => Some(Outcome::Missed),
+        Some("busy") => Some(Outcome::Busy),
+        Some("rejected") => Some(Outcome::Rejected),
+        Some("failed") => Some(Outcome::Failed),
+        Some(other) => return Err(corrupt("outcome", other)),
+    })
+}
+
 #[derive(FromRow)]
-struct CallRow {
+pub(crate) struct CallRow {
     id: DbUuid,
     source: String,
     source_key: String,
@@ -113,21 +136,8 @@ impl TryFrom<CallRow> for Call {
             "cti" => Source::Cti,
             other => return Err(corrupt("source", other)),
         };
-        let direction = match row.direction.as_str() {
-            "inbound" => Direction::Inbound,
-            "outbound" => Direction::Outbound,
-            "internal" => Direction::Internal,
-            other => return Err(corrupt("direction", other)),
-        };
-        let outcome = match row.outcome.as_deref() {
-            None => None,
-            Some("answered") => Some(Outcome::Answered),
-            Some("missed") => Some(Outcome::Missed),
-            Some("busy") => Some(Outcome::Busy),
-            Some("rejected") => Some(Outcome::Rejected),
-            Some("failed") => Some(Outcome::Failed),
-            Some(other) => return Err(corrupt("outcome", other)),
-        };
+        let direction = parse_direction(&row.direction)?;
+        let outcome = parse_outcome(row.outcome.as_deref())?;
         Ok(Call {
             id: CallId(row.id.0),
             source,

@@ -2,14 +2,14 @@
 //! and the call log with filters.
 
 use chrono::{DateTime, FixedOffset, Timelike, Utc};
-use fiche_pbx::model::{CallId, Direction, Outcome, Source};
+use fiche_pbx::model::{CallId, Direction, Outcome};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use crate::calls::Call;
+use crate::calls::{direction_str, parse_direction, parse_outcome, Call, CallRow};
 use crate::customers::CustomerId;
 use crate::error::{Result, StoreError};
-use crate::sql::{stored_time, DbUuid};
+use crate::sql::stored_time;
 use crate::{dispatch, Store};
 
 /// Largest page of the call log.
@@ -77,96 +77,6 @@ pub struct CallQuery {
     pub limit: u32,
     /// Rows to skip.
     pub offset: u32,
-}
-
-#[derive(FromRow)]
-struct LogRow {
-    id: DbUuid,
-    source: String,
-    source_key: String,
-    direction: String,
-    caller_number: Option<String>,
-    caller_name: Option<String>,
-    caller_withheld: bool,
-    callee_number: Option<String>,
-    remote_e164: Option<String>,
-    agent_extension: Option<String>,
-    queue: Option<String>,
-    customer_id: Option<i64>,
-    started_at: DateTime<Utc>,
-    answered_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-    outcome: Option<String>,
-    cause: Option<String>,
-}
-
-fn corrupt(field: &'static str, value: &str) -> StoreError {
-    StoreError::Corrupt {
-        entity: "call",
-        field,
-        value: value.to_owned(),
-    }
-}
-
-fn parse_direction(text: &str) -> Result<Direction> {
-    match text {
-        "inbound" => Ok(Direction::Inbound),
-        "outbound" => Ok(Direction::Outbound),
-        "internal" => Ok(Direction::Internal),
-        other => Err(corrupt("direction", other)),
-    }
-}
-
-fn direction_str(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-        Direction::Internal => "internal",
-    }
-}
-
-fn parse_outcome(text: Option<&str>) -> Result<Option<Outcome>> {
-    Ok(match text {
-        None => None,
-        Some("answered") => Some(Outcome::Answered),
-        Some("missed") => Some(Outcome::Missed),
-        Some("busy") => Some(Outcome::Busy),
-        Some("rejected") => Some(Outcome::Rejected),
-        Some("failed") => Some(Outcome::Failed),
-        Some(other) => return Err(corrupt("outcome", other)),
-    })
-}
-
-impl TryFrom<LogRow> for Call {
-    type Error = StoreError;
-
-    fn try_from(row: LogRow) -> Result<Call> {
-        let source = match row.source.as_str() {
-            "hep" => Source::Hep,
-            "ami" => Source::Ami,
-            "cti" => Source::Cti,
-            other => return Err(corrupt("source", other)),
-        };
-        Ok(Call {
-            id: CallId(row.id.0),
-            source,
-            source_key: row.source_key,
-            direction: parse_direction(&row.direction)?,
-            caller_number: row.caller_number,
-            caller_name: row.caller_name,
-            caller_withheld: row.caller_withheld,
-            callee_number: row.callee_number,
-            remote_e164: row.remote_e164,
-            agent_extension: row.agent_extension,
-            queue: row.queue,
-            customer_id: row.customer_id.map(CustomerId),
-            started_at: row.started_at,
-            answered_at: row.answered_at,
-            ended_at: row.ended_at,
-            outcome: parse_outcome(row.outcome.as_deref())?,
-            cause: row.cause,
-        })
-    }
 }
 
 const LOG_COLUMNS: &str = "id, source, source_key, direction, caller_number, caller_name, \
@@ -335,7 +245,7 @@ impl Store {
                 built
             }};
         }
-        let (total, rows): (i64, Vec<LogRow>) = dispatch!(self, |pool, dialect| {
+        let (total, rows): (i64, Vec<CallRow>) = dispatch!(self, |pool, dialect| {
             let count_sql = dialect.sql_owned(format!("SELECT COUNT(*) FROM calls{filter}"));
             let total: i64 = bind_all!(sqlx::query_scalar(&count_sql))
                 .fetch_one(pool)
@@ -374,7 +284,7 @@ impl Store {
         customer: CustomerId,
         limit: u32,
     ) -> Result<Vec<Call>> {
-        let rows: Vec<LogRow> = dispatch!(self, |pool, dialect| {
+        let rows: Vec<CallRow> = dispatch!(self, |pool, dialect| {
             let sql = dialect.sql_owned(format!(
                 "SELECT {LOG_COLUMNS} FROM calls WHERE customer_id = ? \
                  ORDER BY started_at DESC LIMIT ?"
