@@ -152,14 +152,24 @@ pub async fn run(
     };
     let (tickets_tx, tickets_rx) = mpsc::channel(crate::tickets::writer::WRITER_QUEUE_CAPACITY);
     let tickets_changed = Arc::new(tokio::sync::Notify::new());
+    // Ticket changes reach the webhook outbox only when a target is configured.
+    let (tickets_feed, tickets_feed_rx) = if config.webhooks.is_empty() {
+        (crate::tickets::TicketFeed::default(), None)
+    } else {
+        let (feed, rx) = crate::tickets::TicketFeed::channel();
+        (feed, Some(rx))
+    };
     let writer = crate::tickets::writer::TicketWriter::new(
         store.clone(),
         hub.clone(),
         cards.clone(),
         config.tickets.clone(),
         tickets_changed.clone(),
+        tickets_feed.clone(),
     );
     tasks.spawn(writer.run(tickets_rx));
+    // Until the webhook outbox takes ticket changes, nobody listens.
+    drop(tickets_feed_rx);
     tasks.spawn(crate::tickets::figures::run(
         store.clone(),
         hub.clone(),
@@ -204,6 +214,7 @@ pub async fn run(
         events: events_tx,
         ami: Arc::new(ami_commands),
         auth: Arc::new(crate::auth::Auth::new(config.auth.session_ttl())),
+        tickets_feed,
     };
     http::users::push_agents(&state.store, &state.hub)
         .await

@@ -45,6 +45,8 @@ pub struct AppState {
     pub customers: crate::tickets::CustomerCache,
     /// Sessions, login throttling and each user's open sockets.
     pub auth: Arc<Auth>,
+    /// Ticket changes made through the API, for the webhook outbox.
+    pub tickets_feed: crate::tickets::TicketFeed,
 }
 
 impl AppState {

@@ -295,12 +295,14 @@ async fn change(
         .update_ticket(TicketId(id), &patch, Some(UserId(user.id)))
         .await?;
     let names = names(&state, std::slice::from_ref(&ticket)).await?;
-    state.hub.publish_ticket(&summary(
+    let changed = summary(
         &ticket,
         ticket
             .customer_id
             .and_then(|c| names.customers.get(&c.0).cloned()),
-    ));
+    );
+    state.hub.publish_ticket(&changed);
+    state.tickets_feed.send(changed).await;
     if ticket.kind == TicketKind::Callback {
         if let Some(user) = ticket.assignee_user_id {
             push_open_callbacks(&state, user).await;

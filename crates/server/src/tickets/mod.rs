@@ -3,8 +3,11 @@
 //! themselves), and the supervisor figures.
 
 pub mod cards;
+pub mod feed;
 pub mod figures;
 pub mod writer;
+
+pub use feed::TicketFeed;
 
 use chrono::{DateTime, Utc};
 use fiche_hub::{Priority, TicketSummary};

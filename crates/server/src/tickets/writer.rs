@@ -56,6 +56,8 @@ pub struct TicketWriter {
     pub config: TicketsConfig,
     /// Woken after every batch that changed something, for the figures.
     pub changed: Arc<Notify>,
+    /// Ticket changes for the webhook outbox.
+    pub feed: super::TicketFeed,
     tracks: HashMap<CallId, Track>,
     callback_users: HashSet<i64>,
 }
@@ -68,6 +70,7 @@ impl TicketWriter {
         cards: CardMaker,
         config: TicketsConfig,
         changed: Arc<Notify>,
+        feed: super::TicketFeed,
     ) -> Self {
         Self {
             store,
@@ -75,6 +78,7 @@ impl TicketWriter {
             cards,
             config,
             changed,
+            feed,
             tracks: HashMap::new(),
             callback_users: HashSet::new(),
         }
@@ -215,7 +219,7 @@ impl TicketWriter {
                     // update tells the agent its duration and outcome.
                     self.call_ticket(event.call_id, &track).await?;
                     if let Some(ticket) = self.store.ticket_for_call(event.call_id).await? {
-                        self.publish(&ticket);
+                        self.publish(&ticket).await;
                     }
                     Ok(true)
                 }
@@ -323,7 +327,7 @@ impl TicketWriter {
                         .link_call(open.id, call_id, "call", serde_json::json!({}))
                         .await?
                     {
-                        self.publish(&ticket);
+                        self.publish(&ticket).await;
                     }
                     return Ok(true);
                 }
@@ -348,7 +352,7 @@ impl TicketWriter {
         };
         match self.store.insert_ticket(&new).await {
             Ok(ticket) => {
-                self.publish(&ticket);
+                self.publish(&ticket).await;
                 Ok(true)
             }
             // Written by an earlier run of the same events.
@@ -375,7 +379,7 @@ impl TicketWriter {
                     .link_call(open.id, call_id, "attempt", body)
                     .await?
                 {
-                    self.publish(&ticket);
+                    self.publish(&ticket).await;
                 }
                 return Ok(true);
             }
@@ -422,7 +426,7 @@ impl TicketWriter {
         };
         match self.store.insert_ticket(&new).await {
             Ok(ticket) => {
-                self.publish(&ticket);
+                self.publish(&ticket).await;
                 Ok(true)
             }
             Err(StoreError::Conflict { .. }) => Ok(false),
@@ -445,17 +449,19 @@ impl TicketWriter {
         };
         let closed = self.store.close_callbacks_reached(e164, call_id).await?;
         for ticket in &closed {
-            self.publish(ticket);
+            self.publish(ticket).await;
         }
         Ok(!closed.is_empty())
     }
 
-    fn publish(&self, ticket: &Ticket) {
+    async fn publish(&self, ticket: &Ticket) {
         let name = ticket
             .customer_id
             .and_then(|id| self.cards.cache.get(id.0))
             .map(|c| c.name);
-        self.hub.publish_ticket(&summary(ticket, name));
+        let summary = summary(ticket, name);
+        self.hub.publish_ticket(&summary);
+        self.feed.send(summary).await;
     }
 
     /// Sends each user's open-callback count (0 to those who had some).

@@ -440,6 +440,7 @@ async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
         cards,
         Default::default(),
         Default::default(),
+        Default::default(),
     );
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let task = tokio::spawn(writer.run(rx));
