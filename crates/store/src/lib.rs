@@ -49,7 +49,7 @@ pub use customers::{
 pub use error::{Result, StoreError};
 pub use kpis::{CallQuery, Kpis, MAX_CALL_PAGE};
 pub use outbox::{NewOutboxEntry, OutboxEntry};
-pub use password::PasswordHash;
+pub use password::{HashMemory, PasswordHash};
 pub use sessions::Session;
 pub use tickets::{
     Assignee, NewTicket, NewTicketEvent, Ticket, TicketEvent, TicketEventId, TicketId, TicketKind,
