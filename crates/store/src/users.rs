@@ -304,10 +304,10 @@ impl Store {
             .await
     }
 
-    /// Changes a user's role.
+    /// Changes a user's role. Taking the admin role from the last enabled admin is
+    /// [`StoreError::Invalid`] on `role`, and nothing changes.
     pub async fn set_role(&self, id: UserId, role: Role) -> Result<()> {
-        self.update_user_column("role = ?", role.as_str().to_owned(), id)
-            .await
+        self.change_standing(id, Some(role), None).await
     }
 
     /// Changes a user's display name.
@@ -317,20 +317,76 @@ impl Store {
             .await
     }
 
-    /// Disables (or re-enables) a user; their extensions stay assigned.
+    /// Disables (or re-enables) a user; their extensions stay assigned. Disabling
+    /// the last enabled admin is [`StoreError::Invalid`] on `disabled`, and nothing
+    /// changes.
     pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<()> {
-        let done = dispatch!(self, |pool, dialect| {
-            sqlx::query(&dialect.sql("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?"))
-                .bind(disabled)
-                .bind(now())
-                .bind(id.0)
-                .execute(pool)
-                .await?
-                .rows_affected()
+        self.change_standing(id, None, Some(disabled)).await
+    }
+
+    /// Sets a user's role and/or disabled flag, unless that would leave no enabled
+    /// admin (nobody could manage users any more) while there was one.
+    ///
+    /// Two admins demoting each other at the same moment must not both succeed: the
+    /// enabled admins are read and the change written in one transaction, with their
+    /// rows locked on PostgreSQL (`FOR UPDATE`, so the second transaction waits and
+    /// then sees the first one's change); SQLite's `BEGIN IMMEDIATE` already lets one
+    /// writer in at a time.
+    async fn change_standing(
+        &self,
+        id: UserId,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> Result<()> {
+        let field = if role.is_some() { "role" } else { "disabled" };
+        dispatch!(self, |pool, dialect| {
+            let mut tx = begin_write!(pool, dialect);
+            let lock = match dialect {
+                crate::sql::Dialect::Postgres => " FOR UPDATE",
+                crate::sql::Dialect::Sqlite => "",
+            };
+            let admins: Vec<(i64,)> = sqlx::query_as(&dialect.sql_owned(format!(
+                "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id{lock}"
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
+            let current: Option<(String, bool)> =
+                sqlx::query_as(&dialect.sql("SELECT role, disabled FROM users WHERE id = ?"))
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((current_role, current_disabled)) = current else {
+                return Err(StoreError::not_found("user", id));
+            };
+            let stays_admin = role.map_or(current_role == Role::Admin.as_str(), |role| {
+                role == Role::Admin
+            }) && !disabled.unwrap_or(current_disabled);
+            let is_enabled_admin = admins.iter().any(|(admin,)| *admin == id.0);
+            if is_enabled_admin && !stays_admin && admins.len() == 1 {
+                let change = if role.is_some_and(|role| role != Role::Admin) {
+                    "lose the admin role"
+                } else {
+                    "be disabled"
+                };
+                return Err(StoreError::invalid(
+                    field,
+                    format!(
+                        "the last enabled admin cannot {change}: make another user admin first"
+                    ),
+                ));
+            }
+            sqlx::query(&dialect.sql(
+                "UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled), \
+                 updated_at = ? WHERE id = ?",
+            ))
+            .bind(role.map(Role::as_str))
+            .bind(disabled)
+            .bind(now())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
         });
-        if done == 0 {
-            return Err(StoreError::not_found("user", id));
-        }
         Ok(())
     }
 

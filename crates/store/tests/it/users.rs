@@ -1,6 +1,6 @@
 //! Users, passwords and extensions.
 
-use fiche_store::{NewUser, PasswordHash, Role, StoreError, UserId};
+use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId};
 
 use crate::{store_test, TestDb};
 
@@ -134,6 +134,8 @@ async fn an_extension_belongs_to_one_agent(db: &TestDb) {
 store_test!(an_extension_belongs_to_one_agent);
 
 async fn roles_and_disabling_are_kept(db: &TestDb) {
+    // Another enabled admin, so that Claire may be disabled.
+    add_admin(db, "root").await;
     let claire = db.store.add_user(&claire()).await.unwrap();
     db.store.set_role(claire.id, Role::Admin).await.unwrap();
     db.store.set_disabled(claire.id, true).await.unwrap();
@@ -151,3 +153,94 @@ async fn roles_and_disabling_are_kept(db: &TestDb) {
     ));
 }
 store_test!(roles_and_disabling_are_kept);
+
+async fn add_admin(db: &TestDb, login: &str) -> User {
+    db.store
+        .add_user(&NewUser {
+            login: login.into(),
+            display_name: login.into(),
+            role: Role::Admin,
+            password: None,
+        })
+        .await
+        .unwrap()
+}
+
+fn refused_on(result: Result<(), StoreError>, expected: &str) {
+    match result {
+        Err(StoreError::Invalid { field, reason }) => {
+            assert_eq!(field, expected);
+            assert!(reason.contains("last enabled admin"), "{reason}");
+        }
+        other => panic!("expected a refusal on {expected}, got {other:?}"),
+    }
+}
+
+async fn the_last_enabled_admin_cannot_be_demoted_or_disabled(db: &TestDb) {
+    let root = add_admin(db, "root").await;
+    refused_on(db.store.set_role(root.id, Role::Supervisor).await, "role");
+    refused_on(db.store.set_disabled(root.id, true).await, "disabled");
+    // Nothing changed, and changes that keep an admin still pass.
+    let read = db.store.get_user(root.id).await.unwrap();
+    assert_eq!((read.role, read.disabled), (Role::Admin, false));
+    db.store.set_role(root.id, Role::Admin).await.unwrap();
+    db.store.set_disabled(root.id, false).await.unwrap();
+
+    // A disabled admin does not count: enabling Marc lets root go.
+    let marc = add_admin(db, "marc").await;
+    db.store.set_disabled(marc.id, true).await.unwrap();
+    refused_on(db.store.set_role(root.id, Role::Agent).await, "role");
+    db.store.set_disabled(marc.id, false).await.unwrap();
+    db.store.set_role(root.id, Role::Agent).await.unwrap();
+    refused_on(db.store.set_disabled(marc.id, true).await, "disabled");
+    // Demoting or disabling a non-admin is never refused.
+    db.store.set_disabled(root.id, true).await.unwrap();
+    let users = db.store.list_users().await.unwrap();
+    let enabled_admins: Vec<&str> = users
+        .iter()
+        .filter(|u| u.role == Role::Admin && !u.disabled)
+        .map(|u| u.login.as_str())
+        .collect();
+    assert_eq!(enabled_admins, ["marc"]);
+}
+store_test!(the_last_enabled_admin_cannot_be_demoted_or_disabled);
+
+async fn two_admins_removing_each_other_at_once_leave_one(db: &TestDb) {
+    // Each round races two admins, the only enabled ones: one is demoted while the
+    // other is disabled, each request on its own connection. Without a lock both
+    // would see the other admin still there and pass.
+    let mut survivor: Option<UserId> = None;
+    for round in 0..8 {
+        let a = add_admin(db, &format!("a{round}")).await;
+        let b = add_admin(db, &format!("b{round}")).await;
+        if let Some(previous) = survivor {
+            db.store.set_role(previous, Role::Agent).await.unwrap();
+        }
+        let (first, second) = tokio::join!(
+            spawn_change(db.store.clone(), a.id, true),
+            spawn_change(db.store.clone(), b.id, false),
+        );
+        let passed = [&first, &second].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(passed, 1, "round {round}: {first:?} {second:?}");
+        let users = db.store.list_users().await.unwrap();
+        let enabled_admins = users
+            .iter()
+            .filter(|u| u.role == Role::Admin && !u.disabled)
+            .count();
+        assert_eq!(enabled_admins, 1, "round {round}");
+        survivor = Some(if first.is_ok() { b.id } else { a.id });
+    }
+}
+store_test!(two_admins_removing_each_other_at_once_leave_one);
+
+async fn spawn_change(store: Store, id: UserId, demote: bool) -> Result<(), StoreError> {
+    tokio::spawn(async move {
+        if demote {
+            store.set_role(id, Role::Supervisor).await
+        } else {
+            store.set_disabled(id, true).await
+        }
+    })
+    .await
+    .unwrap()
+}
