@@ -5,6 +5,7 @@
 //! region and the PBX prefixes); this module only checks its shape and keeps `raw`
 //! exactly as typed.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -28,6 +29,12 @@ const PHONE_ROWS_PER_INSERT: usize = 1000;
 const KEYS_PER_LOOKUP: usize = 1000;
 /// Largest page a search returns.
 const MAX_PAGE: u32 = 500;
+/// Change-log rows per multi-row INSERT (2 values each).
+const CHANGE_ROWS_PER_INSERT: usize = 1000;
+/// Most change-log rows [`Store::customer_changes_since`] returns at once.
+pub const MAX_CHANGES_PAGE: u32 = 10_000;
+/// Widest id range [`Store::customers_between`] reads at once.
+pub const MAX_CUSTOMER_RANGE: i64 = 10_000;
 /// Longest text field accepted (notes), in characters.
 const MAX_TEXT_CHARS: usize = 65_536;
 /// Longest short field (name, company, email, label, tag, external_ref), in characters.
@@ -679,6 +686,52 @@ macro_rules! update_customer_fields {
     }};
 }
 
+/// The database clock in microseconds since 1970, as the change log stores it
+/// (`clock_timestamp()` on PostgreSQL: the time of the statement, not of the
+/// transaction's start).
+fn clock_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+        Dialect::Postgres => "(floor(extract(epoch FROM clock_timestamp()) * 1000000))::bigint",
+    }
+}
+
+/// Sorted, distinct `ids` as contiguous runs `(first, last)`: an import batch of
+/// new customers is one run.
+fn id_runs(ids: &mut Vec<i64>) -> Vec<(i64, i64)> {
+    ids.sort_unstable();
+    ids.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &id in ids.iter() {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
+}
+
+/// Records in the change log that the customers `ids` changed (created, updated or
+/// deleted). Called last in the writing transaction, so that the logged time is
+/// close to the commit.
+macro_rules! log_customer_changes {
+    ($conn:expr, $dialect:expr, $ids:expr) => {{
+        let mut ids: Vec<i64> = $ids;
+        let runs = id_runs(&mut ids);
+        for chunk in runs.chunks(CHANGE_ROWS_PER_INSERT) {
+            let sql = $dialect.sql_owned(format!(
+                "INSERT INTO customer_changes (first_id, last_id) VALUES {}",
+                value_rows(chunk.len(), 2)
+            ));
+            let mut query = sqlx::query(&sql);
+            for (first, last) in chunk {
+                query = query.bind(*first).bind(*last);
+            }
+            query.execute(&mut *$conn).await?;
+        }
+    }};
+}
+
 /// Looks up customers by merge keys.
 macro_rules! find_by_keys {
     ($conn:expr, $dialect:expr, $keys:expr) => {{
@@ -743,7 +796,7 @@ enum Target {
 /// Decides, for each cleaned row, whether it is new, a duplicate of an existing customer
 /// or of an earlier row. `existing` holds the matched customers' current content.
 fn plan(
-    rows: &[NewCustomer],
+    rows: &[&NewCustomer],
     matches: &MergeMatches,
     existing: &HashMap<CustomerId, Customer>,
 ) -> Vec<UpsertAction> {
@@ -881,7 +934,7 @@ fn plan(
     actions
 }
 
-fn merge_keys(rows: &[NewCustomer]) -> MergeKeys {
+fn merge_keys(rows: &[&NewCustomer]) -> MergeKeys {
     let mut keys = MergeKeys::default();
     let mut seen = HashSet::new();
     for row in rows {
@@ -929,6 +982,7 @@ impl Store {
             let ids = allocate_customer_ids!(tx, dialect, 1);
             let id = ids.first().copied().unwrap_or_default();
             insert_customers!(tx, dialect, &[(id, &customer)]);
+            log_customer_changes!(tx, dialect, vec![id]);
             tx.commit().await?;
             id
         });
@@ -1011,6 +1065,7 @@ impl Store {
                 .map(|p| (id.0, p))
                 .collect();
             insert_phones!(tx, dialect, &added);
+            log_customer_changes!(tx, dialect, vec![id.0]);
             tx.commit().await?;
             Ok::<(), StoreError>(())
         })?;
@@ -1020,11 +1075,17 @@ impl Store {
     /// Deletes a customer; its phones go with it, its calls and tickets stay (unlinked).
     pub async fn delete_customer(&self, id: CustomerId) -> Result<()> {
         let done = dispatch!(self, |pool, dialect| {
-            sqlx::query(&dialect.sql("DELETE FROM customers WHERE id = ?"))
+            let mut tx = begin_write!(pool, dialect);
+            let done = sqlx::query(&dialect.sql("DELETE FROM customers WHERE id = ?"))
                 .bind(id.0)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if done > 0 {
+                log_customer_changes!(tx, dialect, vec![id.0]);
+            }
+            tx.commit().await?;
+            done
         });
         if done == 0 {
             return Err(StoreError::not_found("customer", id));
@@ -1072,11 +1133,14 @@ impl Store {
 
     async fn touch_customer(&self, id: CustomerId) -> Result<()> {
         dispatch!(self, |pool, dialect| {
+            let mut tx = begin_write!(pool, dialect);
             sqlx::query(&dialect.sql("UPDATE customers SET updated_at = ? WHERE id = ?"))
                 .bind(now())
                 .bind(id.0)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            log_customer_changes!(tx, dialect, vec![id.0]);
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -1195,7 +1259,17 @@ impl Store {
             .iter()
             .map(clean_customer)
             .collect::<Result<Vec<_>>>()?;
-        let matches = self.find_merge_matches(&merge_keys(&rows)).await?;
+        self.plan_rows(&rows.iter().collect::<Vec<_>>()).await
+    }
+
+    /// [`Store::plan_customers_batch`] for rows already checked.
+    pub async fn plan_checked_batch(&self, rows: &[CheckedCustomer]) -> Result<Vec<UpsertAction>> {
+        self.plan_rows(&rows.iter().map(|row| &row.0).collect::<Vec<_>>())
+            .await
+    }
+
+    async fn plan_rows(&self, rows: &[&NewCustomer]) -> Result<Vec<UpsertAction>> {
+        let matches = self.find_merge_matches(&merge_keys(rows)).await?;
         let existing: HashMap<CustomerId, Customer> = self
             .get_customers(
                 &existing_ids(&matches)
@@ -1207,7 +1281,7 @@ impl Store {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
-        Ok(plan(&rows, &matches, &existing))
+        Ok(plan(rows, &matches, &existing))
     }
 
     /// Imports a batch of customers in one transaction: each row is merged into the
@@ -1219,21 +1293,29 @@ impl Store {
     /// At most [`MAX_BATCH_ROWS`] rows; any invalid row fails the whole batch and
     /// nothing is written.
     pub async fn upsert_customers_batch(&self, rows: &[NewCustomer]) -> Result<BatchOutcome> {
-        if rows.len() > MAX_BATCH_ROWS {
-            return Err(StoreError::invalid(
-                "rows",
-                format!("{} rows in one batch, at most {MAX_BATCH_ROWS}", rows.len()),
-            ));
-        }
+        check_batch_size(rows.len())?;
         let rows = rows
             .iter()
             .map(clean_customer)
             .collect::<Result<Vec<_>>>()?;
+        self.upsert_rows(&rows.iter().collect::<Vec<_>>()).await
+    }
+
+    /// [`Store::upsert_customers_batch`] for rows already checked by
+    /// [`NewCustomer::check`] (an importer checks every row first to report them all;
+    /// they are not checked a second time).
+    pub async fn upsert_checked_batch(&self, rows: &[CheckedCustomer]) -> Result<BatchOutcome> {
+        check_batch_size(rows.len())?;
+        self.upsert_rows(&rows.iter().map(|row| &row.0).collect::<Vec<_>>())
+            .await
+    }
+
+    async fn upsert_rows(&self, rows: &[&NewCustomer]) -> Result<BatchOutcome> {
         dispatch!(self, |pool, dialect| {
             // SQLite: the write lock is taken first, so that the lookups and the id
             // allocation see what is then written.
             let mut tx = begin_write!(pool, dialect);
-            let keys = merge_keys(&rows);
+            let keys = merge_keys(rows);
             let matches = find_by_keys!(tx, dialect, &keys);
             let existing_ids = existing_ids(&matches);
             let existing: HashMap<CustomerId, Customer> = if existing_ids.is_empty() {
@@ -1244,25 +1326,26 @@ impl Store {
                     .map(|c| (c.id, c))
                     .collect()
             };
-            let actions = plan(&rows, &matches, &existing);
+            let actions = plan(rows, &matches, &existing);
 
             // Fold every row into its final content: new rows (with their in-batch
             // duplicates) and existing customers (with every row merged into them).
-            let mut new_rows: Vec<(usize, NewCustomer)> = Vec::new();
+            // Rows are borrowed, and copied only when another row merges into them.
+            let mut new_rows: Vec<(usize, Cow<'_, NewCustomer>)> = Vec::new();
             let mut new_index: HashMap<usize, usize> = HashMap::new();
             let mut updates: HashMap<CustomerId, NewCustomer> = HashMap::new();
             let mut update_order: Vec<CustomerId> = Vec::new();
-            for (index, (row, action)) in rows.iter().zip(&actions).enumerate() {
+            for (index, (row, action)) in rows.iter().copied().zip(&actions).enumerate() {
                 match action {
                     UpsertAction::Insert => {
                         new_index.insert(index, new_rows.len());
-                        new_rows.push((index, row.clone()));
+                        new_rows.push((index, Cow::Borrowed(row)));
                     }
                     UpsertAction::MergeIntoRow { row: target, .. } => {
                         if let Some((_, merged)) =
                             new_index.get(target).and_then(|i| new_rows.get_mut(*i))
                         {
-                            merge_into(merged, row);
+                            merge_into(merged.to_mut(), row);
                         }
                     }
                     UpsertAction::Update { id, .. } => {
@@ -1279,7 +1362,7 @@ impl Store {
             let inserts: Vec<(i64, &NewCustomer)> = ids
                 .iter()
                 .zip(&new_rows)
-                .map(|(id, (_, row))| (*id, row))
+                .map(|(id, (_, row))| (*id, &**row))
                 .collect();
             insert_customers!(tx, dialect, &inserts);
 
@@ -1307,6 +1390,12 @@ impl Store {
                     .collect();
                 insert_phones!(tx, dialect, &added);
             }
+            let changed: Vec<i64> = ids
+                .iter()
+                .copied()
+                .chain(update_order.iter().map(|id| id.0))
+                .collect();
+            log_customer_changes!(tx, dialect, changed);
             tx.commit().await?;
 
             let mut row_ids: Vec<CustomerId> = Vec::with_capacity(rows.len());
@@ -1412,5 +1501,147 @@ impl NewCustomer {
     /// company), so an importer can report every bad row before writing anything.
     pub fn validate(&self) -> Result<()> {
         clean_customer(self).map(|_| ())
+    }
+
+    /// [`NewCustomer::validate`], keeping the result: the row trimmed, its duplicate
+    /// tags and numbers dropped, ready for [`Store::upsert_checked_batch`].
+    pub fn check(&self) -> Result<CheckedCustomer> {
+        clean_customer(self).map(CheckedCustomer)
+    }
+}
+
+/// A customer row that passed the store's checks ([`NewCustomer::check`]); only the
+/// store can make one, so a batch of them needs no second check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCustomer(NewCustomer);
+
+impl CheckedCustomer {
+    /// The checked content.
+    pub fn get(&self) -> &NewCustomer {
+        &self.0
+    }
+}
+
+fn check_batch_size(rows: usize) -> Result<()> {
+    if rows > MAX_BATCH_ROWS {
+        return Err(StoreError::invalid(
+            "rows",
+            format!("{rows} rows in one batch, at most {MAX_BATCH_ROWS}"),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Change log, for the servers' in-memory index (see migrations/*/0002_customer_changes.sql)
+
+/// One change-log row: the customers `first..=last` were created, changed or deleted.
+/// Read the customers of the range to know which (those gone were deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct CustomerChange {
+    /// The row's id: distinct per change, but not in commit order on PostgreSQL.
+    pub id: i64,
+    /// First customer id of the range.
+    #[sqlx(try_from = "i64")]
+    pub first_id: CustomerId,
+    /// Last customer id of the range (inclusive).
+    #[sqlx(try_from = "i64")]
+    pub last_id: CustomerId,
+    /// The database's clock when the change was written, microseconds since 1970.
+    pub changed_at: i64,
+}
+
+impl Store {
+    /// The database's clock, in the change log's unit (microseconds since 1970): a
+    /// reader's starting point, taken before it reads the customers.
+    pub async fn customer_changes_clock(&self) -> Result<i64> {
+        dispatch!(self, |pool, dialect| {
+            let sql = format!("SELECT {}", clock_sql(dialect));
+            let (now,): (i64,) = sqlx::query_as(&sql).fetch_one(pool).await?;
+            Ok(now)
+        })
+    }
+
+    /// Change-log rows after `(changed_at, id)` in `(changed_at, id)` order, at most
+    /// `limit` (capped at [`MAX_CHANGES_PAGE`]; 0 means the cap). Pass the last row
+    /// returned to read the next page.
+    ///
+    /// Concurrent transactions can commit their rows out of that order (on PostgreSQL
+    /// a later commit may carry an earlier time), so a reader should start each poll a
+    /// margin of time back and skip the ids it has already applied.
+    pub async fn customer_changes_since(
+        &self,
+        after: (i64, i64),
+        limit: u32,
+    ) -> Result<Vec<CustomerChange>> {
+        let limit = match limit {
+            0 => MAX_CHANGES_PAGE,
+            n => n.min(MAX_CHANGES_PAGE),
+        };
+        let (at, id) = after;
+        dispatch!(self, |pool, dialect| {
+            Ok(sqlx::query_as::<_, CustomerChange>(&dialect.sql(
+                "SELECT id, first_id, last_id, changed_at FROM customer_changes \
+                 WHERE changed_at > ? OR (changed_at = ? AND id > ?) \
+                 ORDER BY changed_at, id LIMIT ?",
+            ))
+            .bind(at)
+            .bind(at)
+            .bind(id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// The customers whose id is in `first..=last`, with their phones, in id order. A
+    /// range wider than [`MAX_CUSTOMER_RANGE`] is refused.
+    pub async fn customers_between(
+        &self,
+        first: CustomerId,
+        last: CustomerId,
+    ) -> Result<Vec<Customer>> {
+        if last.0 < first.0 {
+            return Ok(Vec::new());
+        }
+        if last.0 - first.0 >= MAX_CUSTOMER_RANGE {
+            return Err(StoreError::invalid(
+                "last",
+                format!("more than {MAX_CUSTOMER_RANGE} ids in one range"),
+            ));
+        }
+        dispatch!(self, |pool, dialect| {
+            let mut conn = pool.acquire().await?;
+            let rows: Vec<CustomerRow> = sqlx::query_as(&dialect.sql_owned(format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id BETWEEN ? AND ? ORDER BY id"
+            )))
+            .bind(first.0)
+            .bind(last.0)
+            .fetch_all(&mut *conn)
+            .await?;
+            let phones: Vec<PhoneRow> = sqlx::query_as(&dialect.sql(
+                "SELECT id, customer_id, e164, raw, label FROM customer_phones \
+                 WHERE customer_id BETWEEN ? AND ? ORDER BY id",
+            ))
+            .bind(first.0)
+            .bind(last.0)
+            .fetch_all(&mut *conn)
+            .await?;
+            assemble(rows, phones)
+        })
+    }
+
+    /// Deletes change-log rows written before `before` (the log's unit); returns how
+    /// many. Readers further behind than that must reload everything.
+    pub async fn prune_customer_changes(&self, before: i64) -> Result<u64> {
+        dispatch!(self, |pool, dialect| {
+            Ok(
+                sqlx::query(&dialect.sql("DELETE FROM customer_changes WHERE changed_at < ?"))
+                    .bind(before)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+            )
+        })
     }
 }

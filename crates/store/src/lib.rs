@@ -43,8 +43,9 @@ use sqlx::sqlite::{
 pub use calls::{Call, CallUpsert};
 pub use cti::CtiToken;
 pub use customers::{
-    BatchOutcome, Customer, CustomerId, CustomerPage, CustomerQuery, MatchedBy, MergeKeys,
-    MergeMatches, NewCustomer, NewPhone, Phone, PhoneEntry, PhoneId, UpsertAction, MAX_BATCH_ROWS,
+    BatchOutcome, CheckedCustomer, Customer, CustomerChange, CustomerId, CustomerPage,
+    CustomerQuery, MatchedBy, MergeKeys, MergeMatches, NewCustomer, NewPhone, Phone, PhoneEntry,
+    PhoneId, UpsertAction, MAX_BATCH_ROWS, MAX_CHANGES_PAGE, MAX_CUSTOMER_RANGE,
 };
 pub use error::{Result, StoreError};
 pub use kpis::{CallQuery, Kpis, MAX_CALL_PAGE};

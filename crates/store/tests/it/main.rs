@@ -5,6 +5,7 @@
 
 mod calls;
 mod cti_outbox;
+mod customer_changes;
 mod customers;
 mod import;
 mod ticket_work;
