@@ -8,7 +8,8 @@ use sqlx::FromRow;
 use crate::customers::{check_e164, CustomerId};
 use crate::error::{map_db_error, Result, StoreError};
 use crate::sql::{now, stored_time, DbUuid};
-use crate::{begin_write, dispatch, Store};
+use crate::work::{on_tx, TicketTx};
+use crate::{dispatch, Store};
 
 /// Longest text field of a call (numbers, names, causes), in characters; longer values
 /// (an attacker-chosen display name) are cut, not refused, so a call is never lost.
@@ -180,6 +181,27 @@ impl Store {
     /// never changes). Replaying the same events therefore never duplicates a call.
     /// When the call has a customer, that customer's last contact time moves forward.
     pub async fn upsert_call(&self, call: &Call) -> Result<CallUpsert> {
+        let mut tx = self.begin_tickets().await?;
+        let done = tx.upsert_call(call).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// The call `id`, if stored.
+    pub async fn get_call(&self, id: CallId) -> Result<Option<Call>> {
+        let row: Option<CallRow> = dispatch!(self, |pool, dialect| {
+            sqlx::query_as(&dialect.sql_owned(one_call_sql()))
+                .bind(DbUuid(id.0))
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Call::try_from).transpose()
+    }
+}
+
+impl TicketTx {
+    /// See [`Store::upsert_call`].
+    pub async fn upsert_call(&mut self, call: &Call) -> Result<CallUpsert> {
         if call.source_key.is_empty() || call.source_key.chars().count() > 1024 {
             return Err(StoreError::invalid(
                 "source_key",
@@ -199,8 +221,7 @@ impl Store {
         let at = now();
         let customer = call.customer_id.map(|c| ("customer", c.to_string()));
         let map = |e| map_db_error(e, customer.clone());
-        dispatch!(self, |pool, dialect| {
-            let mut tx = begin_write!(pool, dialect);
+        on_tx!(self, |tx, dialect| {
             let inserted = sqlx::query(&dialect.sql(
                 "INSERT INTO calls (id, source, source_key, direction, caller_number, caller_name, \
                  caller_withheld, callee_number, remote_e164, agent_extension, queue, customer_id, \
@@ -290,7 +311,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await?;
             Ok(if inserted {
                 CallUpsert::Inserted
             } else {
@@ -299,15 +319,18 @@ impl Store {
         })
     }
 
-    /// The call `id`, if stored.
-    pub async fn get_call(&self, id: CallId) -> Result<Option<Call>> {
-        let row: Option<CallRow> = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?"));
-            sqlx::query_as(&sql)
+    /// See [`Store::get_call`].
+    pub async fn get_call(&mut self, id: CallId) -> Result<Option<Call>> {
+        let row: Option<CallRow> = on_tx!(self, |conn, dialect| {
+            sqlx::query_as(&dialect.sql_owned(one_call_sql()))
                 .bind(DbUuid(id.0))
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?
         });
         row.map(Call::try_from).transpose()
     }
+}
+
+fn one_call_sql() -> String {
+    format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?")
 }

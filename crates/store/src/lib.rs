@@ -30,6 +30,7 @@ mod sessions;
 mod sql;
 mod tickets;
 mod users;
+mod work;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -57,6 +58,7 @@ pub use tickets::{
     TicketPatch, TicketQuery, TicketStatus, MAX_PAGE,
 };
 pub use users::{NewUser, Role, User, UserId};
+pub use work::{DraftSaved, TicketDraft, TicketTx, MAX_DRAFTS_PER_CALL, MAX_NOTE_CHARS};
 
 /// How long a SQLite connection waits for another writer before failing with "busy".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,7 +12,8 @@ use crate::customers::{check_e164, CustomerId};
 use crate::error::{map_db_error, Result, StoreError};
 use crate::sql::{now, stored_time, DbUuid};
 use crate::users::UserId;
-use crate::{begin_write, dispatch, Store};
+use crate::work::{on_tx, TicketTx};
+use crate::{dispatch, Store};
 
 /// Longest subject, reason or group, in characters.
 const MAX_SHORT_CHARS: usize = 512;
@@ -65,7 +66,7 @@ impl TicketKind {
 }
 
 impl TicketStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TicketStatus::Open => "open",
             TicketStatus::Closed => "closed",
@@ -192,7 +193,7 @@ struct TicketRow {
 }
 
 #[derive(FromRow)]
-struct TicketEventRow {
+pub(crate) struct TicketEventRow {
     id: i64,
     ticket_id: i64,
     at: DateTime<Utc>,
@@ -267,7 +268,7 @@ const TICKET_COLUMNS: &str = "id, call_id, customer_id, phone_e164, kind, status
      reason, priority, assignee_user_id, assignee_group, due_at, attempts, created_at, \
      updated_at, closed_at";
 
-fn check_short(field: &'static str, text: &str) -> Result<()> {
+pub(crate) fn check_short(field: &'static str, text: &str) -> Result<()> {
     if text.chars().count() > MAX_SHORT_CHARS || text.contains('\0') {
         return Err(StoreError::invalid(
             field,
@@ -281,65 +282,22 @@ impl Store {
     /// Creates a ticket. A second ticket for the same call is a
     /// [`StoreError::Conflict`] on `call_id`.
     pub async fn insert_ticket(&self, ticket: &NewTicket) -> Result<Ticket> {
-        check_short("subject", &ticket.subject)?;
-        for (field, value) in [
-            ("reason", &ticket.reason),
-            ("assignee_group", &ticket.assignee_group),
-        ] {
-            if let Some(value) = value {
-                check_short(field, value)?;
-            }
-        }
-        if let Some(e164) = &ticket.phone_e164 {
-            check_e164("phone_e164", e164)?;
-        }
-        let at = now();
-        let closed_at = (ticket.status == TicketStatus::Closed).then_some(at);
-        let row: TicketRow = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!(
-                "INSERT INTO tickets (call_id, customer_id, phone_e164, kind, status, subject, \
-                 reason, priority, assignee_user_id, assignee_group, due_at, attempts, \
-                 created_at, updated_at, closed_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TICKET_COLUMNS}"
-            ));
-            sqlx::query_as(&sql)
-                .bind(ticket.call_id.map(|id| DbUuid(id.0)))
-                .bind(ticket.customer_id.map(|id| id.0))
-                .bind(&ticket.phone_e164)
-                .bind(ticket.kind.as_str())
-                .bind(ticket.status.as_str())
-                .bind(&ticket.subject)
-                .bind(&ticket.reason)
-                .bind(ticket.priority)
-                .bind(ticket.assignee_user_id.map(|id| id.0))
-                .bind(&ticket.assignee_group)
-                .bind(ticket.due_at.map(stored_time))
-                .bind(i32::from(ticket.call_id.is_some()))
-                .bind(at)
-                .bind(at)
-                .bind(closed_at)
-                .fetch_one(pool)
-                .await
-                // The referenced call, customer or user is missing.
-                .map_err(|e| {
-                    map_db_error(
-                        e,
-                        Some((
-                            "call, customer or user",
-                            "referenced by the ticket".to_owned(),
-                        )),
-                    )
-                })?
-        });
-        row.try_into()
+        let mut tx = self.begin_tickets().await?;
+        let created = tx.insert_ticket(ticket).await?;
+        tx.commit().await?;
+        created.ok_or(StoreError::Conflict {
+            entity: "ticket",
+            field: "call_id",
+        })
     }
 
     /// The ticket `id`.
     pub async fn get_ticket(&self, id: TicketId) -> Result<Ticket> {
         let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
-            let sql =
-                dialect.sql_owned(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ?"));
-            sqlx::query_as(&sql).bind(id.0).fetch_optional(pool).await?
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql("id = ?")))
+                .bind(id.0)
+                .fetch_optional(pool)
+                .await?
         });
         row.ok_or_else(|| StoreError::not_found("ticket", id))?
             .try_into()
@@ -359,22 +317,18 @@ impl Store {
                 format!("longer than {MAX_BODY_BYTES} bytes"),
             ));
         }
-        let row: TicketEventRow = dispatch!(self, |pool, dialect| {
-            sqlx::query_as(&dialect.sql(
-                "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
-                 VALUES (?, ?, ?, ?, ?, ?) \
-                 RETURNING id, ticket_id, at, author_user_id, kind, call_id, body",
-            ))
-            .bind(event.ticket_id.0)
-            .bind(now())
-            .bind(event.author_user_id.map(|id| id.0))
-            .bind(kind)
-            .bind(event.call_id.map(|id| DbUuid(id.0)))
-            .bind(body)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| map_db_error(e, Some(("ticket", event.ticket_id.to_string()))))?
-        });
+        let mut tx = self.begin_tickets().await?;
+        let row = tx
+            .insert_event(
+                event.ticket_id,
+                event.author_user_id,
+                kind,
+                event.call_id,
+                &body,
+                now(),
+            )
+            .await?;
+        tx.commit().await?;
         row.try_into()
     }
 
@@ -390,6 +344,307 @@ impl Store {
             .await?
         });
         rows.into_iter().map(TicketEvent::try_from).collect()
+    }
+}
+
+fn one_ticket_sql(condition: &str) -> String {
+    format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE {condition}")
+}
+
+/// The ticket a call created or was linked to, the oldest first.
+const TICKET_FOR_CALL: &str = "call_id = ? OR id IN \
+     (SELECT ticket_id FROM ticket_events WHERE call_id = ?) ORDER BY id LIMIT 1";
+/// The oldest open callback for a number.
+const OPEN_CALLBACK_FOR_PHONE: &str =
+    "phone_e164 = ? AND kind = 'callback' AND status = 'open' ORDER BY id LIMIT 1";
+/// The customer's most recent open ticket.
+const OPEN_TICKET_FOR_CUSTOMER: &str =
+    "customer_id = ? AND status = 'open' ORDER BY id DESC LIMIT 1";
+
+impl TicketTx {
+    /// Creates a ticket; `None` when the call already has one (nothing written).
+    pub async fn insert_ticket(&mut self, ticket: &NewTicket) -> Result<Option<Ticket>> {
+        check_short("subject", &ticket.subject)?;
+        for (field, value) in [
+            ("reason", &ticket.reason),
+            ("assignee_group", &ticket.assignee_group),
+        ] {
+            if let Some(value) = value {
+                check_short(field, value)?;
+            }
+        }
+        if let Some(e164) = &ticket.phone_e164 {
+            check_e164("phone_e164", e164)?;
+        }
+        let at = now();
+        let closed_at = (ticket.status == TicketStatus::Closed).then_some(at);
+        let row: Option<TicketRow> = on_tx!(self, |conn, dialect| {
+            // A conflict would abort a PostgreSQL transaction: skip it instead.
+            let sql = dialect.sql_owned(format!(
+                "INSERT INTO tickets (call_id, customer_id, phone_e164, kind, status, subject, \
+                 reason, priority, assignee_user_id, assignee_group, due_at, attempts, \
+                 created_at, updated_at, closed_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (call_id) WHERE call_id IS NOT NULL DO NOTHING \
+                 RETURNING {TICKET_COLUMNS}"
+            ));
+            sqlx::query_as(&sql)
+                .bind(ticket.call_id.map(|id| DbUuid(id.0)))
+                .bind(ticket.customer_id.map(|id| id.0))
+                .bind(&ticket.phone_e164)
+                .bind(ticket.kind.as_str())
+                .bind(ticket.status.as_str())
+                .bind(&ticket.subject)
+                .bind(&ticket.reason)
+                .bind(ticket.priority)
+                .bind(ticket.assignee_user_id.map(|id| id.0))
+                .bind(&ticket.assignee_group)
+                .bind(ticket.due_at.map(stored_time))
+                .bind(i32::from(ticket.call_id.is_some()))
+                .bind(at)
+                .bind(at)
+                .bind(closed_at)
+                .fetch_optional(&mut *conn)
+                .await
+                // The referenced call, customer or user is missing.
+                .map_err(|e| {
+                    map_db_error(
+                        e,
+                        Some((
+                            "call, customer or user",
+                            "referenced by the ticket".to_owned(),
+                        )),
+                    )
+                })?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// The ticket `id`.
+    pub async fn get_ticket(&mut self, id: TicketId) -> Result<Ticket> {
+        let row: Option<TicketRow> = on_tx!(self, |conn, dialect| {
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql("id = ?")))
+                .bind(id.0)
+                .fetch_optional(&mut *conn)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::not_found("ticket", id))?
+            .try_into()
+    }
+
+    /// Appends an event (kind and body already checked).
+    pub(crate) async fn insert_event(
+        &mut self,
+        ticket_id: TicketId,
+        author: Option<UserId>,
+        kind: &str,
+        call_id: Option<CallId>,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TicketEventRow> {
+        let row: TicketEventRow = on_tx!(self, |conn, dialect| {
+            sqlx::query_as(&dialect.sql(
+                "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
+                 VALUES (?, ?, ?, ?, ?, ?) \
+                 RETURNING id, ticket_id, at, author_user_id, kind, call_id, body",
+            ))
+            .bind(ticket_id.0)
+            .bind(stored_time(at))
+            .bind(author.map(|id| id.0))
+            .bind(kind)
+            .bind(call_id.map(|id| DbUuid(id.0)))
+            .bind(body)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| map_db_error(e, Some(("ticket", ticket_id.to_string()))))?
+        });
+        Ok(row)
+    }
+
+    /// See [`Store::ticket_for_call`].
+    pub async fn ticket_for_call(&mut self, call_id: CallId) -> Result<Option<Ticket>> {
+        let row: Option<TicketRow> = on_tx!(self, |conn, dialect| {
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql(TICKET_FOR_CALL)))
+                .bind(DbUuid(call_id.0))
+                .bind(DbUuid(call_id.0))
+                .fetch_optional(&mut *conn)
+                .await?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// See [`Store::open_callback_for_phone`].
+    pub async fn open_callback_for_phone(&mut self, phone_e164: &str) -> Result<Option<Ticket>> {
+        let row: Option<TicketRow> = on_tx!(self, |conn, dialect| {
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql(OPEN_CALLBACK_FOR_PHONE)))
+                .bind(phone_e164)
+                .fetch_optional(&mut *conn)
+                .await?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// See [`Store::open_ticket_for_customer`].
+    pub async fn open_ticket_for_customer(
+        &mut self,
+        customer: CustomerId,
+    ) -> Result<Option<Ticket>> {
+        let row: Option<TicketRow> = on_tx!(self, |conn, dialect| {
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql(OPEN_TICKET_FOR_CUSTOMER)))
+                .bind(customer.0)
+                .fetch_optional(&mut *conn)
+                .await?
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// See [`Store::update_ticket`].
+    pub async fn update_ticket(
+        &mut self,
+        id: TicketId,
+        patch: &TicketPatch,
+        author: Option<UserId>,
+    ) -> Result<Ticket> {
+        if let Some(subject) = &patch.subject {
+            check_short("subject", subject)?;
+        }
+        if let Some(Some(reason)) = &patch.reason {
+            check_short("reason", reason)?;
+        }
+        let before = self.get_ticket(id).await?;
+        let at = now();
+        let status = patch.status.unwrap_or(before.status);
+        let closed_at = match (before.status, status) {
+            (TicketStatus::Open, TicketStatus::Closed) => Some(at),
+            (_, TicketStatus::Open) => None,
+            (TicketStatus::Closed, TicketStatus::Closed) => before.closed_at,
+        };
+        let reason = patch.reason.clone().unwrap_or(before.reason.clone());
+        let priority = patch.priority.unwrap_or(before.priority);
+        let due_at = patch.due_at.unwrap_or(before.due_at);
+        let assignee = patch.assignee_user_id.unwrap_or(before.assignee_user_id);
+        let subject = patch.subject.clone().unwrap_or(before.subject.clone());
+        let row: TicketRow = on_tx!(self, |conn, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "UPDATE tickets SET status = ?, reason = ?, priority = ?, due_at = ?, \
+                 assignee_user_id = ?, subject = ?, updated_at = ?, closed_at = ? \
+                 WHERE id = ? RETURNING {TICKET_COLUMNS}"
+            ));
+            sqlx::query_as(&sql)
+                .bind(status.as_str())
+                .bind(&reason)
+                .bind(priority)
+                .bind(due_at.map(stored_time))
+                .bind(assignee.map(|u| u.0))
+                .bind(&subject)
+                .bind(at)
+                .bind(closed_at)
+                .bind(id.0)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| map_db_error(e, Some(("user", "assigned to the ticket".to_owned()))))?
+        });
+        if status != before.status {
+            let body = serde_json::json!({ "from": before.status, "to": status }).to_string();
+            self.insert_event(id, author, "status", None, &body, at)
+                .await?;
+        }
+        row.try_into()
+    }
+
+    /// See [`Store::link_call`].
+    pub async fn link_call(
+        &mut self,
+        id: TicketId,
+        call_id: CallId,
+        kind: &str,
+        body: serde_json::Value,
+    ) -> Result<Option<Ticket>> {
+        let at = now();
+        let attempt = i32::from(kind == "attempt");
+        let body = body.to_string();
+        let row: Option<TicketRow> = on_tx!(self, |conn, dialect| {
+            let linked: Option<i64> =
+                sqlx::query_scalar(&dialect.sql(
+                    "SELECT id FROM ticket_events WHERE ticket_id = ? AND call_id = ? LIMIT 1",
+                ))
+                .bind(id.0)
+                .bind(DbUuid(call_id.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+            let is_own: Option<i64> = sqlx::query_scalar(
+                &dialect.sql("SELECT id FROM tickets WHERE id = ? AND call_id = ?"),
+            )
+            .bind(id.0)
+            .bind(DbUuid(call_id.0))
+            .fetch_optional(&mut *conn)
+            .await?;
+            if linked.is_some() || is_own.is_some() {
+                None
+            } else {
+                sqlx::query(&dialect.sql(
+                    "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
+                     VALUES (?, ?, NULL, ?, ?, ?)",
+                ))
+                .bind(id.0)
+                .bind(at)
+                .bind(kind)
+                .bind(DbUuid(call_id.0))
+                .bind(&body)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| map_db_error(e, Some(("ticket or call", id.to_string()))))?;
+                let sql = dialect.sql_owned(format!(
+                    "UPDATE tickets SET attempts = attempts + ?, updated_at = ? WHERE id = ? \
+                     RETURNING {TICKET_COLUMNS}"
+                ));
+                let row: TicketRow = sqlx::query_as(&sql)
+                    .bind(attempt)
+                    .bind(at)
+                    .bind(id.0)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Some(row)
+            }
+        });
+        row.map(Ticket::try_from).transpose()
+    }
+
+    /// See [`Store::close_callbacks_reached`].
+    pub async fn close_callbacks_reached(
+        &mut self,
+        phone_e164: &str,
+        call_id: CallId,
+    ) -> Result<Vec<Ticket>> {
+        let at = now();
+        let rows: Vec<TicketRow> = on_tx!(self, |conn, dialect| {
+            let sql = dialect.sql_owned(format!(
+                "UPDATE tickets SET status = 'closed', closed_at = ?, updated_at = ? \
+                 WHERE phone_e164 = ? AND kind = 'callback' AND status = 'open' \
+                 AND (call_id IS NULL OR call_id <> ?) RETURNING {TICKET_COLUMNS}"
+            ));
+            let rows: Vec<TicketRow> = sqlx::query_as(&sql)
+                .bind(at)
+                .bind(at)
+                .bind(phone_e164)
+                .bind(DbUuid(call_id.0))
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in &rows {
+                sqlx::query(&dialect.sql(
+                    "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
+                     VALUES (?, ?, NULL, 'reached', ?, '{}')",
+                ))
+                .bind(row.id)
+                .bind(at)
+                .bind(DbUuid(call_id.0))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| map_db_error(e, Some(("call", call_id.0.to_string()))))?;
+            }
+            rows
+        });
+        rows.into_iter().map(Ticket::try_from).collect()
     }
 }
 
@@ -561,67 +816,17 @@ impl Store {
         patch: &TicketPatch,
         author: Option<UserId>,
     ) -> Result<Ticket> {
-        if let Some(subject) = &patch.subject {
-            check_short("subject", subject)?;
-        }
-        if let Some(Some(reason)) = &patch.reason {
-            check_short("reason", reason)?;
-        }
-        let before = self.get_ticket(id).await?;
-        let at = now();
-        let status = patch.status.unwrap_or(before.status);
-        let closed_at = match (before.status, status) {
-            (TicketStatus::Open, TicketStatus::Closed) => Some(at),
-            (_, TicketStatus::Open) => None,
-            (TicketStatus::Closed, TicketStatus::Closed) => before.closed_at,
-        };
-        let reason = patch.reason.clone().unwrap_or(before.reason.clone());
-        let priority = patch.priority.unwrap_or(before.priority);
-        let due_at = patch.due_at.unwrap_or(before.due_at);
-        let assignee = patch.assignee_user_id.unwrap_or(before.assignee_user_id);
-        let subject = patch.subject.clone().unwrap_or(before.subject.clone());
-        let row: TicketRow = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!(
-                "UPDATE tickets SET status = ?, reason = ?, priority = ?, due_at = ?, \
-                 assignee_user_id = ?, subject = ?, updated_at = ?, closed_at = ? \
-                 WHERE id = ? RETURNING {TICKET_COLUMNS}"
-            ));
-            sqlx::query_as(&sql)
-                .bind(status.as_str())
-                .bind(&reason)
-                .bind(priority)
-                .bind(due_at.map(stored_time))
-                .bind(assignee.map(|u| u.0))
-                .bind(&subject)
-                .bind(at)
-                .bind(closed_at)
-                .bind(id.0)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| map_db_error(e, Some(("user", "assigned to the ticket".to_owned()))))?
-        });
-        if status != before.status {
-            self.add_ticket_event(&NewTicketEvent {
-                ticket_id: id,
-                author_user_id: author,
-                kind: "status".into(),
-                call_id: None,
-                body: serde_json::json!({ "from": before.status, "to": status }),
-            })
-            .await?;
-        }
-        row.try_into()
+        let mut tx = self.begin_tickets().await?;
+        let ticket = tx.update_ticket(id, patch, author).await?;
+        tx.commit().await?;
+        Ok(ticket)
     }
 
     /// The ticket a call created or was linked to (merged attempt, reached callback),
     /// if any: how the ticket writer stays idempotent across replays.
     pub async fn ticket_for_call(&self, call_id: CallId) -> Result<Option<Ticket>> {
         let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!(
-                "SELECT {TICKET_COLUMNS} FROM tickets WHERE call_id = ? OR id IN \
-                 (SELECT ticket_id FROM ticket_events WHERE call_id = ?) ORDER BY id LIMIT 1"
-            ));
-            sqlx::query_as(&sql)
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql(TICKET_FOR_CALL)))
                 .bind(DbUuid(call_id.0))
                 .bind(DbUuid(call_id.0))
                 .fetch_optional(pool)
@@ -633,11 +838,7 @@ impl Store {
     /// The oldest open callback for `phone_e164`, where repeated missed calls merge.
     pub async fn open_callback_for_phone(&self, phone_e164: &str) -> Result<Option<Ticket>> {
         let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!(
-                "SELECT {TICKET_COLUMNS} FROM tickets WHERE phone_e164 = ? AND kind = 'callback' \
-                 AND status = 'open' ORDER BY id LIMIT 1"
-            ));
-            sqlx::query_as(&sql)
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql(OPEN_CALLBACK_FOR_PHONE)))
                 .bind(phone_e164)
                 .fetch_optional(pool)
                 .await?
@@ -648,11 +849,7 @@ impl Store {
     /// The customer's most recent open ticket of any kind.
     pub async fn open_ticket_for_customer(&self, customer: CustomerId) -> Result<Option<Ticket>> {
         let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!(
-                "SELECT {TICKET_COLUMNS} FROM tickets WHERE customer_id = ? AND status = 'open' \
-                 ORDER BY id DESC LIMIT 1"
-            ));
-            sqlx::query_as(&sql)
+            sqlx::query_as(&dialect.sql_owned(one_ticket_sql(OPEN_TICKET_FOR_CUSTOMER)))
                 .bind(customer.0)
                 .fetch_optional(pool)
                 .await?
@@ -685,56 +882,10 @@ impl Store {
         kind: &str,
         body: serde_json::Value,
     ) -> Result<Option<Ticket>> {
-        let at = now();
-        let attempt = i32::from(kind == "attempt");
-        let body = body.to_string();
-        let row: Option<TicketRow> = dispatch!(self, |pool, dialect| {
-            let mut tx = begin_write!(pool, dialect);
-            let linked: Option<i64> =
-                sqlx::query_scalar(&dialect.sql(
-                    "SELECT id FROM ticket_events WHERE ticket_id = ? AND call_id = ? LIMIT 1",
-                ))
-                .bind(id.0)
-                .bind(DbUuid(call_id.0))
-                .fetch_optional(&mut *tx)
-                .await?;
-            let is_own: Option<i64> = sqlx::query_scalar(
-                &dialect.sql("SELECT id FROM tickets WHERE id = ? AND call_id = ?"),
-            )
-            .bind(id.0)
-            .bind(DbUuid(call_id.0))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if linked.is_some() || is_own.is_some() {
-                None
-            } else {
-                sqlx::query(&dialect.sql(
-                    "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
-                     VALUES (?, ?, NULL, ?, ?, ?)",
-                ))
-                .bind(id.0)
-                .bind(at)
-                .bind(kind)
-                .bind(DbUuid(call_id.0))
-                .bind(&body)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_db_error(e, Some(("ticket or call", id.to_string()))))?;
-                let sql = dialect.sql_owned(format!(
-                    "UPDATE tickets SET attempts = attempts + ?, updated_at = ? WHERE id = ? \
-                     RETURNING {TICKET_COLUMNS}"
-                ));
-                let row: TicketRow = sqlx::query_as(&sql)
-                    .bind(attempt)
-                    .bind(at)
-                    .bind(id.0)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Some(row)
-            }
-        });
-        row.map(Ticket::try_from).transpose()
+        let mut tx = self.begin_tickets().await?;
+        let ticket = tx.link_call(id, call_id, kind, body).await?;
+        tx.commit().await?;
+        Ok(ticket)
     }
 
     /// Closes every open callback for `phone_e164`: the customer was reached by
@@ -745,37 +896,10 @@ impl Store {
         phone_e164: &str,
         call_id: CallId,
     ) -> Result<Vec<Ticket>> {
-        let at = now();
-        let rows: Vec<TicketRow> = dispatch!(self, |pool, dialect| {
-            let mut tx = begin_write!(pool, dialect);
-            let sql = dialect.sql_owned(format!(
-                "UPDATE tickets SET status = 'closed', closed_at = ?, updated_at = ? \
-                 WHERE phone_e164 = ? AND kind = 'callback' AND status = 'open' \
-                 AND (call_id IS NULL OR call_id <> ?) RETURNING {TICKET_COLUMNS}"
-            ));
-            let rows: Vec<TicketRow> = sqlx::query_as(&sql)
-                .bind(at)
-                .bind(at)
-                .bind(phone_e164)
-                .bind(DbUuid(call_id.0))
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in &rows {
-                sqlx::query(&dialect.sql(
-                    "INSERT INTO ticket_events (ticket_id, at, author_user_id, kind, call_id, body) \
-                     VALUES (?, ?, NULL, 'reached', ?, '{}')",
-                ))
-                .bind(row.id)
-                .bind(at)
-                .bind(DbUuid(call_id.0))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_db_error(e, Some(("call", call_id.0.to_string()))))?;
-            }
-            tx.commit().await?;
-            rows
-        });
-        rows.into_iter().map(Ticket::try_from).collect()
+        let mut tx = self.begin_tickets().await?;
+        let closed = tx.close_callbacks_reached(phone_e164, call_id).await?;
+        tx.commit().await?;
+        Ok(closed)
     }
 
     /// Number of open callbacks assigned to each user.

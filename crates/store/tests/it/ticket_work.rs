@@ -3,7 +3,8 @@
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use fiche_pbx::model::{CallId, Direction, Outcome, Source};
 use fiche_store::{
-    Assignee, Call, CallQuery, NewTicket, TicketKind, TicketPatch, TicketQuery, TicketStatus,
+    Assignee, Call, CallQuery, DraftSaved, NewTicket, TicketDraft, TicketKind, TicketPatch,
+    TicketQuery, TicketStatus,
 };
 
 use crate::customers::dupont;
@@ -320,3 +321,259 @@ async fn figures_and_call_log_cover_the_range(db: &TestDb) {
     assert_eq!(total, 1);
 }
 store_test!(figures_and_call_log_cover_the_range);
+
+async fn a_batch_of_writes_commits_together_or_not_at_all(db: &TestDb) {
+    let start = Utc::now() - Duration::minutes(10);
+    let first = call("b1", Direction::Inbound, start);
+    let second = call("b2", Direction::Inbound, start + Duration::minutes(1));
+
+    // Rolled back: neither the calls nor the ticket nor the attempt remain.
+    let mut tx = db.store.begin_tickets().await.unwrap();
+    tx.upsert_call(&first).await.unwrap();
+    tx.upsert_call(&second).await.unwrap();
+    let ticket = tx
+        .insert_ticket(&callback(first.id, start))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.link_call(ticket.id, second.id, "attempt", serde_json::json!({}))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(db.store.get_call(first.id).await.unwrap().is_none());
+    assert!(db.store.ticket_for_call(first.id).await.unwrap().is_none());
+
+    // Committed: all of it, and a second ticket for the same call inside the same
+    // transaction is skipped without spoiling the rest (PostgreSQL would abort the
+    // transaction on a unique violation).
+    let mut tx = db.store.begin_tickets().await.unwrap();
+    tx.upsert_call(&first).await.unwrap();
+    tx.upsert_call(&second).await.unwrap();
+    let ticket = tx
+        .insert_ticket(&callback(first.id, start))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tx
+        .insert_ticket(&callback(first.id, start))
+        .await
+        .unwrap()
+        .is_none());
+    let merged = tx
+        .link_call(ticket.id, second.id, "attempt", serde_json::json!({}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.attempts, 2);
+    // Reads inside the transaction see its own writes.
+    assert_eq!(
+        tx.ticket_for_call(second.id).await.unwrap().unwrap().id,
+        ticket.id
+    );
+    tx.commit().await.unwrap();
+    let stored = db.store.ticket_for_call(second.id).await.unwrap().unwrap();
+    assert_eq!(stored.id, ticket.id);
+    assert_eq!(stored.attempts, 2);
+    // Outside a batch, the duplicate is still a conflict.
+    assert!(matches!(
+        db.store.insert_ticket(&callback(first.id, start)).await,
+        Err(fiche_store::StoreError::Conflict { .. })
+    ));
+}
+store_test!(a_batch_of_writes_commits_together_or_not_at_all);
+
+fn note(text: &str) -> TicketDraft {
+    TicketDraft {
+        note: Some(text.into()),
+        ..Default::default()
+    }
+}
+
+async fn a_note_saved_while_ringing_lands_once_on_the_calls_ticket(db: &TestDb) {
+    let start = Utc::now() - Duration::minutes(5);
+    let ringing = call("r1", Direction::Inbound, start);
+    // Saved before the writer has even stored the call.
+    let saved = db
+        .store
+        .save_call_draft(ringing.id, &note("Rappeler pour le devis"), None)
+        .await
+        .unwrap();
+    assert_eq!(saved, DraftSaved::Held);
+    let reason = TicketDraft {
+        reason: Some("order".into()),
+        priority: Some(2),
+        ..Default::default()
+    };
+    db.store
+        .save_call_draft(ringing.id, &reason, None)
+        .await
+        .unwrap();
+    assert_eq!(db.store.call_drafts(ringing.id).await.unwrap().len(), 2);
+
+    // The writer gives the call its ticket and takes the drafts in the same batch.
+    let mut tx = db.store.begin_tickets().await.unwrap();
+    tx.upsert_call(&ringing).await.unwrap();
+    let mut new = callback(ringing.id, start);
+    new.kind = TicketKind::Call;
+    let ticket = tx.insert_ticket(&new).await.unwrap().unwrap();
+    tx.lock_call(ringing.id).await.unwrap();
+    let settled = tx.apply_drafts(ringing.id, &ticket).await.unwrap().unwrap();
+    assert_eq!(settled.reason.as_deref(), Some("order"));
+    assert_eq!(settled.priority, 2);
+    // Nothing left to apply a second time.
+    assert!(tx
+        .apply_drafts(ringing.id, &settled)
+        .await
+        .unwrap()
+        .is_none());
+    tx.commit().await.unwrap();
+    assert!(db.store.call_drafts(ringing.id).await.unwrap().is_empty());
+    let notes: Vec<_> = db
+        .store
+        .ticket_events(ticket.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "note")
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].body["text"], "Rappeler pour le devis");
+
+    // Once the ticket exists, a save changes it at once.
+    let saved = db
+        .store
+        .save_call_draft(
+            ringing.id,
+            &TicketDraft {
+                note: Some("Devis envoyé".into()),
+                status: Some(TicketStatus::Closed),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let DraftSaved::Applied(closed) = saved else {
+        panic!("not applied: {saved:?}");
+    };
+    assert_eq!(closed.status, TicketStatus::Closed);
+    let kinds: Vec<String> = db
+        .store
+        .ticket_events(ticket.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "note").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(db.store.call_drafts(ringing.id).await.unwrap().is_empty());
+
+    // A call that ended without a ticket takes no draft (nobody would apply it),
+    // and an empty save is refused.
+    let mut internal = call("r2", Direction::Internal, start);
+    internal.ended_at = Some(start + Duration::minutes(1));
+    db.store.upsert_call(&internal).await.unwrap();
+    assert!(matches!(
+        db.store
+            .save_call_draft(internal.id, &note("x"), None)
+            .await,
+        Err(fiche_store::StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        db.store
+            .save_call_draft(ringing.id, &TicketDraft::default(), None)
+            .await,
+        Err(fiche_store::StoreError::Invalid { .. })
+    ));
+}
+store_test!(a_note_saved_while_ringing_lands_once_on_the_calls_ticket);
+
+async fn a_save_racing_with_the_tickets_creation_lands_once(db: &TestDb) {
+    let start = Utc::now() - Duration::minutes(5);
+    let ringing = call("race1", Direction::Inbound, start);
+    // The writer's batch is open: the ticket is created and the call locked, not
+    // committed yet.
+    let mut tx = db.store.begin_tickets().await.unwrap();
+    tx.upsert_call(&ringing).await.unwrap();
+    let mut new = callback(ringing.id, start);
+    new.kind = TicketKind::Call;
+    let ticket = tx.insert_ticket(&new).await.unwrap().unwrap();
+    tx.lock_call(ringing.id).await.unwrap();
+    assert!(tx
+        .apply_drafts(ringing.id, &ticket)
+        .await
+        .unwrap()
+        .is_none());
+    // The agent saves now: the save must wait for the batch, then see the ticket
+    // (otherwise its draft would stay behind, on no ticket).
+    let store = db.store.clone();
+    let id = ringing.id;
+    let save = tokio::spawn(async move { store.save_call_draft(id, &note("Pendant"), None).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tx.commit().await.unwrap();
+    let saved = save.await.unwrap().unwrap();
+    assert!(matches!(saved, DraftSaved::Applied(_)), "{saved:?}");
+    assert!(db.store.call_drafts(ringing.id).await.unwrap().is_empty());
+    let notes = db
+        .store
+        .ticket_events(ticket.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "note")
+        .count();
+    assert_eq!(notes, 1);
+}
+store_test!(a_save_racing_with_the_tickets_creation_lands_once);
+
+async fn a_note_on_a_missed_call_joins_the_merged_callback(db: &TestDb) {
+    let start = Utc::now() - Duration::minutes(30);
+    let first = call("mm1", Direction::Inbound, start);
+    let second = call("mm2", Direction::Inbound, start + Duration::minutes(5));
+    db.store.upsert_call(&first).await.unwrap();
+    let open = db
+        .store
+        .insert_ticket(&callback(first.id, start))
+        .await
+        .unwrap();
+    // Typed while the second call rang.
+    db.store
+        .save_call_draft(second.id, &note("Deuxième appel, urgent"), None)
+        .await
+        .unwrap();
+    let mut tx = db.store.begin_tickets().await.unwrap();
+    tx.upsert_call(&second).await.unwrap();
+    let merged = tx
+        .link_call(open.id, second.id, "attempt", serde_json::json!({}))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.lock_call(second.id).await.unwrap();
+    tx.apply_drafts(second.id, &merged).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    let (total, _) = db
+        .store
+        .list_tickets(&TicketQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+    let events = db.store.ticket_events(open.id).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "note" && e.body["text"] == "Deuxième appel, urgent"));
+    // A later save on that call's card goes to the same callback.
+    let saved = db
+        .store
+        .save_call_draft(second.id, &note("Encore"), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(saved, DraftSaved::Applied(ref t) if t.id == open.id),
+        "{saved:?}"
+    );
+}
+store_test!(a_note_on_a_missed_call_joins_the_merged_callback);
