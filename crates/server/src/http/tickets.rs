@@ -1,6 +1,8 @@
 //! `/api/tickets`: list with filters, read with history and calls, change,
-//! notes; and `POST /api/customers/{id}/phones`, the pop card's "attach this
-//! number to an existing customer".
+//! notes; `POST /api/calls/{id}/ticket`, the card's save, which works from the
+//! first ring (held as a draft until the call has its ticket); and
+//! `POST /api/customers/{id}/phones`, the pop card's "attach this number to an
+//! existing customer".
 
 use super::error::ApiError;
 use super::AppState;
@@ -16,14 +18,12 @@ use fiche_hub::Priority;
 use fiche_matcher::{format_display, normalise, NumberKind};
 use fiche_pbx::{CallId, Direction, Outcome};
 use fiche_store::{
-    Assignee, Call, Customer, CustomerId, NewPhone, NewTicketEvent, Ticket, TicketEvent, TicketId,
-    TicketKind, TicketPatch, TicketQuery, TicketStatus, UserId,
+    Assignee, Call, Customer, CustomerId, DraftSaved, NewPhone, NewTicketEvent, Ticket,
+    TicketDraft, TicketEvent, TicketId, TicketKind, TicketPatch, TicketQuery, TicketStatus, UserId,
+    MAX_NOTE_CHARS,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-
-/// Longest note, in characters.
-const MAX_NOTE_CHARS: usize = 10_000;
 
 /// The ticket routes and the attach-number route, with their full paths.
 pub(super) fn router() -> Router<AppState> {
@@ -31,6 +31,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/tickets", get(list))
         .route("/api/tickets/{id}", get(read).patch(change))
         .route("/api/tickets/{id}/notes", post(add_note))
+        .route("/api/calls/{id}/ticket", post(save_for_call))
         .route("/api/customers/{id}/phones", post(attach_phone))
 }
 
@@ -295,8 +296,15 @@ async fn change(
         .update_ticket(TicketId(id), &patch, Some(UserId(user.id)))
         .await?;
     let names = names(&state, std::slice::from_ref(&ticket)).await?;
+    published(&state, &ticket, &names).await;
+    Ok(Json(to_api(&state, ticket, &names, true).await?))
+}
+
+/// Publishes a ticket changed through the API to the hub and the feed, and the
+/// assignee's open-callback count when a callback changed.
+async fn published(state: &AppState, ticket: &Ticket, names: &Names) {
     let changed = summary(
-        &ticket,
+        ticket,
         ticket
             .customer_id
             .and_then(|c| names.customers.get(&c.0).cloned()),
@@ -305,10 +313,9 @@ async fn change(
     state.tickets_feed.send(changed).await;
     if ticket.kind == TicketKind::Callback {
         if let Some(user) = ticket.assignee_user_id {
-            push_open_callbacks(&state, user).await;
+            push_open_callbacks(state, user).await;
         }
     }
-    Ok(Json(to_api(&state, ticket, &names, true).await?))
 }
 
 /// Tells a user how many callbacks they have open.
@@ -353,6 +360,85 @@ async fn add_note(
         })
         .await?;
     Ok((StatusCode::CREATED, Json(event)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallTicketInput {
+    note: Option<String>,
+    reason: Option<String>,
+    priority: Option<Priority>,
+    due_at: Option<DateTime<Utc>>,
+    status: Option<TicketStatus>,
+}
+
+/// What became of a save on a call's card.
+#[derive(Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum CallTicketSaved {
+    /// Applied to the call's ticket, shown as it now is.
+    Applied { ticket: Box<ApiTicket> },
+    /// The call has no ticket yet: kept, and put on its ticket when it has one.
+    Held { call_id: CallId },
+}
+
+/// The card's save: a note, reason, priority, follow-up or status for the ticket
+/// of call `id`, from the first ring on. Before the ticket exists (the phone
+/// still rings) it is held and lands on the ticket the call makes (its call
+/// ticket, or the callback a missed call makes or joins); afterwards it changes
+/// that ticket directly. Either way it lands exactly once.
+async fn save_for_call(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(call_id): Path<CallId>,
+    input: Result<Json<CallTicketInput>, JsonRejection>,
+) -> Result<(StatusCode, Json<CallTicketSaved>), ApiError> {
+    let Json(input) = input?;
+    let note = input
+        .note
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if note.is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS) {
+        return Err(ApiError::Invalid {
+            field: "note".into(),
+            message: format!("at most {MAX_NOTE_CHARS} characters"),
+        });
+    }
+    let draft = TicketDraft {
+        note: note.map(str::to_owned),
+        reason: input.reason.filter(|r| !r.trim().is_empty()),
+        priority: input.priority.map(priority_value),
+        due_at: input.due_at,
+        status: input.status,
+    };
+    if draft == TicketDraft::default() {
+        return Err(ApiError::Invalid {
+            field: "note".into(),
+            message: "nothing to save: give a note, reason, priority, due_at or status".into(),
+        });
+    }
+    // Only calls that exist: ringing now, or stored.
+    if state.live.get(&call_id).is_none() && state.store.get_call(call_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("call {} not found", call_id.0)));
+    }
+    match state
+        .store
+        .save_call_draft(call_id, &draft, Some(UserId(user.id)))
+        .await?
+    {
+        DraftSaved::Applied(ticket) => {
+            let ticket = *ticket;
+            let names = names(&state, std::slice::from_ref(&ticket)).await?;
+            published(&state, &ticket, &names).await;
+            let ticket = Box::new(to_api(&state, ticket, &names, true).await?);
+            Ok((StatusCode::OK, Json(CallTicketSaved::Applied { ticket })))
+        }
+        DraftSaved::Held => Ok((
+            StatusCode::ACCEPTED,
+            Json(CallTicketSaved::Held { call_id }),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,9 +2,18 @@
 //! a ticket, exactly once per call even when events are replayed.
 //!
 //! Events arrive in order; the writer takes them in batches (what is queued, up
-//! to [`BATCH_MAX`]) so a burst costs one wake-up, and drains everything queued
-//! before it stops: the pipeline drops its sender on shutdown and the writer
-//! returns once the channel is empty.
+//! to [`BATCH_MAX`]) and writes each batch in one store transaction, so a burst
+//! costs one wake-up and one commit. Ticket changes reach the hub and the feed
+//! only once their batch is committed. When a batch fails, it is rolled back
+//! (the writer's memory of the calls too) and written again event by event, so
+//! one bad event loses only itself. The writer drains everything queued before it
+//! stops: the pipeline drops its sender on shutdown and the writer returns once
+//! the channel is empty.
+//!
+//! What an agent saved on a call's card before its ticket existed (a draft, see
+//! `fiche_store::TicketDraft`) is moved onto the ticket in the transaction that
+//! gives the call its ticket; a call that would make no ticket makes one when it
+//! has drafts, so nothing the agent typed is lost.
 
 use super::cards::CardMaker;
 use super::{summary, CallKind, TicketsConfig};
@@ -13,7 +22,8 @@ use fiche_hub::Hub;
 use fiche_matcher::{format_display, normalise, NumberKind};
 use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source};
 use fiche_store::{
-    Call, CustomerId, NewTicket, Store, StoreError, Ticket, TicketKind, TicketStatus, UserId,
+    Call, CustomerId, NewTicket, Store, StoreError, Ticket, TicketKind, TicketStatus, TicketTx,
+    UserId,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -60,6 +70,12 @@ pub struct TicketWriter {
     pub feed: super::TicketFeed,
     tracks: HashMap<CallId, Track>,
     callback_users: HashSet<i64>,
+    /// The tracks as they were before the batch being written touched them, to
+    /// put back when it rolls back.
+    journal: HashMap<CallId, Option<Track>>,
+    /// Tickets the batch changed, published once it is committed (latest state,
+    /// in the order they first changed).
+    changed_tickets: Vec<Ticket>,
 }
 
 impl TicketWriter {
@@ -81,6 +97,8 @@ impl TicketWriter {
             feed,
             tracks: HashMap::new(),
             callback_users: HashSet::new(),
+            journal: HashMap::new(),
+            changed_tickets: Vec::new(),
         }
     }
 
@@ -90,19 +108,77 @@ impl TicketWriter {
         // Counts left by an earlier run reach the pages before any new call.
         self.push_open_callbacks().await;
         while events.recv_many(&mut batch, BATCH_MAX).await > 0 {
-            let mut tickets_changed = false;
-            for event in batch.drain(..) {
-                match self.apply(&event).await {
-                    Ok(changed) => tickets_changed |= changed,
-                    Err(error) => {
-                        warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written")
+            let tickets_changed = match self.write(&batch).await {
+                Ok(changed) => changed,
+                Err(error) => {
+                    warn!(%error, events = batch.len(), "batch not written; writing its events one by one");
+                    let mut changed = false;
+                    for event in &batch {
+                        match self.write(std::slice::from_ref(event)).await {
+                            Ok(c) => changed |= c,
+                            Err(error) => {
+                                warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written")
+                            }
+                        }
                     }
+                    changed
                 }
-            }
+            };
+            batch.clear();
             if tickets_changed {
                 self.push_open_callbacks().await;
             }
             self.changed.notify_one();
+        }
+    }
+
+    /// Writes `events` in one transaction, then publishes the tickets they
+    /// changed; true when a ticket changed. On error nothing is written and the
+    /// calls' tracks are as before.
+    async fn write(&mut self, events: &[CallEvent]) -> Result<bool, StoreError> {
+        self.journal.clear();
+        self.changed_tickets.clear();
+        match self.write_in_one(events).await {
+            Ok(changed) => {
+                self.journal.clear();
+                for ticket in std::mem::take(&mut self.changed_tickets) {
+                    let name = ticket
+                        .customer_id
+                        .and_then(|id| self.cards.cache.get(id.0))
+                        .map(|c| c.name);
+                    let summary = summary(&ticket, name);
+                    self.hub.publish_ticket(&summary);
+                    self.feed.send(summary).await;
+                }
+                Ok(changed)
+            }
+            Err(error) => {
+                for (id, before) in self.journal.drain() {
+                    match before {
+                        Some(track) => self.tracks.insert(id, track),
+                        None => self.tracks.remove(&id),
+                    };
+                }
+                self.changed_tickets.clear();
+                Err(error)
+            }
+        }
+    }
+
+    async fn write_in_one(&mut self, events: &[CallEvent]) -> Result<bool, StoreError> {
+        let mut tx = self.store.begin_tickets().await?;
+        let mut changed = false;
+        for event in events {
+            changed |= self.apply(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Notes how `id`'s track was before this batch first changes it.
+    fn touch(&mut self, id: CallId) {
+        if !self.journal.contains_key(&id) {
+            self.journal.insert(id, self.tracks.get(&id).cloned());
         }
     }
 
@@ -111,7 +187,7 @@ impl TicketWriter {
     }
 
     /// Applies one event; true when a ticket changed.
-    async fn apply(&mut self, event: &CallEvent) -> Result<bool, StoreError> {
+    async fn apply(&mut self, tx: &mut TicketTx, event: &CallEvent) -> Result<bool, StoreError> {
         match &event.kind {
             CallEventKind::CallStarted {
                 source_key,
@@ -128,6 +204,7 @@ impl TicketWriter {
                         .min_by_key(|(_, t)| t.started_at)
                         .map(|(id, _)| *id)
                     {
+                        self.touch(oldest);
                         self.tracks.remove(&oldest);
                     }
                 }
@@ -149,13 +226,13 @@ impl TicketWriter {
                     track.agent = caller.number.clone();
                 }
                 self.identify(&mut track);
-                self.store
-                    .upsert_call(&call_row(event.call_id, &track))
-                    .await?;
+                tx.upsert_call(&call_row(event.call_id, &track)).await?;
+                self.touch(event.call_id);
                 self.tracks.insert(event.call_id, track);
                 Ok(false)
             }
             CallEventKind::Ringing { extension } => {
+                self.touch(event.call_id);
                 if let Some(track) = self.tracks.get_mut(&event.call_id) {
                     if !track.rang.contains(extension) {
                         track.rang.push(extension.clone());
@@ -164,6 +241,7 @@ impl TicketWriter {
                 Ok(false)
             }
             CallEventKind::PartiesUpdated { caller, callee } => {
+                self.touch(event.call_id);
                 if let Some(track) = self.tracks.get_mut(&event.call_id) {
                     track.caller = caller.clone();
                     track.callee = callee.clone();
@@ -171,7 +249,8 @@ impl TicketWriter {
                 Ok(false)
             }
             CallEventKind::Answered { extension } => {
-                self.recall(event.call_id).await?;
+                self.recall(tx, event.call_id).await?;
+                self.touch(event.call_id);
                 let Some(track) = self.tracks.get_mut(&event.call_id) else {
                     return Ok(false);
                 };
@@ -184,15 +263,21 @@ impl TicketWriter {
                 let track = track.clone();
                 let mut row = call_row(event.call_id, &track);
                 row.answered_at = track.answered_at;
-                self.store.upsert_call(&row).await?;
-                let mut changed = self.reached(event.call_id, &track).await?;
+                tx.upsert_call(&row).await?;
+                let mut changed = self.reached(tx, event.call_id, &track).await?;
                 if track.direction == Direction::Inbound && self.wants(CallKind::InboundAnswered) {
-                    changed |= self.call_ticket(event.call_id, &track).await?;
+                    let (created, ticket) = self.call_ticket(tx, event.call_id, &track).await?;
+                    changed |= created;
+                    if let Some(ticket) = ticket {
+                        // What the agent typed while it rang is on the ticket at once.
+                        changed |= self.settle_drafts(tx, event.call_id, &ticket).await?;
+                    }
                 }
                 Ok(changed)
             }
             CallEventKind::Ended { outcome, cause } => {
-                self.recall(event.call_id).await?;
+                self.recall(tx, event.call_id).await?;
+                self.touch(event.call_id);
                 let Some(track) = self.tracks.remove(&event.call_id) else {
                     return Ok(false);
                 };
@@ -201,7 +286,7 @@ impl TicketWriter {
                 row.ended_at = Some(event.at);
                 row.outcome = Some(*outcome);
                 row.cause = Some(cause.clone());
-                self.store.upsert_call(&row).await?;
+                tx.upsert_call(&row).await?;
                 let answered = track.answered_at.is_some() || *outcome == Outcome::Answered;
                 let kind = match (track.direction, answered) {
                     (Direction::Inbound, true) => CallKind::InboundAnswered,
@@ -209,20 +294,32 @@ impl TicketWriter {
                     (Direction::Outbound, _) => CallKind::Outbound,
                     (Direction::Internal, _) => CallKind::Internal,
                 };
-                if !self.wants(kind) {
-                    return Ok(false);
-                }
-                if kind == CallKind::Missed {
-                    self.missed(event.call_id, &track, event.at).await
+                // Taken before the drafts are read, so that a save racing with this
+                // end either is seen here or sees the ticket.
+                tx.lock_call(event.call_id).await?;
+                let wanted = self.wants(kind) || {
+                    // A call of a kind that makes no ticket makes one when the
+                    // agent wrote something on its card.
+                    tx.ticket_for_call(event.call_id).await?.is_none()
+                        && tx.has_drafts(event.call_id).await?
+                };
+                let (mut changed, ticket) = if !wanted {
+                    (false, tx.ticket_for_call(event.call_id).await?)
+                } else if kind == CallKind::Missed {
+                    self.missed(tx, event.call_id, &track, event.at).await?
                 } else {
                     // The ticket exists since the answer for inbound calls; an
                     // update tells the agent its duration and outcome.
-                    self.call_ticket(event.call_id, &track).await?;
-                    if let Some(ticket) = self.store.ticket_for_call(event.call_id).await? {
-                        self.publish(&ticket).await;
+                    let (_, ticket) = self.call_ticket(tx, event.call_id, &track).await?;
+                    if let Some(ticket) = &ticket {
+                        self.publish(ticket);
                     }
-                    Ok(true)
+                    (true, ticket)
+                };
+                if let Some(ticket) = ticket {
+                    changed |= self.settle_drafts(tx, event.call_id, &ticket).await?;
                 }
+                Ok(changed)
             }
             CallEventKind::Held | CallEventKind::Resumed | CallEventKind::Transferred { .. } => {
                 Ok(false)
@@ -233,16 +330,16 @@ impl TicketWriter {
 
     /// A call that started before this writer did (a restart mid-call): its
     /// track is rebuilt from the stored row.
-    async fn recall(&mut self, call_id: CallId) -> Result<(), StoreError> {
+    async fn recall(&mut self, tx: &mut TicketTx, call_id: CallId) -> Result<(), StoreError> {
         if self.tracks.contains_key(&call_id) {
             return Ok(());
         }
-        let Some(call) = self.store.get_call(call_id).await? else {
+        let Some(call) = tx.get_call(call_id).await? else {
             return Ok(());
         };
         if call.ended_at.is_some() {
             // Ended already: a replay; its ticket is written or will be by the end.
-            if self.store.ticket_for_call(call_id).await?.is_some() {
+            if tx.ticket_for_call(call_id).await?.is_some() {
                 return Ok(());
             }
         }
@@ -269,6 +366,7 @@ impl TicketWriter {
             customer_id: None,
         };
         self.identify(&mut track);
+        self.touch(call_id);
         self.tracks.insert(call_id, track);
         Ok(())
     }
@@ -314,27 +412,31 @@ impl TicketWriter {
     }
 
     /// The call's ticket, created once (or the call linked to the customer's open
-    /// ticket when configured). True when something was written.
-    async fn call_ticket(&mut self, call_id: CallId, track: &Track) -> Result<bool, StoreError> {
-        if self.store.ticket_for_call(call_id).await?.is_some() {
-            return Ok(false);
+    /// ticket when configured): whether something was written, and the ticket.
+    async fn call_ticket(
+        &mut self,
+        tx: &mut TicketTx,
+        call_id: CallId,
+        track: &Track,
+    ) -> Result<(bool, Option<Ticket>), StoreError> {
+        if let Some(ticket) = tx.ticket_for_call(call_id).await? {
+            return Ok((false, Some(ticket)));
         }
         if self.config.link_to_open_ticket {
             if let Some(customer) = track.customer_id {
-                if let Some(open) = self.store.open_ticket_for_customer(customer).await? {
-                    if let Some(ticket) = self
-                        .store
+                if let Some(open) = tx.open_ticket_for_customer(customer).await? {
+                    let linked = tx
                         .link_call(open.id, call_id, "call", serde_json::json!({}))
-                        .await?
-                    {
-                        self.publish(&ticket).await;
+                        .await?;
+                    if let Some(ticket) = &linked {
+                        self.publish(ticket);
                     }
-                    return Ok(true);
+                    return Ok((true, Some(linked.unwrap_or(open))));
                 }
             }
         }
         let assignee = match &track.agent {
-            Some(ext) => self.store.user_for_extension(ext).await?.map(|u| u.id),
+            Some(ext) => tx.user_for_extension(ext).await?,
             None => None,
         };
         let new = NewTicket {
@@ -350,53 +452,46 @@ impl TicketWriter {
             assignee_group: None,
             due_at: None,
         };
-        match self.store.insert_ticket(&new).await {
-            Ok(ticket) => {
-                self.publish(&ticket).await;
-                Ok(true)
+        match tx.insert_ticket(&new).await? {
+            Some(ticket) => {
+                self.publish(&ticket);
+                Ok((true, Some(ticket)))
             }
-            // Written by an earlier run of the same events.
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(error) => Err(error),
+            // Written by another writer of the same events.
+            None => Ok((false, tx.ticket_for_call(call_id).await?)),
         }
     }
 
     /// A missed inbound call: a callback ticket, or one more attempt on the open one.
     async fn missed(
         &mut self,
+        tx: &mut TicketTx,
         call_id: CallId,
         track: &Track,
         ended_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        if self.store.ticket_for_call(call_id).await?.is_some() {
-            return Ok(false);
+    ) -> Result<(bool, Option<Ticket>), StoreError> {
+        if let Some(ticket) = tx.ticket_for_call(call_id).await? {
+            return Ok((false, Some(ticket)));
         }
         if let Some(e164) = &track.remote_e164 {
-            if let Some(open) = self.store.open_callback_for_phone(e164).await? {
+            if let Some(open) = tx.open_callback_for_phone(e164).await? {
                 let body = serde_json::json!({ "at": track.started_at, "rang": track.rang });
-                if let Some(ticket) = self
-                    .store
-                    .link_call(open.id, call_id, "attempt", body)
-                    .await?
-                {
-                    self.publish(&ticket).await;
+                let linked = tx.link_call(open.id, call_id, "attempt", body).await?;
+                if let Some(ticket) = &linked {
+                    self.publish(ticket);
                 }
-                return Ok(true);
+                return Ok((true, Some(linked.unwrap_or(open))));
             }
         }
         // Known customers with work already open are called back first.
         let has_open = match track.customer_id {
-            Some(customer) => self
-                .store
-                .open_ticket_for_customer(customer)
-                .await?
-                .is_some(),
+            Some(customer) => tx.open_ticket_for_customer(customer).await?.is_some(),
             None => false,
         };
         let priority = i32::from(has_open);
         // The agent who missed it when exactly one phone rang, else the group.
         let assignee: Option<UserId> = match track.rang.as_slice() {
-            [only] => self.store.user_for_extension(only).await?.map(|u| u.id),
+            [only] => tx.user_for_extension(only).await?,
             _ => None,
         };
         let group = match assignee {
@@ -424,13 +519,12 @@ impl TicketWriter {
                 ended_at + Duration::minutes(i64::from(self.config.callback_delay_minutes)),
             ),
         };
-        match self.store.insert_ticket(&new).await {
-            Ok(ticket) => {
-                self.publish(&ticket).await;
-                Ok(true)
+        match tx.insert_ticket(&new).await? {
+            Some(ticket) => {
+                self.publish(&ticket);
+                Ok((true, Some(ticket)))
             }
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(error) => Err(error),
+            None => Ok((false, tx.ticket_for_call(call_id).await?)),
         }
     }
 
@@ -443,25 +537,47 @@ impl TicketWriter {
     }
 
     /// An answered call reaches the customer: their open callbacks close.
-    async fn reached(&mut self, call_id: CallId, track: &Track) -> Result<bool, StoreError> {
+    async fn reached(
+        &mut self,
+        tx: &mut TicketTx,
+        call_id: CallId,
+        track: &Track,
+    ) -> Result<bool, StoreError> {
         let Some(e164) = &track.remote_e164 else {
             return Ok(false);
         };
-        let closed = self.store.close_callbacks_reached(e164, call_id).await?;
+        let closed = tx.close_callbacks_reached(e164, call_id).await?;
         for ticket in &closed {
-            self.publish(ticket).await;
+            self.publish(ticket);
         }
         Ok(!closed.is_empty())
     }
 
-    async fn publish(&self, ticket: &Ticket) {
-        let name = ticket
-            .customer_id
-            .and_then(|id| self.cards.cache.get(id.0))
-            .map(|c| c.name);
-        let summary = summary(ticket, name);
-        self.hub.publish_ticket(&summary);
-        self.feed.send(summary).await;
+    /// Moves the drafts saved on the call's card onto its ticket; true when there
+    /// were some.
+    async fn settle_drafts(
+        &mut self,
+        tx: &mut TicketTx,
+        call_id: CallId,
+        ticket: &Ticket,
+    ) -> Result<bool, StoreError> {
+        tx.lock_call(call_id).await?;
+        match tx.apply_drafts(call_id, ticket).await? {
+            Some(updated) => {
+                self.publish(&updated);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Queues a changed ticket for the hub and the feed, sent once the batch is
+    /// committed; a ticket changed twice in a batch is sent once, as it ends up.
+    fn publish(&mut self, ticket: &Ticket) {
+        match self.changed_tickets.iter_mut().find(|t| t.id == ticket.id) {
+            Some(queued) => *queued = ticket.clone(),
+            None => self.changed_tickets.push(ticket.clone()),
+        }
     }
 
     /// Sends each user's open-callback count (0 to those who had some).

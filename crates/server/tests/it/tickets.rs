@@ -442,13 +442,14 @@ async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
         Default::default(),
         Default::default(),
     );
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let task = tokio::spawn(writer.run(rx));
+    // Everything is queued before the writer starts, so that it takes the events
+    // as one batch (up to its batch size).
+    let (tx, rx) = tokio::sync::mpsc::channel(events.len().max(1));
     for event in events {
         tx.send(event.clone()).await.unwrap();
     }
     drop(tx);
-    task.await.unwrap();
+    writer.run(rx).await;
 }
 
 #[tokio::test]
@@ -547,4 +548,291 @@ async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
     assert!(call.ended_at.is_some());
     assert_eq!(call.agent_extension.as_deref(), Some("201"));
     store.close().await;
+}
+
+/// Events of calls from 06 12 34 56 78 to the ring group 600, for [`write`].
+mod events {
+    use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source};
+
+    pub(super) fn event(key: &str, kind: CallEventKind) -> CallEvent {
+        CallEvent {
+            call_id: CallId::from_source_key(Source::Ami, key),
+            source: Source::Ami,
+            at: chrono::Utc::now(),
+            kind,
+        }
+    }
+
+    pub(super) fn started(key: &str, direction: Direction) -> CallEvent {
+        let (caller, callee) = match direction {
+            Direction::Outbound => ("201", "0612345678"),
+            _ => ("0612345678", "600"),
+        };
+        let party = |n: &str| Party {
+            number: Some(n.into()),
+            name: None,
+            withheld: false,
+        };
+        event(
+            key,
+            CallEventKind::CallStarted {
+                source_key: key.to_owned(),
+                direction,
+                caller: party(caller),
+                callee: party(callee),
+                diverted_from: Vec::new(),
+            },
+        )
+    }
+
+    pub(super) fn ringing(key: &str) -> CallEvent {
+        event(
+            key,
+            CallEventKind::Ringing {
+                extension: "201".into(),
+            },
+        )
+    }
+
+    pub(super) fn answered(key: &str) -> CallEvent {
+        event(
+            key,
+            CallEventKind::Answered {
+                extension: Some("201".into()),
+            },
+        )
+    }
+
+    pub(super) fn ended(key: &str, outcome: Outcome) -> CallEvent {
+        event(
+            key,
+            CallEventKind::Ended {
+                outcome,
+                cause: "test".into(),
+            },
+        )
+    }
+}
+
+async fn scratch_store() -> (tempfile::TempDir, fiche_store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fiche.db").display());
+    let store = fiche_store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn one_batch_merges_missed_calls_and_closes_them_when_the_customer_is_reached() {
+    use events::*;
+    use fiche_pbx::{Direction, Outcome};
+    let (_dir, store) = scratch_store().await;
+    // Two missed calls and the call back, all in one batch: each step reads what
+    // the previous one wrote in the same transaction.
+    write(
+        &store,
+        &[
+            started("b-m1", Direction::Inbound),
+            ringing("b-m1"),
+            started("b-m2", Direction::Inbound),
+            ringing("b-m2"),
+            ended("b-m1", Outcome::Missed),
+            ended("b-m2", Outcome::Missed),
+        ],
+    )
+    .await;
+    let (total, tickets) = store
+        .list_tickets(&fiche_store::TicketQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 1, "{tickets:?}");
+    assert_eq!(tickets[0].attempts, 2);
+    assert_eq!(tickets[0].status, fiche_store::TicketStatus::Open);
+    write(
+        &store,
+        &[
+            started("b-out", Direction::Outbound),
+            answered("b-out"),
+            ended("b-out", Outcome::Answered),
+            // A replay of the first missed call in the same batch changes nothing.
+            started("b-m1", Direction::Inbound),
+            ended("b-m1", Outcome::Missed),
+        ],
+    )
+    .await;
+    let (total, tickets) = store
+        .list_tickets(&fiche_store::TicketQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 1, "{tickets:?}");
+    assert_eq!(tickets[0].status, fiche_store::TicketStatus::Closed);
+    assert_eq!(tickets[0].attempts, 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_event_the_store_refuses_loses_only_itself() {
+    use events::*;
+    use fiche_pbx::{Direction, Outcome};
+    let (_dir, store) = scratch_store().await;
+    // A call whose key the store refuses (too long), among good ones in one batch.
+    let bad = "x".repeat(2000);
+    write(
+        &store,
+        &[
+            started("good-1", Direction::Inbound),
+            started(&bad, Direction::Inbound),
+            ringing("good-1"),
+            ended(&bad, Outcome::Missed),
+            ended("good-1", Outcome::Missed),
+            started("good-2", Direction::Outbound),
+            answered("good-2"),
+            ended("good-2", Outcome::Answered),
+        ],
+    )
+    .await;
+    let (_, tickets) = store
+        .list_tickets(&fiche_store::TicketQuery::default())
+        .await
+        .unwrap();
+    // The missed call's callback was written, then closed by the answered call
+    // back, which is linked to it: both good calls made it, the bad one only is lost.
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0].status, fiche_store::TicketStatus::Closed);
+    for key in ["good-1", "good-2"] {
+        let id = fiche_pbx::CallId::from_source_key(fiche_pbx::Source::Ami, key);
+        let call = store.get_call(id).await.unwrap().unwrap();
+        assert!(call.ended_at.is_some(), "{key}");
+    }
+    store.close().await;
+}
+
+/// The live call whose caller is `number`, once it rings.
+async fn ringing_call(fiche: &Running, number: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let live = fiche.live_calls().await;
+        if let Some(call) = live
+            .iter()
+            .find(|c| c["caller"]["number"] == number && c["state"] == "ringing")
+        {
+            return call["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never rang: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn notes(ticket: &Value) -> Vec<String> {
+    ticket["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "note")
+        .map(|e| e["body"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_note_saved_while_the_phone_rings_lands_on_the_calls_ticket() {
+    let fiche = Running::start("").await;
+    let packets = flow("t-draft", "0612345678", "201", true);
+    // INVITE and 180: the phone rings, nobody has answered yet.
+    send_udp(fiche.hep, &packets[..2]).await;
+    let call_id = ringing_call(&fiche, "0612345678").await;
+    let path = format!("/api/calls/{call_id}/ticket");
+    let (status, body) = fiche
+        .request(
+            "POST",
+            &path,
+            Some(&serde_json::json!({"note": "Veut un devis", "reason": "order", "priority": "high"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(json(&body)["state"], "held");
+    // Answered, then hung up: the note is on the call's ticket, once.
+    send_udp(fiche.hep, &packets[2..]).await;
+    let page = until(&fiche, "/api/tickets", |v| {
+        v["items"][0]["last_call"]["outcome"] == "answered"
+    })
+    .await;
+    assert_eq!(page["total"], 1);
+    let id = page["items"][0]["id"].as_i64().unwrap();
+    let (_, body) = fiche.get(&format!("/api/tickets/{id}")).await;
+    let ticket = json(&body);
+    assert_eq!(ticket["reason"], "order");
+    assert_eq!(ticket["priority"], "high");
+    assert_eq!(notes(&ticket), ["Veut un devis"]);
+    // After the call, the same save goes straight to the ticket.
+    let (status, body) = fiche
+        .request(
+            "POST",
+            &path,
+            Some(&serde_json::json!({"note": "Devis envoyé", "status": "closed"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let saved = json(&body);
+    assert_eq!(saved["state"], "applied");
+    assert_eq!(saved["ticket"]["id"], id);
+    assert_eq!(saved["ticket"]["status"], "closed");
+    assert_eq!(notes(&saved["ticket"]), ["Veut un devis", "Devis envoyé"]);
+
+    // A call nobody knows of, and an empty save, are refused.
+    let (status, _) = fiche
+        .request(
+            "POST",
+            "/api/calls/00000000-0000-0000-0000-000000000000/ticket",
+            Some(&serde_json::json!({"note": "?"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = fiche
+        .request("POST", &path, Some(&serde_json::json!({"note": "  "})))
+        .await;
+    assert_eq!(status, 422);
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn notes_typed_while_missed_calls_rang_join_the_merged_callback() {
+    let fiche = Running::start("").await;
+    for (key, text) in [("t-dm-1", "Premier essai"), ("t-dm-2", "Rappelle vite")] {
+        let packets = flow(key, "0612345678", "201", false);
+        send_udp(fiche.hep, &packets[..2]).await;
+        let call_id = ringing_call(&fiche, "0612345678").await;
+        let (status, body) = fiche
+            .request(
+                "POST",
+                &format!("/api/calls/{call_id}/ticket"),
+                Some(&serde_json::json!({"note": text})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        send_udp(fiche.hep, &packets[2..]).await;
+        until(&fiche, "/api/calls/live", |v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["state"] != "ringing")
+        })
+        .await;
+    }
+    let page = until(&fiche, "/api/tickets?kind=callback", |v| {
+        v["items"][0]["attempts"] == 2
+    })
+    .await;
+    assert_eq!(page["total"], 1);
+    let id = page["items"][0]["id"].as_i64().unwrap();
+    let ticket = until(&fiche, &format!("/api/tickets/{id}"), |v| {
+        notes(v).len() == 2
+    })
+    .await;
+    assert_eq!(notes(&ticket), ["Premier essai", "Rappelle vite"]);
+    let (_, body) = fiche.get("/api/tickets").await;
+    assert_eq!(json(&body)["total"], 1);
+    fiche.stop().await;
 }
