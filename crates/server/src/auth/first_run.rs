@@ -1,7 +1,7 @@
 //! First start with no user at all: an `admin` account, so someone can log in.
 
 use anyhow::Context;
-use fiche_store::{NewUser, PasswordHash, Role, Store};
+use fiche_store::{NewUser, Role, Store};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tracing::info;
@@ -32,10 +32,9 @@ pub async fn ensure_first_admin(
             (password, true)
         }
     };
-    let to_hash = password.clone();
-    let hash = tokio::task::spawn_blocking(move || PasswordHash::hash(&to_hash))
+    let hash = super::hasher::hasher()
+        .hash(password.clone())
         .await
-        .context("hashing the admin password")?
         .context("hashing the admin password")?;
     store
         .add_user(&NewUser {

@@ -1,5 +1,6 @@
 //! `POST /api/login`, `POST /api/logout`, `GET /api/me`.
 
+use super::hasher::{hasher, HashError};
 use super::{over_tls, session_cookie, too_many, CurrentUser, SessionDigest};
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -8,10 +9,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use fiche_store::PasswordHash;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -31,18 +30,6 @@ pub(crate) fn router() -> Router<AppState> {
 struct Credentials {
     login: String,
     password: String,
-}
-
-/// A hash of nothing anyone knows, checked when the login is unknown so that the
-/// answer takes as long as for a known login.
-static DUMMY: OnceLock<PasswordHash> = OnceLock::new();
-
-fn dummy_hash() -> Option<&'static PasswordHash> {
-    if let Some(hash) = DUMMY.get() {
-        return Some(hash);
-    }
-    let hash = PasswordHash::hash("fiche: no such user, no such password").ok()?;
-    Some(DUMMY.get_or_init(|| hash))
 }
 
 async fn login(
@@ -74,21 +61,16 @@ async fn login(
     }
 
     let found = state.store.user_password(&login_key).await?;
-    let password = credentials.password;
-    let (user, valid) = tokio::task::spawn_blocking(move || match found {
-        Some((user, hash)) => {
-            let valid = hash.verify(&password);
-            (Some(user), valid)
+    let (user, hash) = found.map_or((None, None), |(user, hash)| (Some(user), Some(hash)));
+    // An unknown login is checked against a dummy hash: the answer takes as long.
+    let valid = match hasher().verify(hash, credentials.password).await {
+        Ok(valid) => valid,
+        Err(HashError::Busy) => {
+            super::hasher::note_busy();
+            return Ok(busy());
         }
-        None => {
-            if let Some(dummy) = dummy_hash() {
-                dummy.verify(&password);
-            }
-            (None, false)
-        }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
+        Err(error) => return Err(error.into()),
+    };
 
     let user = match user {
         Some(user) if valid && !user.disabled => user,
@@ -125,6 +107,16 @@ async fn login(
     let current = CurrentUser::from_user(user);
     let body = serde_json::json!({ "user": current, "token": token });
     Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// A 503 answer with `Retry-After: 1`: every password worker is busy and the
+/// queue is full; the login is not counted as a failure.
+fn busy() -> Response {
+    let mut response = ApiError::from(HashError::Busy).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 async fn logout(

@@ -8,6 +8,7 @@
 //! user changes made through this process evict them at once.
 
 mod first_run;
+pub(crate) mod hasher;
 mod limiter;
 pub(crate) mod login;
 

@@ -1,11 +1,11 @@
-//! `fiche user add|list|passwd`: accounts of agents, supervisors and admins.
+//! `fiche user add|list|passwd|role|disable|enable`: accounts of agents, supervisors and admins.
 //!
 //! Passwords are read from standard input when it is not a terminal (one line),
 //! so scripts can set them; otherwise a random one is generated and printed once.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use fiche_store::{NewUser, PasswordHash, Role, Store};
+use fiche_store::{NewUser, PasswordHash, Role, Store, User};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::io::{BufRead, IsTerminal};
@@ -19,6 +19,24 @@ pub enum UserCommand {
     List,
     /// Set a new password.
     Passwd {
+        /// The user's login.
+        login: String,
+    },
+    /// Change a user's role (refused for the last enabled admin).
+    Role {
+        /// The user's login.
+        login: String,
+        /// agent, supervisor or admin.
+        role: String,
+    },
+    /// Disable a user: they cannot log in, their sessions end (refused for the last
+    /// enabled admin).
+    Disable {
+        /// The user's login.
+        login: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
         /// The user's login.
         login: String,
     },
@@ -46,6 +64,9 @@ pub async fn run(store: &Store, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add(args) => add(store, args).await,
         UserCommand::List => list(store).await,
         UserCommand::Passwd { login } => passwd(store, &login).await,
+        UserCommand::Role { login, role } => set_role(store, &login, &role).await,
+        UserCommand::Disable { login } => set_disabled(store, &login, true).await,
+        UserCommand::Enable { login } => set_disabled(store, &login, false).await,
     }
 }
 
@@ -85,10 +106,9 @@ fn obtain_password(login: &str) -> anyhow::Result<String> {
 }
 
 async fn hash(password: String) -> anyhow::Result<PasswordHash> {
-    // argon2 is deliberately slow: keep it off the async workers.
-    tokio::task::spawn_blocking(move || PasswordHash::hash(&password))
+    crate::auth::hasher::hasher()
+        .hash(password)
         .await
-        .context("hashing the password")?
         .context("hashing the password")
 }
 
@@ -128,6 +148,44 @@ async fn list(store: &Store) -> anyhow::Result<()> {
                 ""
             }
         );
+    }
+    Ok(())
+}
+
+async fn find(store: &Store, login: &str) -> anyhow::Result<User> {
+    match store.get_user_by_login(login).await? {
+        Some(user) => Ok(user),
+        None => bail!("no user with login {login:?}"),
+    }
+}
+
+async fn set_role(store: &Store, login: &str, role: &str) -> anyhow::Result<()> {
+    let role = parse_role(role)?;
+    let user = find(store, login).await?;
+    // The store refuses to demote the last enabled admin ("invalid role: ...").
+    store
+        .set_role(user.id, role)
+        .await
+        .with_context(|| format!("role of {login:?}"))?;
+    println!("{login} : rôle {role} / role {role}");
+    Ok(())
+}
+
+async fn set_disabled(store: &Store, login: &str, disabled: bool) -> anyhow::Result<()> {
+    let user = find(store, login).await?;
+    store
+        .set_disabled(user.id, disabled)
+        .await
+        .with_context(|| {
+            let change = if disabled { "disabling" } else { "enabling" };
+            format!("{change} {login:?}")
+        })?;
+    if disabled {
+        // Logged-in browsers and API clients of the user are logged out.
+        store.delete_user_sessions(user.id).await?;
+        println!("{login} désactivé / disabled");
+    } else {
+        println!("{login} réactivé / enabled");
     }
     Ok(())
 }

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// Too many failed attempts (429).
     #[error("{0}")]
     TooManyRequests(String),
+    /// The server is saturated for a moment; retry shortly (503).
+    #[error("{0}")]
+    Busy(String),
     /// Anything else: logged, answered with a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -77,6 +80,7 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", None)
             }
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
             ApiError::Internal(cause) => {
                 error!(error = %format!("{cause:#}"), "internal error answering an API request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)

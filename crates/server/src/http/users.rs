@@ -1,6 +1,7 @@
 //! `/api/users`: admins list, create and change accounts (role, extensions,
 //! disabled, password). Changes reach the hub at once: pops follow a moved
-//! extension, and a disabled user's sessions and sockets end.
+//! extension, and a disabled user's sessions and sockets end. The last enabled
+//! admin cannot be demoted or disabled (nobody could manage users any more).
 
 use super::error::ApiError;
 use super::AppState;
@@ -61,11 +62,7 @@ async fn hash(password: String) -> Result<PasswordHash, ApiError> {
             message: format!("at least {MIN_PASSWORD_CHARS} characters"),
         });
     }
-    // argon2 is deliberately slow: keep it off the async workers.
-    tokio::task::spawn_blocking(move || PasswordHash::hash(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::from)
+    Ok(crate::auth::hasher::hasher().hash(password).await?)
 }
 
 async fn create(
@@ -117,17 +114,19 @@ async fn update(
         Some(password) => Some(hash(password).await?),
         None => None,
     };
-    if let Some(name) = &changes.display_name {
-        state.store.set_display_name(id, name).await?;
-    }
+    // Role and status first: the store refuses them for the last enabled admin
+    // (422 naming `role` or `disabled`), and then nothing else has changed.
     if let Some(role) = changes.role {
         state.store.set_role(id, role).await?;
     }
-    if let Some(extensions) = &changes.extensions {
-        state.store.set_extensions(id, extensions).await?;
-    }
     if let Some(disabled) = changes.disabled {
         state.store.set_disabled(id, disabled).await?;
+    }
+    if let Some(name) = &changes.display_name {
+        state.store.set_display_name(id, name).await?;
+    }
+    if let Some(extensions) = &changes.extensions {
+        state.store.set_extensions(id, extensions).await?;
     }
     if let Some(password) = &password {
         state.store.set_password(id, password).await?;

@@ -459,3 +459,191 @@ async fn an_agent_added_from_the_command_line_joins_the_board_at_login() {
     );
     fiche.stop().await;
 }
+
+/// One login over its own connection, with a wait long enough for a queue of
+/// argon2 checks in an unoptimised test build (about a second each).
+async fn slow_login(http: std::net::SocketAddr, login: &str, password: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = credentials(login, password).to_string();
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = format!(
+        "POST /api/login HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stream.read_to_end(&mut response),
+    )
+    .await
+    .expect("a login answer within 2 minutes")
+    .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn concurrent_logins_each_get_their_own_answer() {
+    let fiche = Running::start("").await;
+    for login in ["claire", "malik", "nadia"] {
+        add_user(&fiche, login, "agent", &[]).await;
+    }
+    // All at once: more than the password workers, so most wait in the queue.
+    // Wrong passwords stay under the per-login (5) and per-address (20) limits.
+    let attempts: Vec<(&str, String, u16)> = ["claire", "malik", "nadia"]
+        .iter()
+        .flat_map(|login| {
+            [
+                (*login, format!("{login}-password"), 200),
+                (*login, format!("{login}-password"), 200),
+                (*login, format!("{login}-passwort"), 401),
+                (*login, "admin-secret-1".to_owned(), 401),
+            ]
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        attempts
+            .iter()
+            .map(|(login, password, _)| slow_login(fiche.http, login, password)),
+    )
+    .await;
+    for ((login, password, expected), (status, body)) in attempts.iter().zip(&answers) {
+        assert_eq!(status, expected, "{login} / {password}: {body}");
+        if *status == 200 {
+            assert_eq!(json(body)["user"]["login"], *login, "{body}");
+        }
+    }
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_hash_stored_by_an_earlier_version_still_logs_in() {
+    let fiche = Running::start("").await;
+    let id = add_user(&fiche, "claire", "agent", &["201"]).await;
+    // argon2id as written before the password workers (argon2's `hash_password`),
+    // password "rappel-du-matin".
+    let stored = "$argon2id$v=19$m=19456,t=2,p=1$rZjYPJpBpNh06yET30BFGw$\
+                  MpV/SYpnT9VCE6lBGX1Pu42oXdaAks5pgtGTRzMd+/A";
+    let url = format!(
+        "sqlite://{}",
+        fiche._db_dir.path().join("fiche.db").display()
+    );
+    let store = fiche_store::Store::connect(&url).await.unwrap();
+    store
+        .set_password(
+            fiche_store::UserId(id),
+            &fiche_store::PasswordHash::from_phc(stored).unwrap(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let (status, body) = slow_login(fiche.http, "claire", "rappel-du-matin").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = slow_login(fiche.http, "claire", "claire-password").await;
+    assert_eq!(status, 401);
+    fiche.stop().await;
+}
+
+/// The id of the `admin` account every test server starts with.
+async fn admin_id(fiche: &Running) -> i64 {
+    let (status, body) = fiche.get("/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    json(&body)["id"].as_i64().unwrap()
+}
+
+fn assert_refused_on(status: u16, body: &str, field: &str) {
+    assert_eq!(status, 422, "{body}");
+    let error = &json(body)["error"];
+    assert_eq!(error["code"], "invalid", "{body}");
+    assert_eq!(error["field"], field, "{body}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("last enabled admin"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_demoted_or_disabled() {
+    let fiche = Running::start("").await;
+    let admin = admin_id(&fiche).await;
+    let path = format!("/api/users/{admin}");
+    let (status, body) = fiche
+        .request(
+            "PATCH",
+            &path,
+            Some(&json!({"role": "supervisor", "display_name": "Chef"})),
+        )
+        .await;
+    assert_refused_on(status, &body, "role");
+    let (status, body) = fiche
+        .request("PATCH", &path, Some(&json!({"disabled": true})))
+        .await;
+    assert_refused_on(status, &body, "disabled");
+    // Nothing changed: still an enabled admin with the same name, still logged in.
+    let (status, body) = fiche.get("/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["role"], "admin");
+    assert_eq!(json(&body)["display_name"], "Administrateur");
+    fiche.login("admin", ADMIN_PASSWORD).await;
+
+    // With a second admin, the first may step down.
+    let sophie = add_user(&fiche, "sophie", "admin", &[]).await;
+    let (status, body) = fiche
+        .request("PATCH", &path, Some(&json!({"role": "supervisor"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["role"], "supervisor");
+    // Sophie is now the last one.
+    let sophie_token = fiche.login("sophie", "sophie-password").await;
+    let response = fiche
+        .send(
+            "PATCH",
+            &format!("/api/users/{sophie}"),
+            Some(&sophie_token),
+            Some(&json!({"disabled": true})),
+        )
+        .await;
+    assert_refused_on(response.status, &response.body, "disabled");
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn the_command_line_refuses_to_remove_the_last_admin_too() {
+    use fiche_server::cli::user::{run, UserCommand};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let store = fiche_store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    fiche_server::auth::ensure_first_admin(&store, Some(ADMIN_PASSWORD.into()))
+        .await
+        .unwrap();
+    for command in [
+        UserCommand::Role {
+            login: "admin".into(),
+            role: "agent".into(),
+        },
+        UserCommand::Disable {
+            login: "admin".into(),
+        },
+    ] {
+        let error = run(&store, command).await.unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("last enabled admin"), "{message}");
+    }
+    let admin = store.get_user_by_login("admin").await.unwrap().unwrap();
+    assert_eq!(
+        (admin.role, admin.disabled),
+        (fiche_store::Role::Admin, false)
+    );
+    store.close().await;
+}
