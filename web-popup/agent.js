@@ -238,7 +238,8 @@ function buildCard(entry) {
         el("select", { name: "reason" }, el("option", { value: "" }, "—"),
           REASONS.map((r) => el("option", { value: r }, t(`reason_${r}`))))),
       el("label", { class: "field" }, el("span", {}, t("priority")),
-        el("select", { name: "priority" }, PRIORITIES.map((p) => el("option", { value: p, selected: p === "normal" }, t(`prio_${p}`))))),
+        el("select", { name: "priority", onchange: (e) => { e.target.form.dataset.priorityTouched = "1"; } },
+          PRIORITIES.map((p) => el("option", { value: p, selected: p === "normal" }, t(`prio_${p}`))))),
       el("label", { class: "field" }, el("span", {}, t("follow_up")), el("input", { type: "datetime-local", name: "due" })),
     ),
     el("div", { class: "form-row actions" },
@@ -367,47 +368,40 @@ function dismiss(entry) {
   if (next) next.node.querySelector(".note").focus();
 }
 
-async function findTicket(entry) {
-  const known = ticketsByCall.get(entry.call.id);
-  if (known) return known;
-  const number = remoteParty(entry.call).number;
-  const queries = [];
-  if (entry.card && entry.card.customer) queries.push(`customer_id=${entry.card.customer.id}`);
-  if (number) queries.push(`q=${encodeURIComponent(number)}`);
-  for (const q of queries) {
-    try {
-      const page = await api("GET", `/api/tickets?${q}&limit=50`);
-      const found = (page.items || []).find((tk) => tk.call_id === entry.call.id);
-      if (found) { ticketsByCall.set(entry.call.id, found); return found; }
-    } catch { /* try the next way */ }
-  }
-  return null;
-}
-
+/**
+ * Saves the card on the call's ticket: one request, from the first ring on.
+ * While the phone rings the call has no ticket yet; the server holds what she
+ * typed and puts it on the ticket the call makes (or the callback it joins).
+ * Only what she set is sent, so a save never resets a field she did not touch.
+ */
 async function save(entry) {
   const form = entry.node.querySelector(".ticket-form");
   const status = form.querySelector(".save-status");
   const fields = form.elements;
+  const body = {};
+  const note = fields.note.value.trim();
+  if (note) body.note = note;
+  if (fields.reason.value) body.reason = fields.reason.value;
+  if (form.dataset.priorityTouched) body.priority = fields.priority.value;
+  if (fields.close.checked) body.status = "closed";
+  if (fields.due.value) {
+    const due = new Date(fields.due.value);
+    if (!Number.isNaN(due.getTime())) body.due_at = due.toISOString();
+  }
+  if (!Object.keys(body).length) {
+    status.textContent = t("nothing_to_save");
+    fields.note.focus();
+    return;
+  }
   status.textContent = "…";
   try {
-    const ticket = await findTicket(entry);
-    if (!ticket) { status.textContent = t("no_ticket_yet"); return; }
-    const patch = { priority: fields.priority.value, status: fields.close.checked ? "closed" : "open" };
-    if (fields.reason.value) patch.reason = fields.reason.value;
-    if (fields.due.value) {
-      const due = new Date(fields.due.value);
-      if (!Number.isNaN(due.getTime())) patch.due_at = due.toISOString();
-    }
-    const updated = await api("PATCH", `/api/tickets/${ticket.id}`, patch);
-    if (updated) ticketsByCall.set(entry.call.id, updated);
-    const body = fields.note.value.trim();
-    if (body) {
-      await api("POST", `/api/tickets/${ticket.id}/notes`, { body });
-      fields.note.value = "";
-    }
-    status.textContent = t("saved");
+    const answer = await api("POST", `/api/calls/${encodeURIComponent(entry.call.id)}/ticket`, body);
+    if (answer && answer.state === "applied" && answer.ticket) ticketsByCall.set(entry.call.id, answer.ticket);
+    if (fields.note.value.trim() === note) fields.note.value = "";
+    status.textContent = answer && answer.state === "held" ? t("saved_held") : t("saved");
     entry.node.classList.add("saved");
     entry.savedAt = Date.now();
+    render();
   } catch (error) {
     status.textContent = t("save_failed", { why: error.message });
   }
