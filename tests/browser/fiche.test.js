@@ -167,12 +167,12 @@ describe("Fiche in the browser", () => {
       await claire.locator(`.card[data-call-id="${answeredCallId}"] select[name=reason]`).selectOption("order");
       await claire.screenshot({ path: join(artifactsDir, "agent-page-answered.png"), fullPage: true });
       const status = claire.locator(`.card[data-call-id="${answeredCallId}"] .save-status`);
-      // The ticket may be written a moment after the answer: Ctrl+Enter again until it is saved.
+      // Saved at once, whether the call's ticket is written yet or not (then it is held for it).
       await waitFor(async () => {
         await note.focus();
         await claire.keyboard.press("Control+Enter");
         await claire.waitForFunction((el) => el && el.textContent !== "…", await status.elementHandle(), { timeout: 5000 });
-        return (await status.textContent()) === "Enregistré ✓";
+        return (await status.textContent()).startsWith("Enregistré ✓");
       }, { timeout: 30000, interval: 500, what: "the note to be saved" }).catch(async (error) => {
         throw new Error(`${error.message}; the card says: ${await status.textContent()}`);
       });
