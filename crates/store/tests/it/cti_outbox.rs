@@ -93,3 +93,27 @@ async fn outbox_keeps_order_retries_and_drops_the_oldest_past_its_bound(db: &Tes
     );
 }
 store_test!(outbox_keeps_order_retries_and_drops_the_oldest_past_its_bound);
+
+async fn outbox_never_hands_a_delivery_id_out_twice(db: &TestDb) {
+    let entry = NewOutboxEntry {
+        target: "crm",
+        ordering_key: Some("call-1"),
+        event_type: "ended",
+        payload: "{}",
+    };
+    let mut seen = Vec::new();
+    // An idle target: each delivery goes out before the next is queued.
+    for _ in 0..3 {
+        db.store.outbox_push(&entry, 10).await.unwrap();
+        let rows = db.store.outbox_next("crm", 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            !seen.contains(&rows[0].id),
+            "delivery id {} reused after {seen:?}",
+            rows[0].id
+        );
+        seen.push(rows[0].id);
+        db.store.outbox_delete(rows[0].id).await.unwrap();
+    }
+}
+store_test!(outbox_never_hands_a_delivery_id_out_twice);
