@@ -1,23 +1,25 @@
 //! The CTI webhook end to end: Zammad-style POSTs to the real `fiche` binary,
 //! the replies, the call events they produce (raw event stream and
-//! `/api/calls/live`), and outbound webhooks delivered to a receiver started
-//! here — including across a receiver outage and a Fiche restart.
+//! `/api/calls/live`), calls that span a Fiche restart, and outbound webhooks
+//! (call events and ticket changes) delivered to receivers started here, over
+//! HTTP and over HTTPS with a private CA — including across a receiver outage
+//! and a Fiche restart.
 //!
 //! Needs `cargo build -p fiche-server` first; nothing installed.
 
 use anyhow::{bail, Context};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::testbed::fiche_binary;
+use fiche_e2e::webhook_receiver::{self, Received, TestPki};
 use fiche_pbx::{CallId, Source};
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -522,101 +524,13 @@ async fn cti_requests_become_call_events_and_zammad_replies() {
     );
 }
 
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// A small HTTP receiver on `port` (0: any); answers 200 to everything.
-async fn receiver(
-    port: u16,
-) -> (
-    u16,
-    mpsc::UnboundedReceiver<Received>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 4096];
-                // One request per connection: once the receiver stops, nothing reaches it.
-                loop {
-                    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => raw.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-                    let mut lines = head.lines();
-                    let path = lines
-                        .next()
-                        .unwrap_or("")
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or("")
-                        .to_owned();
-                    let headers: HashMap<String, String> = lines
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    let length: usize = headers
-                        .get("content-length")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    while raw.len() < end + 4 + length {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => raw.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let body =
-                        String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).into_owned();
-                    raw.drain(..end + 4 + length);
-                    drop(tx.send(Received {
-                        path,
-                        headers,
-                        body,
-                    }));
-                    if stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    drop(stream.shutdown().await);
-                    return;
-                }
-            });
-        }
-    });
-    (port, rx, task)
+async fn receiver(port: u16) -> (u16, mpsc::UnboundedReceiver<Received>, JoinHandle<()>) {
+    let receiver = webhook_receiver::plain(port).await.unwrap();
+    (receiver.port, receiver.requests, receiver.task)
 }
 
 fn verify(secret: &str, received: &Received) {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(received.body.as_bytes());
-    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    assert_eq!(
-        received.headers.get("x-fiche-signature"),
-        Some(&expected),
-        "{received:?}"
-    );
+    received.verify(secret);
 }
 
 /// Deliveries until `count` distinct ones (by X-Fiche-Delivery per path) arrived.
@@ -642,12 +556,44 @@ async fn collect(
     out
 }
 
-/// Per call, the event types of the JSON deliveries, in arrival order.
+/// Distinct deliveries (by X-Fiche-Delivery per path), in arrival order, until
+/// `done` holds for them.
+async fn collect_until(
+    rx: &mut mpsc::UnboundedReceiver<Received>,
+    limit: Duration,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
+    let mut out: Vec<Received> = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&out) {
+        let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            panic!("the expected deliveries did not all arrive: {out:#?}");
+        };
+        let key = (r.path.clone(), r.headers.get("x-fiche-delivery").cloned());
+        if !out
+            .iter()
+            .any(|o| (o.path.clone(), o.headers.get("x-fiche-delivery").cloned()) == key)
+        {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Per call, the event types of the JSON call-event deliveries to `/hook`, in arrival order.
 fn json_stories(deliveries: &[Received]) -> HashMap<String, Vec<String>> {
+    json_stories_at(deliveries, "/hook")
+}
+
+/// Per call, the event types of the JSON call-event deliveries to `path`, in arrival order.
+fn json_stories_at(deliveries: &[Received], path: &str) -> HashMap<String, Vec<String>> {
     let mut stories: HashMap<String, Vec<String>> = HashMap::new();
-    for d in deliveries.iter().filter(|d| d.path == "/hook") {
+    for d in deliveries.iter().filter(|d| d.path == path) {
         let value: Value = serde_json::from_str(&d.body).unwrap();
         assert_eq!(value["schema"], "fiche.webhook.v1");
+        if value["kind"] == "ticket_changed" {
+            continue;
+        }
         assert_eq!(
             d.headers.get("x-fiche-event").map(String::as_str),
             value["event"]["type"].as_str()
@@ -666,7 +612,8 @@ async fn webhooks_survive_a_receiver_outage_and_a_restart() {
     let token = add_token(&scratch, "pbx1").unwrap();
     let (port, mut rx, task) = receiver(0).await;
     let config = format!(
-        "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"s3cret\"\nmax_backoff_secs = 1\n\n\
+        "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"s3cret\"\nmax_backoff_secs = 1\n\
+         events = [\"call_started\", \"ringing\", \"answered\", \"ended\"]\n\n\
          [[webhooks]]\nname = \"zammad\"\nkind = \"zammad\"\nurl = \"http://127.0.0.1:{port}/zammad\"\nmax_backoff_secs = 1\n"
     );
     let fiche = start(&scratch, "fiche", &config).await;
@@ -764,6 +711,353 @@ async fn webhooks_survive_a_receiver_outage_and_a_restart() {
             "event=hangup",
             "event=hangup"
         ]
+    );
+    drop(fiche);
+}
+
+/// The tickets of the `ticket_changed` deliveries to `path`, in arrival order.
+fn ticket_changes(deliveries: &[Received], path: &str) -> Vec<Value> {
+    deliveries
+        .iter()
+        .filter(|d| d.path == path)
+        .filter_map(|d| {
+            let value: Value = serde_json::from_str(&d.body).unwrap();
+            (value["kind"] == "ticket_changed").then(|| {
+                assert_eq!(value["schema"], "fiche.webhook.v1");
+                assert_eq!(
+                    d.headers.get("x-fiche-event").map(String::as_str),
+                    Some("ticket_changed")
+                );
+                value["ticket"].clone()
+            })
+        })
+        .collect()
+}
+
+/// The `event` parameter of each Zammad delivery, in arrival order.
+fn zammad_events(deliveries: &[Received]) -> Vec<String> {
+    deliveries
+        .iter()
+        .filter(|d| d.path == "/zammad")
+        .map(|d| d.body.split('&').next().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn webhooks(port: u16) -> String {
+    format!(
+        "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"s3cret\"\nmax_backoff_secs = 1\n\n\
+         [[webhooks]]\nname = \"zammad\"\nkind = \"zammad\"\nurl = \"http://127.0.0.1:{port}/zammad\"\nmax_backoff_secs = 1\n\n\
+         [[webhooks]]\nname = \"tickets-only\"\nurl = \"http://127.0.0.1:{port}/tickets\"\nevents = [\"ticket_changed\"]\nmax_backoff_secs = 1\n"
+    )
+}
+
+#[tokio::test]
+async fn ticket_changes_reach_json_targets_but_not_zammad() {
+    let scratch = Scratch::create().unwrap();
+    let token = add_token(&scratch, "pbx1").unwrap();
+    let (port, mut rx, _task) = receiver(0).await;
+    let fiche = start(&scratch, "fiche", &webhooks(port)).await;
+    let client = Client {
+        port: fiche.http_port(),
+        session: login(fiche.http_port()).await.unwrap(),
+    };
+    let session = client
+        .session
+        .clone()
+        .expect("the harness logs in as admin");
+    let ok = (200, json!({}));
+
+    // A missed call: a callback ticket ("à rappeler").
+    for body in [
+        "event=newCall&direction=in&from=0612345678&to=201&callId=M1",
+        "event=hangup&callId=M1&cause=cancel",
+    ] {
+        assert_eq!(client.post_form(&token, body).await, ok);
+    }
+    // crm: call_started, ringing, ended, ticket_changed; zammad: newCall, hangup;
+    // tickets-only: ticket_changed.
+    let first = collect_until(&mut rx, Duration::from_secs(20), |got| {
+        !ticket_changes(got, "/hook").is_empty()
+            && !ticket_changes(got, "/tickets").is_empty()
+            && zammad_events(got).len() == 2
+    })
+    .await;
+    let m1 = call_id("pbx1", "M1");
+    assert_eq!(
+        json_stories(&first)[&m1],
+        ["call_started", "ringing", "ended"]
+    );
+    for d in first.iter().filter(|d| d.path == "/hook") {
+        d.verify("s3cret");
+    }
+    let created = ticket_changes(&first, "/hook");
+    let ticket = &created[0];
+    assert_eq!(
+        (
+            ticket["kind"].as_str(),
+            ticket["status"].as_str(),
+            ticket["call_id"].as_str()
+        ),
+        (Some("callback"), Some("open"), Some(m1.as_str()))
+    );
+    assert_eq!(ticket_changes(&first, "/tickets")[0], *ticket);
+    assert_eq!(zammad_events(&first), ["event=newCall", "event=hangup"]);
+    let ticket_id = ticket["id"].as_i64().unwrap();
+    let hook_order: Vec<&str> = first
+        .iter()
+        .filter(|d| d.path == "/hook")
+        .map(|d| d.headers["x-fiche-event"].as_str())
+        .collect();
+    assert_eq!(
+        hook_order[..4],
+        ["call_started", "ringing", "ended", "ticket_changed"],
+        "the ticket follows the call that made it"
+    );
+
+    // An agent closes it through the API.
+    let auth = format!("Bearer {session}");
+    let (status, body) = request(
+        client.port,
+        "PATCH",
+        &format!("/api/tickets/{ticket_id}"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", auth.as_str()),
+        ],
+        &json!({"status": "closed"}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let closed = |got: &[Received], path: &str| {
+        ticket_changes(got, path)
+            .iter()
+            .any(|t| t["id"] == ticket_id && t["status"] == "closed")
+    };
+    let second = collect_until(&mut rx, Duration::from_secs(20), |got| {
+        closed(got, "/hook") && closed(got, "/tickets")
+    })
+    .await;
+    for d in second.iter().filter(|d| d.path == "/hook") {
+        d.verify("s3cret");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late: Vec<Received> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert!(
+        late.iter().all(|d| d.path != "/zammad"),
+        "Zammad gets no ticket change: {late:#?}"
+    );
+}
+
+#[tokio::test]
+async fn cti_calls_started_before_a_restart_end_after_it() {
+    let scratch = Scratch::create().unwrap();
+    let token = add_token(&scratch, "pbx1").unwrap();
+    let (port, mut rx, _task) = receiver(0).await;
+    let config = format!("{CONFIG}\n{}", webhooks(port));
+    let fiche = start(&scratch, "fiche", &config).await;
+    let client = Client {
+        port: fiche.http_port(),
+        session: login(fiche.http_port()).await.unwrap(),
+    };
+    let ok = (200, json!({}));
+    for body in [
+        "event=newCall&direction=in&from=0612345678&to=201&callId=R1",
+        "event=answer&callId=R1&answeringNumber=201",
+        "event=newCall&direction=in&from=0698765432&to=202&callId=R2",
+    ] {
+        assert_eq!(client.post_form(&token, body).await, ok);
+    }
+    // crm: R1 started, ringing, answered, its ticket; R2 started, ringing.
+    // zammad: newCall, answer, newCall. tickets-only: R1's ticket.
+    let before = collect_until(&mut rx, Duration::from_secs(20), |got| {
+        let stories = json_stories(got);
+        stories.get(&call_id("pbx1", "R2")).map(Vec::len) == Some(2)
+            && zammad_events(got).len() == 3
+            && !ticket_changes(got, "/tickets").is_empty()
+    })
+    .await;
+    assert_eq!(
+        json_stories(&before)[&call_id("pbx1", "R1")],
+        ["call_started", "ringing", "answered"]
+    );
+    drop(fiche);
+    // Whatever else was queued before the stop (ticket updates) comes first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while rx.try_recv().is_ok() {}
+
+    let fiche = start(&scratch, "fiche-restarted", &config).await;
+    let client = Client {
+        port: fiche.http_port(),
+        session: login(fiche.http_port()).await.unwrap(),
+    };
+    let mut events = client.events().await.unwrap();
+    for body in [
+        "event=hangup&callId=R2&cause=cancel",
+        "event=hangup&callId=R1&cause=normalClearing",
+    ] {
+        assert_eq!(
+            client.post_form(&token, body).await,
+            ok,
+            "a call started before the restart is known: {body}"
+        );
+    }
+    assert_eq!(
+        client
+            .post_form(&token, "event=hangup&callId=R2&cause=cancel")
+            .await,
+        ok,
+        "a repeated hangup is accepted and ignored"
+    );
+    let (status, _) = client
+        .post_form(&token, "event=answer&callId=never-started")
+        .await;
+    assert_eq!(status, 404, "a call unknown to the log is still refused");
+
+    let seen = drain(&mut events, Duration::from_millis(1500)).await;
+    assert_eq!(
+        story(&seen, &call_id("pbx1", "R2")),
+        ["ended missed cancel"]
+    );
+    assert_eq!(
+        story(&seen, &call_id("pbx1", "R1")),
+        ["ended answered normalClearing"]
+    );
+    assert_eq!(seen.len(), 2, "nothing else: {seen:#?}");
+
+    // crm: R2 ended, its callback ticket, R1 ended, its ticket updated;
+    // zammad: both hangups.
+    let after = collect_until(&mut rx, Duration::from_secs(20), |got| {
+        let stories = json_stories(got);
+        let tickets = ticket_changes(got, "/hook");
+        stories.len() == 2
+            && zammad_events(got).len() == 2
+            && tickets.iter().any(|t| t["kind"] == "callback")
+            && tickets.iter().any(|t| t["kind"] == "call")
+    })
+    .await;
+    let stories = json_stories(&after);
+    assert_eq!(stories[&call_id("pbx1", "R2")], ["ended"]);
+    assert_eq!(stories[&call_id("pbx1", "R1")], ["ended"]);
+    let tickets = ticket_changes(&after, "/hook");
+    let callback = tickets
+        .iter()
+        .find(|t| t["call_id"] == call_id("pbx1", "R2"))
+        .unwrap_or_else(|| panic!("no callback ticket for R2: {tickets:#?}"));
+    assert_eq!(
+        (callback["kind"].as_str(), callback["status"].as_str()),
+        (Some("callback"), Some("open"))
+    );
+    assert!(
+        tickets
+            .iter()
+            .any(|t| t["call_id"] == call_id("pbx1", "R1") && t["kind"] == "call"),
+        "{tickets:#?}"
+    );
+    let hangups: Vec<&Received> = after.iter().filter(|d| d.path == "/zammad").collect();
+    assert_eq!(hangups.len(), 2);
+    assert!(
+        hangups[0]
+            .body
+            .starts_with("event=hangup&from=%2B33698765432&to=202&direction=in&callId=")
+            && hangups[0].body.ends_with("cause=cancel"),
+        "Zammad gets the whole hangup of a call started before the restart: {}",
+        hangups[0].body
+    );
+    assert!(hangups[1]
+        .body
+        .starts_with("event=hangup&from=%2B33612345678&to=201&direction=in"));
+    drop(fiche);
+}
+
+#[tokio::test]
+async fn https_targets_trust_a_private_ca_from_ca_file() {
+    let scratch = Scratch::create().unwrap();
+    let token = add_token(&scratch, "pbx1").unwrap();
+    let pki = TestPki::generate("Fiche test CA").unwrap();
+    let other = TestPki::generate("Some other CA").unwrap();
+    let ca_file = scratch.path().join("ca.pem");
+    let other_ca_file = scratch.path().join("other-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    std::fs::write(&other_ca_file, &other.ca_pem).unwrap();
+    let receiver = webhook_receiver::tls(0, &pki).await.unwrap();
+    let port = receiver.port;
+    let mut rx = receiver.requests;
+    let target = |name: &str, ca: &std::path::Path| {
+        format!(
+            "[[webhooks]]\nname = \"{name}\"\nurl = \"https://127.0.0.1:{port}/{name}\"\n\
+             secret = \"{name}-s3cret\"\nca_file = \"{}\"\nmax_backoff_secs = 1\n\
+             events = [\"call_started\", \"ringing\", \"ended\"]\n\n",
+            ca.display()
+        )
+    };
+    // "partner" trusts another CA: the receiver's certificate is refused.
+    let config = format!(
+        "{}{}",
+        target("crm", &ca_file),
+        target("partner", &other_ca_file)
+    );
+    let fiche = start(&scratch, "fiche", &config).await;
+    let client = Client {
+        port: fiche.http_port(),
+        session: None,
+    };
+    let ok = (200, json!({}));
+    for body in [
+        "event=newCall&direction=in&from=0612345678&to=201&callId=T1",
+        "event=hangup&callId=T1&cause=cancel",
+    ] {
+        assert_eq!(client.post_form(&token, body).await, ok);
+    }
+    let trusted = collect(&mut rx, 3, Duration::from_secs(20)).await;
+    assert!(trusted.iter().all(|d| d.path == "/crm"), "{trusted:#?}");
+    for d in &trusted {
+        d.verify("crm-s3cret");
+    }
+    let t1 = call_id("pbx1", "T1");
+    assert_eq!(
+        json_stories_at(&trusted, "/crm")[&t1],
+        ["call_started", "ringing", "ended"]
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing reaches a target whose certificate is not trusted"
+    );
+    let log = fiche.log_text();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("webhook delivery failed") && l.contains("partner"))
+        .collect();
+    assert!(
+        refusals.len() >= 2,
+        "retried, and logged naming the target:\n{log}"
+    );
+    assert!(
+        refusals.iter().all(|l| l.contains("certificate")),
+        "the log says why: {refusals:#?}"
+    );
+    assert!(
+        !log.contains("s3cret"),
+        "a webhook secret reached the log:\n{log}"
+    );
+    drop(fiche);
+
+    // Once given the right CA, the target gets everything that waited, in order.
+    let config = format!("{}{}", target("crm", &ca_file), target("partner", &ca_file));
+    let fiche = start(&scratch, "fiche-trusted", &config).await;
+    let delivered = collect(&mut rx, 3, Duration::from_secs(30)).await;
+    assert!(
+        delivered.iter().all(|d| d.path == "/partner"),
+        "{delivered:#?}"
+    );
+    for d in &delivered {
+        d.verify("partner-s3cret");
+    }
+    assert_eq!(
+        json_stories_at(&delivered, "/partner")[&t1],
+        ["call_started", "ringing", "ended"]
     );
     drop(fiche);
 }

@@ -13,6 +13,7 @@ pub mod fiche_ami;
 pub mod http;
 pub mod process;
 pub mod testbed;
+pub mod webhook_receiver;
 pub mod ws;
 
 pub use testbed::{Played, Ports, SippOutcome, Testbed};

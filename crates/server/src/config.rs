@@ -77,16 +77,22 @@ pub struct WebhookConfig {
     /// A short unique name (logs, outbox); defaults to the URL.
     #[serde(default)]
     pub name: Option<String>,
-    /// Where to POST.
+    /// Where to POST: `http://` or `https://`.
     pub url: String,
+    /// PEM file of the CA certificate(s) that signed an `https://` target's
+    /// certificate, trusted for this target besides the public and system roots
+    /// (a company's private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// `json` (default) or `zammad`.
     #[serde(default)]
     pub kind: WebhookKind,
     /// When set, each request carries `X-Fiche-Signature: sha256=<hex HMAC of the body>`. Never logged.
     #[serde(default)]
     pub secret: Option<String>,
-    /// Event types to send (`call_started`, `ringing`, `answered`, `ended`, … or,
-    /// for Zammad, `newCall`, `answer`, `hangup`); empty sends every one.
+    /// Event types to send (`call_started`, `ringing`, `answered`, `ended`, …,
+    /// `ticket_changed`, or, for Zammad, `newCall`, `answer`, `hangup`); empty
+    /// sends every one.
     #[serde(default)]
     pub events: Vec<String>,
     /// Seconds one request may take.
@@ -112,6 +118,7 @@ impl std::fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("name", &self.name)
             .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
             .field("kind", &self.kind)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("events", &self.events)
@@ -448,15 +455,12 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
-            if hook.url.starts_with("https://") {
-                // reqwest is built without a TLS stack (default-features = false).
-                bail!(
-                    "webhooks[{i}].url: https is not supported by this build yet; \
-                     use http:// to a local TLS proxy (e.g. stunnel, nginx)"
-                );
+            let https = hook.url.starts_with("https://");
+            if !https && !hook.url.starts_with("http://") {
+                bail!("webhooks[{i}].url: expected an http:// or https:// URL");
             }
-            if !hook.url.starts_with("http://") {
-                bail!("webhooks[{i}].url: expected an http:// URL");
+            if hook.ca_file.is_some() && !https {
+                bail!("webhooks[{i}].ca_file: only used with an https:// URL");
             }
             if !names.insert(hook.target_name()) {
                 bail!(
@@ -593,6 +597,22 @@ mod tests {
             format!("{text}[[webhooks]]\nname = \"zammad\"\nurl = \"http://127.0.0.1:1/\"\n");
         let err = Config::parse(&twice).unwrap().validate().unwrap_err();
         assert!(format!("{err:#}").contains("webhooks[2].name"), "{err:#}");
+        let https = Config::parse(
+            "[[webhooks]]\nurl = \"https://crm.example/hook\"\nca_file = \"/etc/fiche/ca.pem\"\n",
+        )
+        .unwrap();
+        https.validate().unwrap();
+        assert_eq!(
+            https.webhooks[0].ca_file.as_deref(),
+            Some(Path::new("/etc/fiche/ca.pem"))
+        );
+        let err = Config::parse(
+            "[[webhooks]]\nurl = \"http://127.0.0.1:1/\"\nca_file = \"/etc/fiche/ca.pem\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("webhooks[0].ca_file"), "{err:#}");
         let err = Config::parse("[[webhooks]]\nurl = \"ftp://x\"\n")
             .unwrap()
             .validate()

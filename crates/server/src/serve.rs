@@ -168,8 +168,6 @@ pub async fn run(
         tickets_feed.clone(),
     );
     tasks.spawn(writer.run(tickets_rx));
-    // Until the webhook outbox takes ticket changes, nobody listens.
-    drop(tickets_feed_rx);
     tasks.spawn(crate::tickets::figures::run(
         store.clone(),
         hub.clone(),
@@ -186,6 +184,7 @@ pub async fn run(
     outputs.sinks.extend(crate::webhooks::start(
         &config.webhooks,
         store.clone(),
+        tickets_feed_rx,
         &tasks,
         shutdown.clone(),
     )?);

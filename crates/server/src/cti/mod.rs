@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
 use tracing::{info, warn};
-pub use translate::{CtiError, CtiRequest, Reply, Translator, TranslatorConfig};
+pub use translate::{CtiError, CtiRequest, KnownCall, Reply, Translator, TranslatorConfig};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -157,29 +157,29 @@ async fn receive(
         Ok(request) => request,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let now = Utc::now();
-    let mut guard = context.0.translator.lock().await;
-    let (translator, expired_at) = &mut *guard;
-    let mut events = Vec::new();
-    if expired_at.elapsed() >= EXPIRE_EVERY {
-        *expired_at = Instant::now();
-        events = translator.expire(now);
-    }
-    let result = translator.handle(&name, &request, now);
-    let reply = match result {
-        Ok(translated) => {
-            events.extend(translated.events);
-            Ok(translated.reply)
-        }
-        Err(e) => Err(e),
+    let mut reply = match translate(&context, &name, &request, None).await {
+        Ok(reply) => reply,
+        Err(response) => return response,
     };
-    for event in events {
-        if context.0.events.send(event).await.is_err() {
-            drop(guard);
-            return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    if let Err(CtiError::UnknownCall(_)) = reply {
+        // Perhaps a call that started before Fiche restarted: the call log has it.
+        match recall(&context, &name, &request).await {
+            Ok(Some(known)) => {
+                reply = match translate(&context, &name, &request, Some(known)).await {
+                    Ok(reply) => reply,
+                    Err(response) => return response,
+                };
+            }
+            Ok(None) => {}
+            Err(error_) => {
+                warn!(error = %error_, "CTI call lookup failed");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database unavailable, retry later",
+                );
+            }
         }
     }
-    drop(guard);
     match reply {
         Ok(Reply::Accepted) => Json(json!({})).into_response(),
         Ok(Reply::Reject) => {
@@ -190,6 +190,63 @@ async fn receive(
         Err(e @ CtiError::TooManyCalls) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
+}
+
+/// Translates `request` (after tracking again the `restored` call, if any) and
+/// sends its events into the pipeline; the reply, or the response that ends
+/// the request.
+async fn translate(
+    context: &CtiContext,
+    name: &str,
+    request: &CtiRequest,
+    restored: Option<(String, KnownCall)>,
+) -> Result<Result<Reply, CtiError>, Response> {
+    let now = Utc::now();
+    let mut guard = context.0.translator.lock().await;
+    let (translator, expired_at) = &mut *guard;
+    let mut events = Vec::new();
+    if expired_at.elapsed() >= EXPIRE_EVERY {
+        *expired_at = Instant::now();
+        events = translator.expire(now);
+    }
+    if let Some((key, known)) = restored {
+        translator.restore(key, &known, now);
+    }
+    let reply = match translator.handle(name, request, now) {
+        Ok(translated) => {
+            events.extend(translated.events);
+            Ok(translated.reply)
+        }
+        Err(e) => Err(e),
+    };
+    for event in events {
+        if context.0.events.send(event).await.is_err() {
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        }
+    }
+    Ok(reply)
+}
+
+/// The call a request names, as the call log has it, when the translator does
+/// not track it (read without holding the translator's lock).
+async fn recall(
+    context: &CtiContext,
+    name: &str,
+    request: &CtiRequest,
+) -> Result<Option<(String, KnownCall)>, fiche_store::StoreError> {
+    let Some((key, call_id)) = Translator::call_key(name, request) else {
+        return Ok(None);
+    };
+    let Some(call) = context.0.store.get_call(call_id).await? else {
+        return Ok(None);
+    };
+    let known = KnownCall {
+        direction: call.direction,
+        callee: call.callee_number,
+        answered: call.answered_at.is_some(),
+        ended: call.ended_at.is_some(),
+    };
+    Ok(Some((key, known)))
 }
 
 /// Reads a JSON object or a form-encoded body (also what Zammad accepts: form

@@ -97,6 +97,20 @@ struct Tracked {
     ended: bool,
 }
 
+/// What the call log says about a call the translator does not track (one
+/// started before Fiche restarted), enough to take its `answer` and `hangup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownCall {
+    /// Its direction.
+    pub direction: Direction,
+    /// The called number, as stored.
+    pub callee: Option<String>,
+    /// Whether it was answered.
+    pub answered: bool,
+    /// Whether it ended.
+    pub ended: bool,
+}
+
 /// Translation settings.
 #[derive(Debug, Clone)]
 pub struct TranslatorConfig {
@@ -131,6 +145,52 @@ impl Translator {
         self.calls.len()
     }
 
+    /// The call key of a request (`<token name>/<callId>`) and the call id it
+    /// maps to; `None` without a callId.
+    pub fn call_key(token_name: &str, request: &CtiRequest) -> Option<(String, CallId)> {
+        let source_key = request
+            .call_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())?;
+        let key = format!("{token_name}/{source_key}");
+        let call_id = CallId::from_source_key(Source::Cti, &key);
+        Some((key, call_id))
+    }
+
+    /// Whether the call `key` is tracked.
+    pub fn is_tracked(&self, key: &str) -> bool {
+        self.calls.contains_key(key)
+    }
+
+    /// Tracks again a call started before a restart, from what the call log
+    /// knows, so that its `answer` and `hangup` are taken. The phones that rang
+    /// are not stored: the called extension stands for them. A call already
+    /// tracked is left alone.
+    pub fn restore(&mut self, key: String, known: &KnownCall, now: Timestamp) {
+        if self.calls.contains_key(&key) || self.calls.len() >= MAX_TRACKED_CALLS {
+            return;
+        }
+        let ringing = match (known.direction, known.callee.as_deref()) {
+            (Direction::Outbound, _) | (_, None) => Vec::new(),
+            (_, Some(callee)) if self.config.agents.is_agent(callee) => vec![callee.to_owned()],
+            _ => Vec::new(),
+        };
+        let call_id = CallId::from_source_key(Source::Cti, &key);
+        self.calls.insert(
+            key,
+            Tracked {
+                call_id,
+                direction: known.direction,
+                ringing,
+                answered: known.answered,
+                blocked: false,
+                last_seen: now,
+                ended: known.ended,
+            },
+        );
+    }
+
     /// Handles one request of the PBX known as `token_name`, received at `now`.
     pub fn handle(
         &mut self,
@@ -155,7 +215,7 @@ impl Translator {
             .ok_or(CtiError::Missing("callId"))?;
         let key = format!("{token_name}/{source_key}");
         match event {
-            "newCall" => self.new_call(key, source_key, request, now),
+            "newCall" => self.new_call(key, request, now),
             "answer" => self.answer(&key, source_key, request, now),
             _ => self.hangup(&key, source_key, request, now),
         }
@@ -189,7 +249,6 @@ impl Translator {
     fn new_call(
         &mut self,
         key: String,
-        source_key: &str,
         request: &CtiRequest,
         now: Timestamp,
     ) -> Result<Translated, CtiError> {
@@ -262,7 +321,9 @@ impl Translator {
             call_id,
             now,
             CallEventKind::CallStarted {
-                source_key: source_key.to_owned(),
+                // The whole key, as AMI does (`<name>/<Linkedid>`): the call
+                // id derives from it, and the call log checks that it does.
+                source_key: key.clone(),
                 direction: tracked.direction,
                 caller,
                 callee,
@@ -611,7 +672,8 @@ mod tests {
                 // A national number is French here, never German.
                 assert_eq!(caller.number.as_deref(), Some("+33612345678"));
                 assert_eq!(callee.number.as_deref(), Some("201"));
-                assert_eq!(source_key, "c1");
+                assert_eq!(source_key, "pbx1/c1");
+                assert_eq!(CallId::from_source_key(Source::Cti, source_key), id);
             }
             other => panic!("{other:?}"),
         }
@@ -862,6 +924,84 @@ mod tests {
         let hangup = req(&[("event", "hangup"), ("callId", "d")]);
         assert_eq!(t.handle("p", &hangup, at(3)).unwrap().events.len(), 1);
         assert!(t.handle("p", &hangup, at(4)).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn a_call_restored_from_the_log_takes_its_answer_and_hangup() {
+        let mut t = translator();
+        let answer = req(&[("event", "answer"), ("callId", "r")]);
+        assert_eq!(
+            t.handle("p", &answer, at(0)),
+            Err(CtiError::UnknownCall("r".into()))
+        );
+        let (key, id) = Translator::call_key("p", &answer).unwrap();
+        assert_eq!(
+            (key.as_str(), id),
+            ("p/r", CallId::from_source_key(Source::Cti, "p/r"))
+        );
+        let known = KnownCall {
+            direction: Direction::Inbound,
+            callee: Some("201".into()),
+            answered: false,
+            ended: false,
+        };
+        t.restore(key.clone(), &known, at(1));
+        assert!(t.is_tracked(&key));
+        let answered = t.handle("p", &answer, at(2)).unwrap();
+        assert_eq!(
+            kinds(&answered),
+            [CallEventKind::Answered {
+                extension: Some("201".into())
+            }],
+            "the called extension stands for the phones that rang"
+        );
+        assert!(answered.events.iter().all(|e| e.call_id == id));
+        let hangup = req(&[
+            ("event", "hangup"),
+            ("callId", "r"),
+            ("cause", "normalClearing"),
+        ]);
+        assert_eq!(
+            kinds(&t.handle("p", &hangup, at(3)).unwrap()),
+            [CallEventKind::Ended {
+                outcome: Outcome::Answered,
+                cause: "normalClearing".into()
+            }]
+        );
+
+        // A call the log has as ended: late requests are quiet.
+        let mut t = translator();
+        t.restore(
+            "p/old".into(),
+            &KnownCall {
+                ended: true,
+                ..known.clone()
+            },
+            at(0),
+        );
+        let late = req(&[("event", "hangup"), ("callId", "old")]);
+        assert!(t.handle("p", &late, at(1)).unwrap().events.is_empty());
+
+        // Restoring never overrides what is tracked.
+        let mut t = translator();
+        let new = req(&[
+            ("event", "newCall"),
+            ("direction", "in"),
+            ("from", "0612345678"),
+            ("to", "202"),
+            ("callId", "live"),
+        ]);
+        t.handle("p", &new, at(0)).unwrap();
+        t.restore(
+            "p/live".into(),
+            &KnownCall {
+                ended: true,
+                ..known
+            },
+            at(1),
+        );
+        let hangup = req(&[("event", "hangup"), ("callId", "live"), ("cause", "cancel")]);
+        assert_eq!(t.handle("p", &hangup, at(2)).unwrap().events.len(), 1);
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Outbound webhooks: every call event, as JSON (or as Zammad CTI requests), to
-//! the configured HTTP targets.
+//! Outbound webhooks: every call event and every ticket change, as JSON (or call
+//! events as Zammad CTI requests), to the configured HTTP(S) targets.
 //!
-//! A sink of the pipeline writes each event into the persistent outbox (one row
-//! per target); one delivery task per target sends its rows in id order, so each
-//! call's events arrive in order, retrying with exponential backoff. A target
+//! A sink of the pipeline and the ticket feed write into the persistent outbox
+//! (one row per target); one delivery task per target sends its rows in id
+//! order, so each call's events and each ticket's changes arrive in order,
+//! retrying with exponential backoff. A target
 //! that is down loses nothing (up to its `max_outbox_rows`, past which the oldest
 //! rows are dropped with a warning), and a restart resumes from the outbox.
 //! Delivery is at least once: a receiver deduplicates on `X-Fiche-Delivery`.
@@ -11,6 +12,8 @@
 pub mod payload;
 
 use crate::config::{WebhookConfig, WebhookKind};
+use anyhow::{bail, Context};
+use fiche_hub::TicketSummary;
 use fiche_pbx::CallEvent;
 use fiche_store::{NewOutboxEntry, OutboxEntry, Store};
 use hmac::{Hmac, Mac};
@@ -46,13 +49,36 @@ pub struct Target {
     timeout: Duration,
     max_rows: u64,
     max_backoff: Duration,
+    client: reqwest::Client,
 }
 
 impl Target {
-    /// The target a `[[webhooks]]` table describes.
-    pub fn new(config: &WebhookConfig) -> Self {
-        Self {
-            name: config.target_name(),
+    /// The target a `[[webhooks]]` table describes; fails when its `ca_file`
+    /// cannot be read or holds no certificate.
+    pub fn new(config: &WebhookConfig) -> anyhow::Result<Self> {
+        let name = config.target_name();
+        let mut client = reqwest::Client::builder()
+            .user_agent(concat!("fiche/", env!("CARGO_PKG_VERSION")))
+            // The system's CA store (a company CA installed system-wide) on top
+            // of the built-in public roots.
+            .tls_built_in_native_certs(true)
+            .tls_built_in_webpki_certs(true);
+        if let Some(path) = &config.ca_file {
+            let what = || format!("webhook {name:?}: ca_file {}", path.display());
+            let pem = std::fs::read(path).with_context(what)?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(what)?;
+            if certificates.is_empty() {
+                bail!("{}: no PEM certificate in it", what());
+            }
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        let client = client
+            .build()
+            .with_context(|| format!("webhook {name:?}: HTTP client"))?;
+        Ok(Self {
+            name,
             url: config.url.clone(),
             kind: config.kind,
             secret: config.secret.clone().filter(|s| !s.is_empty()),
@@ -60,7 +86,8 @@ impl Target {
             timeout: Duration::from_secs(config.timeout_secs.max(1)),
             max_rows: config.max_outbox_rows.max(1),
             max_backoff: Duration::from_secs(config.max_backoff_secs.max(1)),
-        }
+            client,
+        })
     }
 
     fn wants(&self, event_type: &str) -> bool {
@@ -80,20 +107,21 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 
 /// Starts the outbox writer and one delivery task per target under `tasks`;
 /// returns the sink to register in the pipeline's outputs, `None` when no
-/// target is configured.
+/// target is configured. `tickets` is the ticket feed's listener end.
 pub fn start(
     configs: &[WebhookConfig],
     store: Store,
+    tickets: Option<mpsc::Receiver<TicketSummary>>,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<mpsc::Sender<CallEvent>>> {
     if configs.is_empty() {
         return Ok(None);
     }
-    let targets: Vec<Target> = configs.iter().map(Target::new).collect();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("fiche/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let targets = configs
+        .iter()
+        .map(Target::new)
+        .collect::<anyhow::Result<Vec<Target>>>()?;
     let mut wakers = Vec::new();
     for target in &targets {
         let notify = Arc::new(Notify::new());
@@ -102,67 +130,137 @@ pub fn start(
         tasks.spawn(deliver(
             target.clone(),
             store.clone(),
-            client.clone(),
             notify,
             shutdown.clone(),
         ));
     }
     let (sink, events) = mpsc::channel(SINK_CAPACITY);
-    tasks.spawn(write(targets, wakers, store, events));
+    tasks.spawn(write(targets, wakers, store, events, tickets));
     Ok(Some(sink))
 }
 
-/// Writes every event into the outbox until the pipeline drops the sink.
+/// Writes every call event and ticket change into the outbox until both the
+/// pipeline's sink and the ticket feed are closed.
 async fn write(
     targets: Vec<Target>,
     wakers: Vec<Arc<Notify>>,
     store: Store,
     mut events: mpsc::Receiver<CallEvent>,
+    mut tickets: Option<mpsc::Receiver<TicketSummary>>,
 ) {
     let mut zammad = payload::ZammadCalls::default();
-    while let Some(event) = events.recv().await {
-        for (target, waker) in targets.iter().zip(&wakers) {
-            let Some((event_type, body)) = (match target.kind {
-                WebhookKind::Json => payload::json(&event),
-                WebhookKind::Zammad => zammad.form(&event),
-            }) else {
-                continue;
-            };
-            if !target.wants(&event_type) && !target.wants(event.kind.name()) {
-                continue;
+    let has_zammad = targets.iter().any(|t| t.kind == WebhookKind::Zammad);
+    let mut events_open = true;
+    while events_open || tickets.is_some() {
+        tokio::select! {
+            // A call's events first: the ticket a call made follows the call.
+            biased;
+            event = events.recv(), if events_open => {
+                let Some(event) = event else {
+                    events_open = false;
+                    continue;
+                };
+                if has_zammad && zammad.needs_parties(&event) {
+                    recall_parties(&store, &mut zammad, &event).await;
+                }
+                for (target, waker) in targets.iter().zip(&wakers) {
+                    let Some((event_type, body)) = (match target.kind {
+                        WebhookKind::Json => payload::json(&event),
+                        WebhookKind::Zammad => zammad.form(&event),
+                    }) else {
+                        continue;
+                    };
+                    if !target.wants(&event_type) && !target.wants(event.kind.name()) {
+                        continue;
+                    }
+                    let key = event.call_id.to_string();
+                    push(&store, target, waker, &key, &event_type, &body).await;
+                }
+                zammad.forget_ended();
             }
-            let call_id = event.call_id.to_string();
-            let entry = NewOutboxEntry {
-                target: &target.name,
-                ordering_key: Some(&call_id),
-                event_type: &event_type,
-                payload: &body,
-            };
-            let mut attempt = 1;
-            loop {
-                match store.outbox_push(&entry, target.max_rows).await {
-                    Ok(0) => break,
-                    Ok(dropped) => {
-                        warn!(target = %target.name, dropped, max = target.max_rows,
-                            "webhook outbox full: oldest deliveries dropped");
-                        break;
+            ticket = recv_ticket(&mut tickets), if tickets.is_some() => {
+                let Some(ticket) = ticket else {
+                    tickets = None;
+                    continue;
+                };
+                let (event_type, body) = payload::ticket_json(&ticket);
+                let key = format!("ticket:{}", ticket.id);
+                for (target, waker) in targets.iter().zip(&wakers) {
+                    // Zammad's CTI API only knows calls.
+                    if target.kind == WebhookKind::Zammad || !target.wants(&event_type) {
+                        continue;
                     }
-                    Err(e) if attempt < WRITE_ATTEMPTS => {
-                        warn!(target = %target.name, error = %e, attempt, "webhook outbox write failed, retrying");
-                        attempt += 1;
-                        tokio::time::sleep(DB_RETRY).await;
-                    }
-                    Err(e) => {
-                        error!(target = %target.name, error = %e, call = %call_id, event = %event_type,
-                            "webhook outbox write failed; this delivery is lost");
-                        break;
-                    }
+                    push(&store, target, waker, &key, &event_type, &body).await;
                 }
             }
-            waker.notify_one();
         }
-        zammad.forget_ended();
     }
+}
+
+async fn recv_ticket(tickets: &mut Option<mpsc::Receiver<TicketSummary>>) -> Option<TicketSummary> {
+    match tickets {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
+
+/// A call that started before a restart: Zammad wants its parties on every
+/// request, so they are read back from the call log.
+async fn recall_parties(store: &Store, zammad: &mut payload::ZammadCalls, event: &CallEvent) {
+    match store.get_call(event.call_id).await {
+        Ok(Some(call)) => {
+            let from = if call.caller_withheld {
+                None
+            } else {
+                call.caller_number
+            };
+            zammad.remember(event.call_id, call.direction, from, call.callee_number);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, call = %event.call_id, "reading a call back for the Zammad target failed");
+        }
+    }
+}
+
+/// Queues one delivery for `target` (retrying database errors a few times) and
+/// wakes its delivery task.
+async fn push(
+    store: &Store,
+    target: &Target,
+    waker: &Notify,
+    ordering_key: &str,
+    event_type: &str,
+    body: &str,
+) {
+    let entry = NewOutboxEntry {
+        target: &target.name,
+        ordering_key: Some(ordering_key),
+        event_type,
+        payload: body,
+    };
+    let mut attempt = 1;
+    loop {
+        match store.outbox_push(&entry, target.max_rows).await {
+            Ok(0) => break,
+            Ok(dropped) => {
+                warn!(target = %target.name, dropped, max = target.max_rows,
+                    "webhook outbox full: oldest deliveries dropped");
+                break;
+            }
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                warn!(target = %target.name, error = %e, attempt, "webhook outbox write failed, retrying");
+                attempt += 1;
+                tokio::time::sleep(DB_RETRY).await;
+            }
+            Err(e) => {
+                error!(target = %target.name, error = %e, key = %ordering_key, event = %event_type,
+                    "webhook outbox write failed; this delivery is lost");
+                break;
+            }
+        }
+    }
+    waker.notify_one();
 }
 
 /// What one attempt came to.
@@ -175,13 +273,7 @@ enum Attempt {
 }
 
 /// Sends `target`'s outbox rows in order until `shutdown`.
-async fn deliver(
-    target: Target,
-    store: Store,
-    client: reqwest::Client,
-    notify: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+async fn deliver(target: Target, store: Store, notify: Arc<Notify>, shutdown: CancellationToken) {
     loop {
         let batch = match store.outbox_next(&target.name, BATCH).await {
             Ok(batch) => batch,
@@ -211,7 +303,7 @@ async fn deliver(
             if shutdown.is_cancelled() {
                 return;
             }
-            let outcome = match send(&client, &target, &entry).await {
+            let outcome = match send(&target, &entry).await {
                 Attempt::Delivered => store.outbox_delete(entry.id).await,
                 Attempt::Refused(reason) => {
                     warn!(target = %target.name, delivery = entry.id, %reason, "webhook delivery refused by the target; dropped");
@@ -252,12 +344,13 @@ async fn sleep_or_stop(duration: Duration, shutdown: &CancellationToken) -> bool
     }
 }
 
-async fn send(client: &reqwest::Client, target: &Target, entry: &OutboxEntry) -> Attempt {
+async fn send(target: &Target, entry: &OutboxEntry) -> Attempt {
     let content_type = match target.kind {
         WebhookKind::Json => "application/json",
         WebhookKind::Zammad => "application/x-www-form-urlencoded",
     };
-    let mut request = client
+    let mut request = target
+        .client
         .post(&target.url)
         .timeout(target.timeout)
         .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -284,9 +377,30 @@ async fn send(client: &reqwest::Client, target: &Target, entry: &OutboxEntry) ->
                 Attempt::Refused(format!("HTTP {status}"))
             }
         }
-        // Without the URL: it may hold credentials.
-        Err(e) => Attempt::Retry(e.without_url().to_string()),
+        Err(e) => Attempt::Retry(describe(e)),
     }
+}
+
+/// A failed request's reason with its causes (reqwest's own message alone says
+/// "error sending request"), without the URL: it may hold credentials.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (TLS: the target's certificate is not trusted; a private CA goes in the target's ca_file)",
+        );
+    }
+    text
 }
 
 #[cfg(test)]
