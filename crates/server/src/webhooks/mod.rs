@@ -395,12 +395,23 @@ fn describe(error: reqwest::Error) -> String {
         }
         source = cause.source();
     }
-    if text.contains("certificate") {
-        text.push_str(
-            " (TLS: the target's certificate is not trusted; a private CA goes in the target's ca_file)",
-        );
+    if let Some(hint) = tls_hint(&text) {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
     }
     text
+}
+
+/// What an admin should look at when rustls refused the target's certificate.
+fn tls_hint(reason: &str) -> Option<&'static str> {
+    if reason.contains("UnknownIssuer") {
+        Some("TLS: the target's certificate is not signed by a trusted CA; a private CA goes in the target's ca_file")
+    } else if reason.contains("certificate") {
+        Some("TLS: the target's certificate was refused (expired, or for another name?)")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +425,15 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn refused_certificates_get_a_hint() {
+        let unknown = "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(unknown).is_some_and(|h| h.contains("ca_file")));
+        let name = "error sending request: client error (Connect): invalid peer certificate: NotValidForName";
+        assert!(tls_hint(name).is_some_and(|h| h.contains("another name")));
+        assert_eq!(tls_hint("error sending request: connection refused"), None);
     }
 
     #[test]
