@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-/// Hashes waiting for a worker, beyond those being computed. At about 25 ms per
-/// hash on each of 2 cores, a full queue is drained in under a second.
-pub(crate) const QUEUE_CAPACITY: usize = 64;
+/// Hashes waiting for a worker, beyond those being computed. At 25 to 40 ms per
+/// hash on each of 2 cores, a full queue is drained in 3 to 5 s: a whole team
+/// logging in at the start of a shift waits a few seconds rather than being
+/// refused. A waiting login costs a few hundred bytes, not argon2 memory.
+pub(crate) const QUEUE_CAPACITY: usize = 256;
 
 /// Why a password could not be hashed or checked.
 #[derive(Debug, thiserror::Error)]
