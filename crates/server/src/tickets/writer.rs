@@ -110,6 +110,11 @@ impl TicketWriter {
         while events.recv_many(&mut batch, BATCH_MAX).await > 0 {
             let tickets_changed = match self.write(&batch).await {
                 Ok(changed) => changed,
+                Err(error) if batch.len() == 1 => {
+                    let event = &batch[0];
+                    warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written");
+                    false
+                }
                 Err(error) => {
                     warn!(%error, events = batch.len(), "batch not written; writing its events one by one");
                     let mut changed = false;
