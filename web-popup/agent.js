@@ -602,7 +602,9 @@ function sweep() {
     const node = entry.node;
     if (node && (node.contains(document.activeElement) || node.querySelector(".note").value.trim())) continue;
     const takenLongAgo = entry.withdrawn && now - entry.withdrawnAt > 60000 && entry.call.agent_extension && !myExtensions.includes(entry.call.agent_extension);
-    const savedAndDone = entry.call.state === "ended" && entry.savedAt && now - entry.savedAt > 20000;
+    // Counted from the end too: a note saved while it rang must not make the card leave as the call ends.
+    const savedAndDone = entry.call.state === "ended" && entry.savedAt
+      && now - Math.max(entry.savedAt, Date.parse(entry.call.ended_at || "") || 0) > 20000;
     if (takenLongAgo || savedAndDone) { entries.delete(id); changed = true; }
   }
   if (changed) render();
