@@ -9,6 +9,7 @@
 
 pub mod index;
 pub mod number;
+pub mod warm;
 
 pub use index::{Confidence, CustomerId, Index, Match};
 pub use number::{
