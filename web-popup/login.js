@@ -13,6 +13,7 @@
       limited: "Trop d’essais. Réessayez dans {n} s.",
       network: "Serveur injoignable. Vérifiez la connexion et réessayez.",
       other: "La connexion a échoué (erreur {n}).",
+      busy: "Le serveur est très sollicité. Réessayez dans un instant.",
     },
     en: {
       title: "Fiche — sign in", heading: "Sign in", login: "Login", password: "Password",
@@ -22,6 +23,7 @@
       limited: "Too many attempts. Try again in {n} s.",
       network: "Cannot reach the server. Check the connection and try again.",
       other: "Sign-in failed (error {n}).",
+      busy: "The server is very busy. Try again in a moment.",
     },
   };
 
@@ -70,12 +72,20 @@
     button.disabled = true;
     button.textContent = t.wait;
     try {
-      const response = await fetch("/api/login", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        credentials: "same-origin",
-        body: JSON.stringify({ login, password }),
-      });
+      // 503 means the password workers are saturated (a whole team signing in at
+      // once): wait as the server asks and try again, so nobody sees an error.
+      let response;
+      for (let attempt = 0; ; attempt++) {
+        response = await fetch("/api/login", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          credentials: "same-origin",
+          body: JSON.stringify({ login, password }),
+        });
+        if (response.status !== 503 || attempt >= 4) break;
+        const pause = parseInt(response.headers.get("Retry-After") || "1", 10);
+        await new Promise((done) => setTimeout(done, 1000 * (Number.isFinite(pause) ? Math.min(pause, 10) : 1)));
+      }
       if (response.ok) {
         const body = await response.json();
         location.href = destination(body && body.user ? body.user.role : "agent");
@@ -88,6 +98,8 @@
       } else if (response.status === 429) {
         const wait = parseInt(response.headers.get("Retry-After") || "60", 10);
         showError(t.limited.replace("{n}", String(Number.isFinite(wait) ? wait : 60)));
+      } else if (response.status === 503) {
+        showError(t.busy);
       } else {
         showError(t.other.replace("{n}", String(response.status)));
       }
