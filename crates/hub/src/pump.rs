@@ -1,9 +1,10 @@
 //! Drives one socket: writes its queued messages, reads the browser's
 //! messages, and keeps the heartbeat.
 //!
-//! Generic over a `Sink<String>` and a `Stream<Item = String>` of text
-//! messages so it is tested without HTTP; the server maps its websocket's text
-//! frames in and out (and ends the stream on a close frame or error).
+//! Generic over a sink of anything made from a `String` (a websocket's text
+//! message) and a `Stream<Item = String>` of text messages, so it is tested
+//! without HTTP; the server maps its websocket's text frames in (and ends the
+//! stream on a close frame or error).
 
 use crate::hub::{Connection, Hub, HubError};
 use crate::protocol::control_text;
@@ -34,14 +35,15 @@ pub enum PumpEnd {
 /// the last message written; heartbeats do not advance it), and any message
 /// from the browser counts as a sign of life. When the queue overflowed, the
 /// stale queued deltas are dropped and the hub queues a fresh snapshot.
-pub async fn pump<Si, St>(
+pub async fn pump<Si, M, St>(
     hub: &Hub,
     mut conn: Connection,
     sink: &mut Si,
     stream: &mut St,
 ) -> PumpEnd
 where
-    Si: Sink<String> + Unpin,
+    Si: Sink<M> + Unpin,
+    M: From<String>,
     St: Stream<Item = String> + Unpin,
 {
     let end = run(hub, &mut conn, sink, stream).await;
@@ -49,9 +51,10 @@ where
     end
 }
 
-async fn run<Si, St>(hub: &Hub, conn: &mut Connection, sink: &mut Si, stream: &mut St) -> PumpEnd
+async fn run<Si, M, St>(hub: &Hub, conn: &mut Connection, sink: &mut Si, stream: &mut St) -> PumpEnd
 where
-    Si: Sink<String> + Unpin,
+    Si: Sink<M> + Unpin,
+    M: From<String>,
     St: Stream<Item = String> + Unpin,
 {
     let every = hub.config().ping_every;
@@ -105,7 +108,9 @@ where
                 control_text(last_seq, "ping", None)
             }
         };
-        match timeout(every, sink.send(text)).await {
+        // Boxed: inline, the send and its timer would stay part of every idle
+        // socket's state; a write is rare next to the time a socket waits.
+        match Box::pin(timeout(every, sink.send(M::from(text)))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return PumpEnd::SinkFailed,
             Err(_) => return PumpEnd::TimedOut,

@@ -3,17 +3,14 @@
 //! A tokio bounded `mpsc` allocates its first 32-slot block and two
 //! cache-padded halves up front: about 1 KiB per socket before any message,
 //! which is most of the budget for 10,000 idle agents. This queue holds a
-//! `VecDeque` that allocates only when messages wait and is released after a
-//! burst, a `Notify` for the one reader, and the socket's lag status, in one
+//! `VecDeque` that allocates only when messages wait and is released as soon
+//! as they are written, a `Notify` for the one reader, and the socket's lag status, in one
 //! small allocation. Pushing never waits: a full queue is reported, not awaited.
 
 use crate::protocol::Frame;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
-
-/// Capacity above which an emptied queue gives its buffer back.
-const KEEP_CAPACITY: usize = 8;
 
 /// Where a socket stands with respect to its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +109,9 @@ impl Queue {
     pub(crate) fn try_pop(&self) -> Option<Frame> {
         let mut slots = self.slots();
         let frame = slots.frames.pop_front();
-        if slots.frames.is_empty() && slots.frames.capacity() > KEEP_CAPACITY {
+        // An idle socket holds no buffer: an allocation per message costs less
+        // than 64 bytes kept by each of thousands of sockets.
+        if slots.frames.is_empty() && slots.frames.capacity() > 0 {
             slots.frames = VecDeque::new();
         }
         frame

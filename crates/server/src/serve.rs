@@ -5,6 +5,7 @@ use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
 use crate::pipeline::{self, LiveTable, Outputs, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use fiche_hub::{Hub, HubConfig};
 use fiche_matcher::Index;
@@ -21,7 +22,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Kernel receive buffer asked for the HEP UDP socket: mirrored SIP arrives in
 /// bursts and a lost packet is a lost state change. The kernel may grant less
@@ -139,6 +140,8 @@ pub async fn run(
     // Tickets: the pop card from memory, a writer sink, the board's figures.
     let index = Arc::new(RwLock::new(index));
     let policy = Arc::new(config.numbers.policy());
+    // The numbering-plan data loads lazily: without this the first pop waits for it.
+    fiche_matcher::warm::warm_up(&policy);
     let customers = crate::tickets::CustomerCache::default();
     customers
         .load(&store)
@@ -218,11 +221,24 @@ pub async fn run(
     http::users::push_agents(&state.store, &state.hub)
         .await
         .context("loading the agents")?;
+    tasks.spawn(crate::auth::watch_socket_sessions(
+        state.auth.clone(),
+        state.store.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
     // Merged after the session layer: the CTI route has its own token, and no
     // request logging of the main router sees its path (the token is in it).
     let app = http::router(state, config.web_root.clone()).merge(crate::cti::router(cti));
+    // Pops are small frames: Nagle's algorithm would hold one back until the
+    // browser acknowledges the previous frame (up to its delayed-ACK time).
+    let http_listener = listeners.http.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            debug!(%error, "could not set TCP_NODELAY on an HTTP connection");
+        }
+    });
     axum::serve(
-        listeners.http,
+        http_listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned())

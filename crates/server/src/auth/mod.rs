@@ -50,6 +50,10 @@ const MAX_CACHED: usize = 50_000;
 const TOKEN_CHARS: usize = 43;
 /// Most websockets open at once; beyond, upgrades are answered 503.
 pub const MAX_SOCKETS: usize = 20_000;
+/// How often the sessions behind open websockets are looked up: a socket whose
+/// session expired, or was ended by another process (`fiche user passwd`), is
+/// closed within this time. One query per distinct session.
+pub const SOCKET_SESSION_CHECK: Duration = Duration::from_secs(10);
 /// Failed logins per login name, and per client address, before a pause.
 const FAILURES_PER_LOGIN: u32 = 5;
 const FAILURES_PER_ADDRESS: u32 = 20;
@@ -282,6 +286,37 @@ impl Auth {
         }
     }
 
+    /// Closes the websockets whose session expired or is gone from the store
+    /// (the hub ends them; the page sees close code 1008); returns how many
+    /// sessions ended.
+    pub async fn close_ended_sessions(
+        &self,
+        store: &Store,
+        hub: &fiche_hub::Hub,
+    ) -> Result<usize, fiche_store::StoreError> {
+        let mut digests: Vec<String> = self
+            .sockets()
+            .values()
+            .flatten()
+            .map(|(_, digest)| digest.clone())
+            .filter(|digest| !digest.is_empty())
+            .collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let mut ended = 0;
+        for digest in digests {
+            if store.session(&digest, Utc::now()).await?.is_none() {
+                self.cache().remove(&digest);
+                let sockets = self.sockets();
+                for (id, _) in sockets.values().flatten().filter(|(_, d)| *d == digest) {
+                    hub.disconnect(*id);
+                }
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     pub(crate) fn register_socket(&self, user: i64, id: ConnectionId, digest: String) {
         self.sockets().entry(user).or_default().push((id, digest));
     }
@@ -302,6 +337,26 @@ impl Auth {
 
     fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<(ConnectionId, String)>>> {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs [`Auth::close_ended_sessions`] every [`SOCKET_SESSION_CHECK`] until `shutdown`.
+pub async fn watch_socket_sessions(
+    auth: std::sync::Arc<Auth>,
+    store: Store,
+    hub: fiche_hub::Hub,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(SOCKET_SESSION_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = auth.close_ended_sessions(&store, &hub).await {
+            tracing::warn!(%error, "checking the sessions of open websockets");
+        }
     }
 }
 

@@ -14,17 +14,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fiche_hub::PumpEnd;
-use futures_util::future::ready;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::debug;
 
-/// Per-socket buffer sizes: small, since thousands of agents stay connected and
-/// browsers send us almost nothing.
-const READ_BUFFER: usize = 4 * 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
-const MAX_INCOMING_MESSAGE: usize = fiche_hub::MAX_CLIENT_MESSAGE;
+/// Read buffer of a socket, allocated when it opens and kept while it lives:
+/// ten thousand idle agents hold ten thousand of these. Browsers send only
+/// small commands (a `pong` frame is about 20 bytes); a larger message (up to
+/// `MAX_INCOMING_MESSAGE`) grows the buffer as it arrives.
+const READ_BUFFER: usize = 128;
+/// Zero: every frame goes to the socket at once (the pump flushes each message
+/// anyway); nothing waits in tungstenite for more data.
+const WRITE_BUFFER: usize = 0;
+/// Largest browser message read. Twice the hub's limit, so that a message a
+/// little too large is answered `bad_message` by the hub; beyond this the
+/// connection is dropped without reading further.
+const MAX_INCOMING_MESSAGE: usize = 2 * fiche_hub::MAX_CLIENT_MESSAGE;
 /// Ping interval of `/ws/events`; a socket that does not answer two pings in a row is closed.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
@@ -48,31 +55,73 @@ pub(super) async fn upgrade(
     let Ok(permit) = state.auth.socket_permits.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many sockets").into_response();
     };
-    let digest = digest.map(|axum::Extension(d)| d.0).unwrap_or_default();
-    sized(ws).on_upgrade(move |socket| async move {
-        run_hub_socket(socket, state, user, digest).await;
-        drop(permit);
+    // Only what the socket needs lives as long as it: thousands stay open. Boxed:
+    // both the upgrade callback and the socket's future hold it for the
+    // socket's life, as a pointer rather than twice inline.
+    let owner = Box::new(Owner {
+        hub: state.hub,
+        auth: state.auth,
+        user_id: user.id,
+        viewer: user.viewer(),
+        digest: digest.map(|axum::Extension(d)| d.0).unwrap_or_default(),
+        _permit: permit,
+    });
+    sized(ws).on_upgrade(move |socket| {
+        // Split before the socket's future exists: the socket moves to the heap
+        // once, instead of also being kept in the future's state, which lives
+        // inline in the task of every idle socket.
+        let (sink, stream) = socket.split();
+        run_hub_socket(sink, TextFrames(stream), owner)
     })
 }
 
-async fn run_hub_socket(socket: WebSocket, state: AppState, user: CurrentUser, digest: String) {
-    let conn = state.hub.connect(user.viewer());
+/// Who a hub socket belongs to, and its place among the open sockets.
+struct Owner {
+    hub: fiche_hub::Hub,
+    auth: std::sync::Arc<crate::auth::Auth>,
+    user_id: i64,
+    viewer: fiche_hub::Viewer,
+    digest: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The browser's text messages; ends at a close frame, an error or the end of
+/// the connection. A plain struct rather than stream combinators: it is part
+/// of every idle socket's state.
+struct TextFrames(SplitStream<WebSocket>);
+
+impl futures_util::Stream for TextFrames {
+    type Item = String;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<String>> {
+        use std::task::Poll;
+        loop {
+            return match self.0.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Text(text)))) => Poll::Ready(Some(text.to_string())),
+                Poll::Ready(Some(Ok(Message::Close(_)) | Err(_)) | None) => Poll::Ready(None),
+                // Binary frames are ignored; pings are answered by the websocket layer.
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+async fn run_hub_socket(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stream: TextFrames,
+    owner: Box<Owner>,
+) {
+    // Fields are moved, not copied into new locals: every byte of this future's
+    // state is held by each idle socket.
+    let conn = owner.hub.connect(owner.viewer);
     let id = conn.id;
-    state.auth.register_socket(user.id, id, digest);
-    let (sink, stream) = socket.split();
-    let mut sink =
-        sink.with(|text: String| ready(Ok::<_, axum::Error>(Message::Text(text.into()))));
-    let stream = stream
-        .take_while(|message| ready(matches!(message, Ok(m) if !matches!(m, Message::Close(_)))))
-        .filter_map(|message| {
-            ready(match message {
-                Ok(Message::Text(text)) => Some(text.to_string()),
-                _ => None,
-            })
-        });
-    let mut stream = std::pin::pin!(stream);
-    let end = fiche_hub::pump(&state.hub, conn, &mut sink, &mut stream).await;
-    state.auth.unregister_socket(user.id, id);
+    owner.auth.register_socket(owner.user_id, id, owner.digest);
+    let end = fiche_hub::pump(&owner.hub, conn, &mut sink, &mut stream).await;
+    owner.auth.unregister_socket(owner.user_id, id);
     debug!(connection = %id, ?end, "hub socket ended");
     let close = match end {
         PumpEnd::TooSlow => Some(CloseFrame {
@@ -90,7 +139,7 @@ async fn run_hub_socket(socket: WebSocket, state: AppState, user: CurrentUser, d
         PumpEnd::ClientClosed | PumpEnd::SinkFailed => None,
     };
     if let Some(close) = close {
-        drop(sink.get_mut().send(Message::Close(Some(close))).await);
+        drop(sink.send(Message::Close(Some(close))).await);
     }
 }
 

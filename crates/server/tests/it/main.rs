@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod auth;
 mod tickets;
+mod hub_socket;
 
 const WAIT: Duration = Duration::from_secs(5);
 /// Password of the `admin` user every test server starts with.
