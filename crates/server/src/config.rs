@@ -35,6 +35,9 @@ pub struct Config {
     /// How phone numbers are read.
     #[serde(default)]
     pub numbers: NumbersConfig,
+    /// How the in-memory customer index follows changes made elsewhere.
+    #[serde(default)]
+    pub customers: CustomersConfig,
     /// Which calls become tickets, callback delay, linking to open tickets.
     #[serde(default)]
     pub tickets: crate::tickets::TicketsConfig,
@@ -180,6 +183,36 @@ fn default_region() -> String {
 }
 fn default_extension_max_len() -> usize {
     5
+}
+
+/// How the caller index follows customer changes made by other processes
+/// (`fiche import customers`, other Fiche nodes on the same database).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomersConfig {
+    /// How often the customer change log is read, in milliseconds
+    /// (`FICHE_CUSTOMERS_SYNC_MS`); 0 turns the sync off.
+    #[serde(default = "default_customers_sync_ms")]
+    pub sync_interval_ms: u64,
+}
+
+impl Default for CustomersConfig {
+    fn default() -> Self {
+        Self {
+            sync_interval_ms: default_customers_sync_ms(),
+        }
+    }
+}
+
+impl CustomersConfig {
+    /// The polling interval, `None` when the sync is off.
+    pub fn sync_interval(&self) -> Option<Duration> {
+        (self.sync_interval_ms > 0).then(|| Duration::from_millis(self.sync_interval_ms))
+    }
+}
+
+fn default_customers_sync_ms() -> u64 {
+    2000
 }
 
 /// Where HEP arrives and who may send it.
@@ -393,6 +426,12 @@ impl Config {
         if let Some(v) = set("FICHE_DATABASE_URL") {
             self.database_url = v;
         }
+        if let Some(v) = set("FICHE_CUSTOMERS_SYNC_MS") {
+            self.customers.sync_interval_ms = v
+                .trim()
+                .parse()
+                .with_context(|| format!("FICHE_CUSTOMERS_SYNC_MS={v:?}: expected milliseconds"))?;
+        }
         if let Some(v) = set("FICHE_DEFAULT_REGION") {
             self.numbers.default_region = v;
         }
@@ -438,6 +477,9 @@ impl Config {
         fiche_pbx::ExtensionPatterns::new(&self.calls.agent_extensions)
             .context("calls.agent_extensions")?;
         self.numbers.policy().validate().context("numbers")?;
+        if (1..100).contains(&self.customers.sync_interval_ms) {
+            bail!("customers.sync_interval_ms: at least 100 (or 0 to turn the sync off)");
+        }
         if self.hep.allow.is_empty() && (self.hep.udp || self.hep.tcp) {
             bail!("hep.allow: empty, every HEP packet would be dropped");
         }
@@ -518,6 +560,10 @@ mod tests {
         assert_eq!(
             example.numbers.extension_max_len,
             defaults.numbers.extension_max_len
+        );
+        assert_eq!(
+            example.customers.sync_interval_ms,
+            defaults.customers.sync_interval_ms
         );
     }
 

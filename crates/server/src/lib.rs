@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cti;
+pub mod customers_sync;
 pub mod http;
 pub mod pipeline;
 pub mod serve;

@@ -77,6 +77,12 @@ pub async fn run(
     store: Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Read before the index and the name cache are, so that the customer sync
+    // re-reads every change made while they load.
+    let sync_clock = store
+        .customer_changes_clock()
+        .await
+        .context("reading the database clock")?;
     let index = load_index(&store).await?;
     crate::auth::ensure_first_admin(&store, std::env::var("FICHE_ADMIN_PASSWORD").ok()).await?;
     let agents =
@@ -147,6 +153,16 @@ pub async fn run(
         .load(&store)
         .await
         .context("reading customers' names")?;
+    // Customers changed by `fiche import` or by another node reach the index.
+    if let Some(interval) = config.customers.sync_interval() {
+        let sync = crate::customers_sync::CustomersSync::new(
+            store.clone(),
+            index.clone(),
+            customers.clone(),
+            sync_clock,
+        );
+        tasks.spawn(sync.run(interval, shutdown.clone()));
+    }
     let cards = crate::tickets::cards::CardMaker {
         index: index.clone(),
         policy: policy.clone(),
