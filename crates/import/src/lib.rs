@@ -93,7 +93,7 @@ pub fn read_path(
 }
 
 /// [`read_path`] for CSV already in memory or on any reader.
-pub fn read_csv<R: std::io::Read>(
+pub fn read_csv<R: std::io::Read + Send>(
     input: R,
     options: &Options,
     on_progress: &mut dyn FnMut(Progress),
@@ -146,22 +146,41 @@ pub fn read_rows(
     }
 }
 
-fn read_csv_rows<R: std::io::Read>(
+fn read_csv_rows<R: std::io::Read + Send>(
     input: R,
     size: u64,
     options: &Options,
     on_progress: &mut dyn FnMut(Progress),
     on_row: &mut dyn FnMut(RowOutcome),
 ) -> Result<ColumnMap, ImportError> {
-    let mut mapper = RowMapper::new(options);
-    source::read_csv(
+    // Rows are decoded and mapped on other threads (the costly part: text
+    // decoding and number parsing); they still arrive here in file order.
+    let map = source::read_csv_parallel(
         input,
         size,
         options.delimiter,
         on_progress,
-        &mut |line, cells| mapper.row(line, cells, on_row),
+        &mut |cells| header_map(cells, options),
+        |map: &ColumnMap, row: source::RawRow| {
+            let cells: Vec<String> = row.record.iter().map(source::decode).collect();
+            match record::map_row(row.line, &cells, map, &options.policy) {
+                Ok(Some(customer)) => Some(RowOutcome::Customer(customer)),
+                Ok(None) => None,
+                Err(errors) => Some(RowOutcome::Rejected(errors)),
+            }
+        },
+        on_row,
     )?;
-    mapper.finish()
+    map.ok_or(ImportError::NoHeader)
+}
+
+/// The column map, when `cells` is the header (the first non-blank row).
+fn header_map(cells: Vec<String>, options: &Options) -> Result<Option<ColumnMap>, ImportError> {
+    if !cells.iter().any(|c| !c.trim().is_empty()) {
+        return Ok(None);
+    }
+    let headers = cells.into_iter().map(|c| c.trim().to_owned()).collect();
+    ColumnMap::new(headers, &options.overrides).map(Some)
 }
 
 /// Takes the first non-blank row as the header, then maps each row.
@@ -182,10 +201,7 @@ impl<'a> RowMapper<'a> {
         on_row: &mut dyn FnMut(RowOutcome),
     ) -> Result<(), ImportError> {
         let Some(map) = &self.map else {
-            if cells.iter().any(|c| !c.trim().is_empty()) {
-                let headers = cells.into_iter().map(|c| c.trim().to_owned()).collect();
-                self.map = Some(ColumnMap::new(headers, &self.options.overrides)?);
-            }
+            self.map = header_map(cells, self.options)?;
             return Ok(());
         };
         match record::map_row(line, &cells, map, &self.options.policy) {

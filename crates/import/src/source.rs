@@ -38,14 +38,56 @@ pub enum ProgressUnit {
 /// A power of two, so that a mask can test it.
 pub(crate) const PROGRESS_EVERY: usize = 1024;
 
-/// Calls `on_row(line, cells)` for the header then every row, in order.
-pub(crate) fn read_csv<R: Read>(
+/// Records handed to a mapping thread at once.
+const CHUNK_RECORDS: usize = 2048;
+/// Chunks waiting between the parsing, mapping and merging threads: bounds the
+/// memory a fast stage can run ahead with.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Most threads mapping rows (decoding, number parsing).
+const MAX_MAPPERS: usize = 4;
+
+/// One parsed CSV record with its Excel row number.
+pub(crate) struct RawRow {
+    pub(crate) line: usize,
+    pub(crate) record: csv::ByteRecord,
+}
+
+/// A piece of the file for the mapping threads, in file order (`seq`).
+struct Chunk {
+    seq: usize,
+    rows: Vec<RawRow>,
+    /// Bytes of the file read up to the end of this chunk, for progress.
+    position: u64,
+    /// A parse error after the last row of this chunk ends the file.
+    error: Option<ImportError>,
+}
+
+/// The output of one chunk.
+struct Mapped<T> {
+    seq: usize,
+    items: Vec<T>,
+    position: u64,
+    error: Option<ImportError>,
+}
+
+/// The delivering side's receiver; dropping it tells the parser to stop.
+struct StopOnDrop<'a, T> {
+    rx: std::sync::mpsc::Receiver<T>,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+impl<T> Drop for StopOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A CSV reader over `input`: byte order mark skipped, delimiter given or
+/// sniffed from the first line, UTF-16 refused.
+fn open_reader<R: Read>(
     input: R,
-    total_bytes: u64,
     delimiter: Option<u8>,
-    on_progress: &mut dyn FnMut(Progress),
-    on_row: &mut dyn FnMut(usize, Vec<String>) -> Result<(), ImportError>,
-) -> Result<(), ImportError> {
+) -> Result<csv::Reader<BufReader<R>>, ImportError> {
     let mut input = BufReader::with_capacity(SNIFF_BYTES, input);
     let head = input.fill_buf().map_err(|source| ImportError::Io {
         path: "<input>".into(),
@@ -61,52 +103,198 @@ pub(crate) fn read_csv<R: Read>(
     };
     let delimiter = delimiter.unwrap_or_else(|| sniff_delimiter(&head[bom..]));
     input.consume(bom);
-
-    let mut reader = csv::ReaderBuilder::new()
+    Ok(csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
-        .from_reader(input);
-    let mut record = csv::ByteRecord::new();
-    // Excel's row number is the record's ordinal: line breaks inside quoted
-    // cells stay in one row. (The csv crate's own line numbers are not
-    // usable: they drift with CRLF and quoted line breaks.) A completely
-    // empty line, which Excel never writes (it writes ";;;"), is skipped by
-    // the csv crate and therefore not counted.
+        .from_reader(input))
+}
+
+fn csv_error(source: csv::Error) -> ImportError {
+    ImportError::Csv {
+        line: source.position().map_or(0, |p| p.line()),
+        source,
+    }
+}
+
+/// Reads a CSV file in three stages running at once: this thread's caller
+/// gets `on_item` calls in file order, while one thread parses the CSV and
+/// others turn rows into items with `map`.
+///
+/// `header` is called on each record until it returns `Some` (the first
+/// non-blank row, whose cells name the columns): `map` then receives that
+/// value with every later row. Excel's row number is the record's ordinal:
+/// line breaks inside quoted cells stay in one row (the csv crate's own line
+/// numbers drift with CRLF and quoted line breaks). A completely empty line,
+/// which Excel never writes (it writes ";;;"), is skipped by the csv crate
+/// and therefore not counted. Returns the header's value, `None` when the
+/// file has no non-blank row.
+pub(crate) fn read_csv_parallel<R, H, T, M>(
+    input: R,
+    total_bytes: u64,
+    delimiter: Option<u8>,
+    on_progress: &mut dyn FnMut(Progress),
+    header: &mut dyn FnMut(Vec<String>) -> Result<Option<H>, ImportError>,
+    map: M,
+    on_item: &mut dyn FnMut(T),
+) -> Result<Option<H>, ImportError>
+where
+    R: Read + Send,
+    H: Sync,
+    T: Send,
+    M: Fn(&H, RawRow) -> Option<T> + Sync,
+{
+    let mut reader = open_reader(input, delimiter)?;
     let mut count = 0usize;
-    let mut next_report = PROGRESS_EVERY;
-    loop {
-        let more = reader
-            .read_byte_record(&mut record)
-            .map_err(|source| ImportError::Csv {
-                line: source.position().map_or(0, |p| p.line()),
-                source,
-            })?;
-        if !more {
-            break;
+    let mut record = csv::ByteRecord::new();
+    let found = loop {
+        if !reader.read_byte_record(&mut record).map_err(csv_error)? {
+            break None;
         }
-        let excel_row = count + 1;
-        let cells = record.iter().map(decode).collect();
-        on_row(excel_row, cells)?;
         count += 1;
-        if count >= next_report {
-            next_report += PROGRESS_EVERY;
-            on_progress(Progress {
-                done: reader.position().byte(),
-                total: total_bytes,
-                unit: ProgressUnit::Bytes,
+        if let Some(found) = header(record.iter().map(decode).collect())? {
+            break Some(found);
+        }
+    };
+    let Some(found) = found else {
+        on_progress(Progress {
+            done: total_bytes,
+            total: total_bytes,
+            unit: ProgressUnit::Bytes,
+        });
+        return Ok(None);
+    };
+
+    let mappers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, MAX_MAPPERS);
+    let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    let (mapped_tx, mapped_rx) = std::sync::mpsc::sync_channel::<Mapped<T>>(CHUNKS_IN_FLIGHT);
+    let chunks_rx = std::sync::Mutex::new(chunks_rx);
+    let found_ref = &found;
+    let map = &map;
+    // Set when the delivering side stops early (an error, a panic in
+    // `on_item`): the parser then stops and the mappers drain what is queued,
+    // so that no thread stays blocked on a full channel.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
+    let outcome = std::thread::scope(|scope| -> Result<(), ImportError> {
+        // Parsing: the CSV state machine only, in file order.
+        scope.spawn(move || {
+            let mut seq = 0;
+            loop {
+                let mut rows = Vec::with_capacity(CHUNK_RECORDS);
+                let mut error = None;
+                while rows.len() < CHUNK_RECORDS {
+                    let mut record = csv::ByteRecord::new();
+                    match reader.read_byte_record(&mut record) {
+                        Ok(true) => {
+                            count += 1;
+                            rows.push(RawRow {
+                                line: count,
+                                record,
+                            });
+                        }
+                        Ok(false) => break,
+                        Err(source) => {
+                            error = Some(csv_error(source));
+                            break;
+                        }
+                    }
+                }
+                let last = rows.len() < CHUNK_RECORDS || error.is_some();
+                let chunk = Chunk {
+                    seq,
+                    rows,
+                    position: reader.position().byte(),
+                    error,
+                };
+                let stopped = stop.load(std::sync::atomic::Ordering::Relaxed);
+                // A closed channel means the reading stopped: nothing to do.
+                if stopped || chunks_tx.send(chunk).is_err() || last {
+                    break;
+                }
+                seq += 1;
+            }
+        });
+
+        // Mapping: decoding cells, normalising numbers; any order.
+        for _ in 0..mappers {
+            let mapped_tx = mapped_tx.clone();
+            let chunks_rx = &chunks_rx;
+            let found = found_ref;
+            scope.spawn(move || loop {
+                let next = match chunks_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => break,
+                };
+                let Ok(chunk) = next else { break };
+                let items = chunk
+                    .rows
+                    .into_iter()
+                    .filter_map(|row| map(found, row))
+                    .collect();
+                let mapped = Mapped {
+                    seq: chunk.seq,
+                    items,
+                    position: chunk.position,
+                    error: chunk.error,
+                };
+                if mapped_tx.send(mapped).is_err() {
+                    // Nobody delivers any more: let the parser finish.
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    while let Ok(Ok(_)) = chunks_rx.lock().map(|rx| rx.recv()) {}
+                    break;
+                }
             });
         }
-    }
+        drop(mapped_tx);
+
+        // Delivering, in file order.
+        let mut waiting: std::collections::BTreeMap<usize, Mapped<T>> = Default::default();
+        let mut next = 0;
+        let mut rows_seen = 0usize;
+        let mut next_report = PROGRESS_EVERY;
+        // Dropped on return (or unwinding), so that the other threads stop
+        // when this one does.
+        let mapped_rx = StopOnDrop {
+            rx: mapped_rx,
+            stop,
+        };
+        for mapped in mapped_rx.rx.iter() {
+            waiting.insert(mapped.seq, mapped);
+            while let Some(mapped) = waiting.remove(&next) {
+                next += 1;
+                let rows = mapped.items.len();
+                for item in mapped.items {
+                    on_item(item);
+                }
+                rows_seen += rows;
+                if let Some(error) = mapped.error {
+                    return Err(error);
+                }
+                if rows_seen >= next_report {
+                    next_report = rows_seen + PROGRESS_EVERY;
+                    on_progress(Progress {
+                        done: mapped.position,
+                        total: total_bytes,
+                        unit: ProgressUnit::Bytes,
+                    });
+                }
+            }
+        }
+        Ok(())
+    });
+    outcome?;
     on_progress(Progress {
         done: total_bytes,
         total: total_bytes,
         unit: ProgressUnit::Bytes,
     });
-    Ok(())
+    Ok(Some(found))
 }
 
-fn decode(field: &[u8]) -> String {
+pub(crate) fn decode(field: &[u8]) -> String {
     match std::str::from_utf8(field) {
         Ok(text) => text.to_owned(),
         Err(_) => encoding_rs::WINDOWS_1252

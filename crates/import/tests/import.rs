@@ -458,3 +458,56 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+/// Serves `data`, then fails: a disk or network error in the middle of a file.
+struct FailingReader {
+    data: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for FailingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.data.len() {
+            return Err(std::io::Error::other("disk gone"));
+        }
+        let n = buf.len().min(self.data.len() - self.at).min(4096);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn rows_arrive_in_file_order_and_a_read_error_midway_is_reported() {
+    // Rows are mapped on several threads in chunks; they must still come out
+    // in file order, with their own line numbers.
+    let mut text = String::from("Nom;Portable\r\n");
+    for n in 0..30_000u32 {
+        text.push_str(&format!("Client {n};06{:08}\r\n", 10_000_000 + n));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    fiche_import::read_rows(
+        &write_file(dir.path(), "ordre.csv", text.as_bytes()),
+        &options(),
+        &mut no_progress(),
+        &mut |row| match row {
+            fiche_import::RowOutcome::Customer(c) => lines.push((c.line, c.name)),
+            fiche_import::RowOutcome::Rejected(e) => panic!("{e:?}"),
+        },
+    )
+    .unwrap();
+    assert_eq!(lines.len(), 30_000);
+    for (i, (line, name)) in lines.iter().enumerate() {
+        assert_eq!(*line, i + 2);
+        assert_eq!(*name, format!("Client {i}"));
+    }
+
+    // The error ends the read (no hang), naming a line.
+    let reader = FailingReader {
+        data: text.into_bytes(),
+        at: 0,
+    };
+    let error = read_csv(reader, &options(), &mut no_progress()).unwrap_err();
+    assert!(matches!(error, ImportError::Csv { .. }), "{error:?}");
+}

@@ -787,63 +787,110 @@ macro_rules! find_by_keys {
 }
 
 /// Where a batch row goes while planning.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     Existing(CustomerId),
     Row(usize),
 }
 
-/// Decides, for each cleaned row, whether it is new, a duplicate of an existing customer
-/// or of an earlier row. `existing` holds the matched customers' current content.
-fn plan(
-    rows: &[&NewCustomer],
-    matches: &MergeMatches,
-    existing: &HashMap<CustomerId, Customer>,
-) -> Vec<UpsertAction> {
-    // Keys already claimed by earlier rows of the batch (new customers or merges).
-    let mut batch_refs: HashMap<String, Target> = HashMap::new();
-    let mut batch_emails: HashMap<String, Target> = HashMap::new();
-    let mut batch_phones: HashMap<String, Vec<Target>> = HashMap::new();
-    // The name and external reference of what each target currently holds.
-    let mut batch_rows: Vec<Option<(String, Option<String>)>> = vec![None; rows.len()];
-    let mut actions = Vec::with_capacity(rows.len());
+/// The targets holding one number: almost always one, kept inline then.
+enum Targets {
+    One(Target),
+    Many(Vec<Target>),
+}
 
-    let identity_of = |target: Target, batch_rows: &[Option<(String, Option<String>)>]| match target
-    {
+impl Targets {
+    fn as_slice(&self) -> &[Target] {
+        match self {
+            Targets::One(target) => std::slice::from_ref(target),
+            Targets::Many(targets) => targets,
+        }
+    }
+
+    fn add(&mut self, target: Target) {
+        if self.as_slice().contains(&target) {
+            return;
+        }
+        match self {
+            Targets::One(first) => *self = Targets::Many(vec![*first, target]),
+            Targets::Many(targets) => targets.push(target),
+        }
+    }
+}
+
+/// The name and external reference `target` currently holds.
+fn identity<'a>(
+    target: Target,
+    batch_rows: &[Option<(&'a str, Option<&'a str>)>],
+    existing: &'a HashMap<CustomerId, Customer>,
+) -> Option<(&'a str, Option<&'a str>)> {
+    match target {
         Target::Existing(id) => existing
             .get(&id)
-            .map(|c| (c.name.clone(), c.external_ref.clone())),
-        Target::Row(i) => batch_rows.get(i).cloned().flatten(),
+            .map(|c| (c.name.as_str(), c.external_ref.as_deref())),
+        Target::Row(i) => batch_rows.get(i).copied().flatten(),
+    }
+}
+
+/// `email` in lower case, borrowed when it already is (the common case).
+fn lower(email: &str) -> Cow<'_, str> {
+    if email
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(email)
+    } else {
+        Cow::Owned(email.to_lowercase())
+    }
+}
+
+/// Decides, for each cleaned row, whether it is new, a duplicate of an existing customer
+/// or of an earlier row. `existing` holds the matched customers' current content.
+/// Keys are borrowed from the rows: a batch costs no copy of its texts.
+fn plan<'a>(
+    rows: &[&'a NewCustomer],
+    matches: &MergeMatches,
+    existing: &'a HashMap<CustomerId, Customer>,
+) -> Vec<UpsertAction> {
+    // Keys already claimed by earlier rows of the batch (new customers or merges).
+    let mut batch_refs: HashMap<&str, Target> = HashMap::with_capacity(rows.len());
+    let mut batch_emails: HashMap<Cow<'_, str>, Target> = HashMap::with_capacity(rows.len());
+    let mut batch_phones: HashMap<&str, Targets> = HashMap::with_capacity(rows.len());
+    // The name and external reference of what each target currently holds.
+    let mut batch_rows: Vec<Option<(&'a str, Option<&'a str>)>> = vec![None; rows.len()];
+    let mut actions = Vec::with_capacity(rows.len());
+
+    let identity_of = |target: Target, batch_rows: &[Option<(&'a str, Option<&'a str>)>]| {
+        identity(target, batch_rows, existing)
     };
     // Merging must not join two different external references.
-    let compatible_ref =
-        |row: &NewCustomer, other: &Option<String>| match (&row.external_ref, other) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
+    let compatible_ref = |row: &NewCustomer, other: Option<&str>| match (&row.external_ref, other) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
 
-    for (index, row) in rows.iter().enumerate() {
+    for (index, row) in rows.iter().copied().enumerate() {
+        let email_key = row.email.as_deref().map(lower);
         let mut decision: Option<(Target, MatchedBy)> = None;
         if let Some(key) = &row.external_ref {
-            if let Some(target) = batch_refs.get(key) {
+            if let Some(target) = batch_refs.get(key.as_str()) {
                 decision = Some((*target, MatchedBy::ExternalRef));
             } else if let Some(id) = matches.by_external_ref.get(key) {
                 decision = Some((Target::Existing(*id), MatchedBy::ExternalRef));
             }
         }
         if decision.is_none() {
-            if let Some(email) = &row.email {
-                let key = email.to_lowercase();
-                let candidate = match batch_emails.get(&key) {
+            if let Some(key) = &email_key {
+                let candidate = match batch_emails.get(key.as_ref()) {
                     Some(target) => Some(*target),
-                    None => match matches.by_email.get(&key).map(Vec::as_slice) {
+                    None => match matches.by_email.get(key.as_ref()).map(Vec::as_slice) {
                         Some([id]) => Some(Target::Existing(*id)),
                         _ => None,
                     },
                 };
                 if let Some(target) = candidate {
                     if let Some((_, other_ref)) = identity_of(target, &batch_rows) {
-                        if compatible_ref(row, &other_ref) {
+                        if compatible_ref(row, other_ref) {
                             decision = Some((target, MatchedBy::Email));
                         }
                     }
@@ -857,14 +904,9 @@ fn plan(
                 if let Some(ids) = matches.by_e164.get(e164) {
                     candidates.extend(ids.iter().map(|id| Target::Existing(*id)));
                 }
-                if let Some(targets) = batch_phones.get(e164) {
-                    for target in targets {
-                        let duplicate = candidates.iter().any(|c| match (c, target) {
-                            (Target::Existing(a), Target::Existing(b)) => a == b,
-                            (Target::Row(a), Target::Row(b)) => a == b,
-                            _ => false,
-                        });
-                        if !duplicate {
+                if let Some(targets) = batch_phones.get(e164.as_str()) {
+                    for target in targets.as_slice() {
+                        if !candidates.contains(target) {
                             candidates.push(*target);
                         }
                     }
@@ -873,7 +915,7 @@ fn plan(
                 // who this row is.
                 if let [target] = candidates.as_slice() {
                     if let Some((name, other_ref)) = identity_of(*target, &batch_rows) {
-                        if compatible_ref(row, &other_ref) && same_person(&row.name, &name) {
+                        if compatible_ref(row, other_ref) && same_person(&row.name, name) {
                             decision = Some((*target, MatchedBy::Phone));
                             break 'phones;
                         }
@@ -896,37 +938,36 @@ fn plan(
             }
             None => {
                 actions.push(UpsertAction::Insert);
-                batch_rows[index] = Some((row.name.clone(), row.external_ref.clone()));
+                batch_rows[index] = Some((row.name.as_str(), row.external_ref.as_deref()));
                 Target::Row(index)
             }
         };
         // Later rows find this one by any of its keys.
         if let Some(key) = &row.external_ref {
-            batch_refs.entry(key.clone()).or_insert(target);
+            batch_refs.entry(key.as_str()).or_insert(target);
         }
-        if let Some(email) = &row.email {
-            batch_emails.entry(email.to_lowercase()).or_insert(target);
+        if let Some(key) = email_key {
+            batch_emails.entry(key).or_insert(target);
         }
         for phone in &row.phones {
             if let Some(e164) = &phone.e164 {
-                let targets = batch_phones.entry(e164.clone()).or_default();
-                let known = targets.iter().any(|t| match (t, &target) {
-                    (Target::Existing(a), Target::Existing(b)) => a == b,
-                    (Target::Row(a), Target::Row(b)) => a == b,
-                    _ => false,
-                });
-                if !known {
-                    targets.push(target);
+                match batch_phones.entry(e164.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(mut slot) => {
+                        slot.get_mut().add(target)
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Targets::One(target));
+                    }
                 }
             }
         }
         if let Target::Row(i) = target {
             if let Some(Some((name, ext))) = batch_rows.get_mut(i) {
                 if !row.name.is_empty() {
-                    name.clone_from(&row.name);
+                    *name = row.name.as_str();
                 }
                 if ext.is_none() {
-                    ext.clone_from(&row.external_ref);
+                    *ext = row.external_ref.as_deref();
                 }
             }
         }
@@ -936,22 +977,25 @@ fn plan(
 
 fn merge_keys(rows: &[&NewCustomer]) -> MergeKeys {
     let mut keys = MergeKeys::default();
-    let mut seen = HashSet::new();
+    let mut refs: HashSet<&str> = HashSet::with_capacity(rows.len());
+    let mut emails: HashSet<Cow<'_, str>> = HashSet::with_capacity(rows.len());
+    let mut e164s: HashSet<&str> = HashSet::with_capacity(rows.len());
     for row in rows {
         if let Some(key) = &row.external_ref {
-            if seen.insert(("r", key.clone())) {
+            if refs.insert(key.as_str()) {
                 keys.external_refs.push(key.clone());
             }
         }
         if let Some(email) = &row.email {
-            let key = email.to_lowercase();
-            if seen.insert(("e", key.clone())) {
-                keys.emails.push(key);
+            let key = lower(email);
+            if !emails.contains(key.as_ref()) {
+                keys.emails.push(key.clone().into_owned());
+                emails.insert(key);
             }
         }
         for phone in &row.phones {
             if let Some(e164) = &phone.e164 {
-                if seen.insert(("p", e164.clone())) {
+                if e164s.insert(e164.as_str()) {
                     keys.e164s.push(e164.clone());
                 }
             }

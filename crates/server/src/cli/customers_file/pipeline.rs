@@ -10,7 +10,8 @@ use fiche_import::{
 };
 use fiche_matcher::NumberPolicy;
 use fiche_store::{
-    CustomerId, MatchedBy, NewCustomer, NewPhone, Store, StoreError, UpsertAction, MAX_BATCH_ROWS,
+    CheckedCustomer, CustomerId, MatchedBy, NewCustomer, NewPhone, Store, StoreError, UpsertAction,
+    MAX_BATCH_ROWS,
 };
 
 use super::ImportCustomersArgs;
@@ -181,21 +182,26 @@ fn parse_delimiter(text: &str) -> Result<u8, Unusable> {
 
 /// The store's form of an imported record.
 pub fn to_new_customer(record: &ImportedCustomer) -> NewCustomer {
+    into_new_customer(record.clone())
+}
+
+/// [`to_new_customer`] without copying the texts.
+pub fn into_new_customer(record: ImportedCustomer) -> NewCustomer {
     NewCustomer {
-        name: record.name.clone(),
-        company: record.company.clone(),
-        email: record.email.clone(),
-        address: record.address.clone(),
-        notes: record.notes.clone(),
-        tags: record.tags.clone(),
-        external_ref: record.external_ref.clone(),
+        name: record.name,
+        company: record.company,
+        email: record.email,
+        address: record.address,
+        notes: record.notes,
+        tags: record.tags,
+        external_ref: record.external_ref,
         phones: record
             .phones
-            .iter()
+            .into_iter()
             .map(|phone| NewPhone {
-                e164: Some(phone.e164.clone()),
-                raw: phone.raw.clone(),
-                label: Some(phone.label.clone()),
+                e164: Some(phone.e164),
+                raw: phone.raw,
+                label: Some(phone.label),
             })
             .collect(),
     }
@@ -239,14 +245,16 @@ pub async fn run(
 
     // Check every record before writing anything, so that all bad rows are reported
     // and none is found halfway through the writes.
-    let mut rows: Vec<NewCustomer> = Vec::with_capacity(batch.records.len());
+    // Checked once, here: the store takes the checked rows as they are.
+    let mut rows: Vec<CheckedCustomer> = Vec::with_capacity(batch.records.len());
     let mut lines: Vec<usize> = Vec::with_capacity(batch.records.len());
-    for record in &batch.records {
-        let customer = to_new_customer(record);
-        match customer.validate() {
-            Ok(()) => {
+    for mut record in batch.records {
+        let line = record.line;
+        let merged_lines = std::mem::take(&mut record.merged_lines);
+        match into_new_customer(record).check() {
+            Ok(customer) => {
                 rows.push(customer);
-                lines.push(record.line);
+                lines.push(line);
             }
             Err(error) => {
                 let (field, reason) = match error {
@@ -254,8 +262,8 @@ pub async fn run(
                     other => ("", other.to_string()),
                 };
                 outcome.bad.push(BadRow::Refused {
-                    line: record.line,
-                    merged_lines: record.merged_lines.clone(),
+                    line,
+                    merged_lines,
                     field,
                     reason,
                 });
@@ -269,7 +277,7 @@ pub async fn run(
         if !rows.is_empty() {
             // One plan over the whole file (the store looks keys up in chunks), so that
             // rows matching rows of another batch are seen as such.
-            let actions = store.plan_customers_batch(&rows).await.map_err(|source| {
+            let actions = store.plan_checked_batch(&rows).await.map_err(|source| {
                 ImportFailure::Database {
                     written_records: 0,
                     source,
@@ -302,13 +310,14 @@ pub async fn run(
         .chunks(MAX_BATCH_ROWS)
         .zip(lines.chunks(MAX_BATCH_ROWS))
     {
-        let result = store
-            .upsert_customers_batch(chunk)
-            .await
-            .map_err(|source| ImportFailure::Database {
-                written_records,
-                source,
-            })?;
+        let result =
+            store
+                .upsert_checked_batch(chunk)
+                .await
+                .map_err(|source| ImportFailure::Database {
+                    written_records,
+                    source,
+                })?;
         outcome.written = true;
         outcome.inserted += result.inserted;
         outcome.updated += result.updated;
