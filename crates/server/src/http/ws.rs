@@ -71,7 +71,10 @@ pub(super) async fn upgrade(
         // once, instead of also being kept in the future's state, which lives
         // inline in the task of every idle socket.
         let (sink, stream) = socket.split();
-        run_hub_socket(sink, TextFrames(stream), owner)
+        // A task of its own: axum's upgrade task (≈ 780 B, sized by the
+        // upgrade's states) ends here instead of living as long as the socket.
+        tokio::spawn(run_hub_socket(sink, TextFrames(stream), owner));
+        std::future::ready(())
     })
 }
 
