@@ -8,88 +8,22 @@
 //! Settings: `CTI_BENCH_EVENTS` (default 60000), `CTI_BENCH_CONNECTIONS` (default 32),
 //! `FICHE_BIN` (default target/release/fiche).
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fiche_bin() -> PathBuf {
-    std::env::var_os("FICHE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/fiche")
-        })
-}
+use std::time::Instant;
+use support::{env_number, percentile, Workdir};
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
     let events = env_number("CTI_BENCH_EVENTS", 60_000);
     let connections = env_number("CTI_BENCH_CONNECTIONS", 32).max(1);
-    let bin = fiche_bin();
-    anyhow::ensure!(
-        bin.is_file(),
-        "no {}: run `cargo build --release -p fiche-server` first",
-        bin.display()
-    );
-    let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}/fiche.db", dir.path().display());
-    let output = Command::new(&bin)
-        .args(["cti", "token", "add", "bench"])
-        .env("FICHE_DATABASE_URL", &db)
-        .env_remove("FICHE_CONFIG")
-        .output()?;
-    anyhow::ensure!(output.status.success(), "token add failed");
-    let token = String::from_utf8(output.stdout)?.trim().to_owned();
-    let log_path = dir.path().join("fiche.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(&bin)
-        .arg("serve")
-        .env("FICHE_DATABASE_URL", &db)
-        .env("FICHE_HTTP_ADDR", "127.0.0.1:0")
-        .env("FICHE_HEP_ADDR", "127.0.0.1:0")
-        .env("FICHE_ADMIN_PASSWORD", "bench-admin-password")
-        .env("FICHE_AGENT_EXTENSIONS", r"2\d\d")
-        .env("NO_COLOR", "1")
-        .env_remove("FICHE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let result = (|| {
-        let port = wait_for_port(&log_path)?;
-        let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(load(port, token, events, connections))
-    })();
-    drop(child.kill());
-    drop(child.wait());
-    result
-}
-
-fn wait_for_port(log: &std::path::Path) -> anyhow::Result<u16> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(log) {
-            drop(file.read_to_string(&mut text));
-        }
-        if let Some(line) = text.lines().find(|l| l.contains("HTTP listening")) {
-            if let Some((_, rest)) = line.split_once("addr=Some(127.0.0.1:") {
-                if let Some((port, _)) = rest.split_once(')') {
-                    return Ok(port.parse()?);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    anyhow::bail!("fiche did not start; see {}", log.display())
+    let workdir = Workdir::new()?;
+    let token = workdir.run(&["cti", "token", "add", "bench"])?;
+    let server = workdir.serve(&[])?;
+    let port = server.wait_for_port()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(load(port, token, events, connections))
 }
 
 async fn load(port: u16, token: String, events: usize, connections: usize) -> anyhow::Result<()> {
@@ -139,10 +73,7 @@ async fn load(port: u16, token: String, events: usize, connections: usize) -> an
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| {
-        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
-        latencies[i]
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     println!(
         "CTI inbound: {} events over {connections} keep-alive connections in {:.2?}: {:.0} events/s; \
          latency p50 {:.2?}, p90 {:.2?}, p99 {:.2?}, p99.9 {:.2?}, max {:.2?}",
@@ -153,7 +84,7 @@ async fn load(port: u16, token: String, events: usize, connections: usize) -> an
         pct(0.90),
         pct(0.99),
         pct(0.999),
-        latencies[latencies.len() - 1],
+        pct(1.0),
     );
     Ok(())
 }

@@ -10,109 +10,34 @@
 //! Settings: `LOGIN_BENCH_LOGINS` (default 1000), `LOGIN_BENCH_CLIENTS` (default 50),
 //! `FICHE_BIN` (default target/release/fiche).
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "bench-admin-password";
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fiche_bin() -> PathBuf {
-    std::env::var_os("FICHE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/fiche")
-        })
-}
+use support::{env_number, percentile, Usage, Workdir, ADMIN_PASSWORD};
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
     let logins = env_number("LOGIN_BENCH_LOGINS", 1000).max(1);
     let clients = env_number("LOGIN_BENCH_CLIENTS", 50).max(1);
-    let bin = fiche_bin();
-    anyhow::ensure!(
-        bin.is_file(),
-        "no {}: run `cargo build --release -p fiche-server` first",
-        bin.display()
-    );
-    let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}/fiche.db", dir.path().display());
-    let log_path = dir.path().join("fiche.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(&bin)
-        .arg("serve")
-        .env("FICHE_DATABASE_URL", &db)
-        .env("FICHE_HTTP_ADDR", "127.0.0.1:0")
-        .env("FICHE_HEP_ADDR", "127.0.0.1:0")
-        .env("FICHE_ADMIN_PASSWORD", PASSWORD)
-        .env("FICHE_AGENT_EXTENSIONS", r"2\d\d")
-        .env("NO_COLOR", "1")
-        .env_remove("FICHE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let pid = child.id();
-    let result = (|| {
-        let port = wait_for_port(&log_path)?;
-        let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(load(pid, port, logins, clients))
-    })();
-    drop(child.kill());
-    drop(child.wait());
-    result
-}
-
-fn wait_for_port(log: &std::path::Path) -> anyhow::Result<u16> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(log) {
-            drop(file.read_to_string(&mut text));
-        }
-        if let Some(line) = text.lines().find(|l| l.contains("HTTP listening")) {
-            if let Some((_, rest)) = line.split_once("addr=Some(127.0.0.1:") {
-                if let Some((port, _)) = rest.split_once(')') {
-                    return Ok(port.parse()?);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    anyhow::bail!("fiche did not start; see {}", log.display())
+    let server = Workdir::new()?.serve(&[])?;
+    let port = server.wait_for_port()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(load(server.pid(), port, logins, clients))
 }
 
 /// Resident memory now and at its peak, in MiB, and the thread count, of `pid`.
 fn memory(pid: u32) -> anyhow::Result<(f64, f64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map(|rest| rest.trim().trim_end_matches(" kB").trim().to_owned())
-            .unwrap_or_default()
-    };
-    let kib = |name: &str| field(name).parse::<f64>().unwrap_or(0.0) / 1024.0;
-    Ok((
-        kib("VmRSS:"),
-        kib("VmHWM:"),
-        field("Threads:").parse().unwrap_or(0),
-    ))
+    let usage = Usage::of(pid)?;
+    Ok((usage.rss_mib(), usage.peak_mib(), usage.threads))
 }
 
 async fn load(pid: u32, port: u16, logins: usize, clients: usize) -> anyhow::Result<()> {
     let url = Arc::new(format!("http://127.0.0.1:{port}/api/login"));
-    let body = Arc::new(serde_json::json!({"login": "admin", "password": PASSWORD}).to_string());
+    let body =
+        Arc::new(serde_json::json!({"login": "admin", "password": ADMIN_PASSWORD}).to_string());
     // Let the start-up settle (first-run admin hashed, listeners up).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, _, threads_before) = memory(pid)?;
@@ -172,10 +97,7 @@ async fn load(pid: u32, port: u16, logins: usize, clients: usize) -> anyhow::Res
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss_settled, _, _) = memory(pid)?;
     latencies.sort();
-    let pct = |p: f64| {
-        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
-        latencies[i]
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     println!(
         "Login: {} logins from {clients} clients in {:.2?}: {:.1} logins/s; \
          latency p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}; answers (with retries) {statuses:?}",
@@ -185,7 +107,7 @@ async fn load(pid: u32, port: u16, logins: usize, clients: usize) -> anyhow::Res
         pct(0.50),
         pct(0.90),
         pct(0.99),
-        latencies[latencies.len() - 1],
+        pct(1.0),
     );
     println!(
         "Server memory: RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after \

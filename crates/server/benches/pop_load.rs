@@ -22,20 +22,20 @@
 //! 100), `POP_BENCH_SECONDS` (default 20), `POP_BENCH_IDLE` (sockets, default off),
 //! `POP_BENCH_IDLE_USERS` (default 10), `FICHE_BIN` (default target/release/fiche).
 
+mod support;
+
 use bytes::Bytes;
 use fiche_pbx::hep::{self, HepPacket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{env_number, percentile, Usage, Workdir, ADMIN_PASSWORD};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const ADMIN_PASSWORD: &str = "bench-admin-password";
 /// First agent extension; agent `i` owns `FIRST_EXTENSION + i`.
 const FIRST_EXTENSION: usize = 30_000;
 /// How long a call stays up after it rang, so the live table stays bounded.
@@ -45,21 +45,6 @@ const SETUP_CONCURRENCY: usize = 4;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fiche_bin() -> PathBuf {
-    std::env::var_os("FICHE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/fiche")
-        })
-}
 
 /// A port free on 127.0.0.1 for both TCP and UDP (HEP listens on both).
 fn free_port() -> anyhow::Result<u16> {
@@ -75,33 +60,15 @@ fn free_port() -> anyhow::Result<u16> {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
-    let bin = fiche_bin();
-    anyhow::ensure!(
-        bin.is_file(),
-        "no {}: run `cargo build --release -p fiche-server` first",
-        bin.display()
-    );
-    let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}/fiche.db", dir.path().display());
     let http_port = free_port()?;
     let hep_port = free_port()?;
-    let log_path = dir.path().join("fiche.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(&bin)
-        .arg("serve")
-        .env("FICHE_DATABASE_URL", &db)
-        .env("FICHE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("FICHE_HEP_ADDR", format!("127.0.0.1:{hep_port}"))
-        .env("FICHE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("FICHE_AGENT_EXTENSIONS", r"3\d{4}")
-        .env("FICHE_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .env_remove("FICHE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let pid = child.id();
+    let mut server = Workdir::new()?.serve(&[
+        ("FICHE_HTTP_ADDR", &format!("127.0.0.1:{http_port}")),
+        ("FICHE_HEP_ADDR", &format!("127.0.0.1:{hep_port}")),
+        ("FICHE_AGENT_EXTENSIONS", r"3\d{4}"),
+        ("FICHE_LOG", "warn"),
+    ])?;
+    let pid = server.pid();
     let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
     let hep: SocketAddr = ([127, 0, 0, 1], hep_port).into();
     let result = (|| {
@@ -120,11 +87,9 @@ fn main() -> anyhow::Result<()> {
             }
         })
     })();
-    drop(child.kill());
-    drop(child.wait());
+    server.stop();
     if result.is_err() {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        eprintln!("fiche log:\n{text}");
+        eprintln!("fiche log:\n{}", server.log());
     }
     result
 }
@@ -251,37 +216,6 @@ impl Api {
     }
 }
 
-/// Server CPU time (user + system) and resident memory, from /proc.
-#[derive(Clone, Copy, Debug)]
-struct Usage {
-    cpu: Duration,
-    rss_kib: u64,
-}
-
-fn usage(pid: u32) -> anyhow::Result<Usage> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow::anyhow!("odd /proc stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // Linux reports clock ticks of 1/100 s (USER_HZ) on every common platform.
-    Ok(Usage {
-        cpu: Duration::from_millis(ticks * 10),
-        rss_kib,
-    })
-}
-
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -323,7 +257,7 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
         readers.push(tokio::spawn(read_pops(ws, base, arrived, stray, extension)));
     }
 
-    let before = usage(pid)?;
+    let before = Usage::of(pid)?;
     let started = Instant::now();
     let sender = {
         let sent = sent.clone();
@@ -335,7 +269,7 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
     // Stragglers: a pop later than this counts as lost.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let elapsed = started.elapsed();
-    let after = usage(pid)?;
+    let after = Usage::of(pid)?;
     for reader in &readers {
         reader.abort();
     }
@@ -365,12 +299,7 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
         .collect();
     latencies.sort();
     let received = latencies.len();
-    let pct = |p: f64| {
-        latencies
-            .get(((received as f64 * p) as usize).min(received.saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     let cpu = after.cpu.saturating_sub(before.cpu);
     println!(
         "pop latency (INVITE sent → pop frame at the agent's socket), {agents} agents, \
@@ -381,11 +310,7 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
         pct(0.999),
         latencies.last().copied().unwrap_or_default(),
     );
-    let warm_pct = |p: f64| {
-        warm.get(((warm.len() as f64 * p) as usize).min(warm.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let warm_pct = |p: f64| percentile(&warm, p);
     println!(
         "after the first second: p50 {:.2?}, p99 {:.2?}, max {:.2?}; slowest calls: {}",
         warm_pct(0.50),
@@ -575,7 +500,7 @@ async fn idle(api: &Api, pid: u32, sockets: usize) -> anyhow::Result<()> {
     );
     // Settle: let the setup's allocations be reused or returned.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = usage(pid)?;
+    let before = Usage::of(pid)?;
     let opened = Instant::now();
     let mut readers = Vec::with_capacity(sockets);
     for n in 0..sockets {
@@ -584,7 +509,7 @@ async fn idle(api: &Api, pid: u32, sockets: usize) -> anyhow::Result<()> {
     }
     let open_time = opened.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = usage(pid)?;
+    let after = Usage::of(pid)?;
     let alive = readers.iter().filter(|r| !r.is_finished()).count();
     let per_socket = (after.rss_kib.saturating_sub(before.rss_kib) * 1024) / sockets.max(1) as u64;
     println!(
