@@ -658,7 +658,10 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap_err();
-        assert!(format!("{err:#}").contains("webhooks[0].ca_file"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("webhooks[0].ca_file"),
+            "{err:#}"
+        );
         let err = Config::parse("[[webhooks]]\nurl = \"ftp://x\"\n")
             .unwrap()
             .validate()

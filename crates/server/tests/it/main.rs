@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 mod auth;
-mod tickets;
 mod hub_socket;
+mod tickets;
 
 const WAIT: Duration = Duration::from_secs(5);
 /// Password of the `admin` user every test server starts with.
