@@ -46,7 +46,7 @@ pub struct HubConfig {
     pub queue_capacity: usize,
     /// Overflows tolerated before a socket is closed.
     pub max_overflows: u32,
-    /// Heartbeat interval used by [`crate::pump`].
+    /// Interval of [`Hub::run_heartbeat`]; also the longest a write may take.
     pub ping_every: Duration,
 }
 
@@ -102,7 +102,18 @@ impl Connection {
     /// The next queued message (the first is the snapshot); `None` once the
     /// hub has dropped the socket.
     pub async fn recv(&mut self) -> Option<Frame> {
-        self.queue.pop().await
+        std::future::poll_fn(|cx| self.queue.poll_pop(cx)).await
+    }
+
+    /// [`Connection::recv`] by hand: `Pending` registers `cx`'s waker for the
+    /// next message or the end.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Frame>> {
+        self.queue.poll_pop(cx)
+    }
+
+    /// The browser said something: the heartbeat counts it alive.
+    pub fn heard(&self) {
+        self.queue.heard();
     }
 
     /// The next queued message, without waiting.
@@ -124,6 +135,11 @@ impl Connection {
     /// The hub closed this socket after repeated overflows.
     pub fn too_slow(&self) -> bool {
         self.queue.status() == Status::TooSlow
+    }
+
+    /// The hub's heartbeat closed this socket: the browser stopped answering.
+    pub fn silent(&self) -> bool {
+        self.queue.status() == Status::Silent
     }
 }
 
@@ -231,6 +247,42 @@ impl Hub {
         let mut state = self.state();
         if let Some(socket) = state.remove_socket(id) {
             state.refresh_agent(socket.viewer.user_id, &self.inner.config);
+        }
+    }
+
+    /// One heartbeat for every socket, at once: a socket that has not been
+    /// heard from since the previous beat is closed (its pump ends with
+    /// [`crate::PumpEnd::TimedOut`]); the others are sent
+    /// `{"v":1,"seq":N,"type":"ping"}`, N being the seq of the last message
+    /// queued (heartbeats do not advance it). One timer for the hub rather than
+    /// one per socket: ten thousand idle sockets do not each keep a timer.
+    /// Returns how many sockets were closed.
+    pub fn heartbeat(&self) -> usize {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        let silent: Vec<ConnectionId> = state
+            .sockets
+            .iter()
+            .filter(|(_, socket)| !socket.queue.beat(socket.seq))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &silent {
+            debug!(connection = %id, "socket silent, dropping it");
+            if let Some(socket) = state.remove_socket(*id) {
+                state.refresh_agent(socket.viewer.user_id, config);
+            }
+        }
+        silent.len()
+    }
+
+    /// Runs [`Hub::heartbeat`] every `ping_every`, forever; spawn it once.
+    pub async fn run_heartbeat(self) {
+        let every = self.inner.config.ping_every;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.heartbeat();
         }
     }
 
@@ -389,6 +441,11 @@ impl Hub {
                 view.call_id = call_id;
                 view.connections = u32::try_from(connections).unwrap_or(u32::MAX);
             }
+        }
+        // The whole directory as JSON (a megabyte at 10,000 agents): only
+        // when a supervisor is there to receive it.
+        if state.supervisors.is_empty() {
+            return;
         }
         let body = ServerMessage::Agents {
             agents: state.agents.values().collect(),

@@ -6,9 +6,10 @@
 //! board. Each socket starts with a snapshot, then numbered deltas through a
 //! bounded queue, so a slow browser is resynced instead of growing memory or
 //! delaying the others. The hub knows nothing of HTTP or the store: the server
-//! fills cards and figures, and drives each socket with [`pump`], which is
-//! generic over any `Sink`/`Stream` of text messages. The message format is
-//! documented in `docs/ws-protocol.md`.
+//! fills cards and figures, drives each socket with [`pump`], which is
+//! generic over any `Sink`/`Stream` of text messages, and runs the hub's one
+//! heartbeat ([`Hub::run_heartbeat`]). The message format is documented in
+//! `docs/ws-protocol.md`.
 
 mod hub;
 pub mod protocol;
@@ -24,4 +25,4 @@ pub use protocol::{
     Frame, HistoryItem, Priority, Role, TicketKind, TicketStatus, TicketSummary, Viewer,
     PROTOCOL_VERSION,
 };
-pub use pump::{pump, PumpEnd};
+pub use pump::{pump, Pump, PumpEnd};

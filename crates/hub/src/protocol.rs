@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use fiche_pbx::{CallId, Direction, LiveCall, Outcome, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Version of the message format, the `v` of every server message.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -400,6 +400,16 @@ impl Frame {
         Self { seq, body }
     }
 
+    /// A heartbeat ping carrying `seq` (it does not advance it); allocates nothing.
+    pub(crate) fn ping(seq: u64) -> Self {
+        Self::new(seq, PING.clone())
+    }
+
+    /// Whether this is a heartbeat ping rather than a message.
+    pub fn is_ping(&self) -> bool {
+        Arc::ptr_eq(&self.body.0, &PING.0)
+    }
+
     /// This socket's sequence number of the message.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -424,6 +434,9 @@ fn envelope(seq: u64, body: &str) -> String {
     text.push_str(body.strip_prefix('{').unwrap_or(body));
     text
 }
+
+/// The body of every heartbeat ping, made once.
+static PING: LazyLock<Body> = LazyLock::new(|| Body(Arc::new(r#"{"type":"ping"}"#.to_owned())));
 
 /// A heartbeat or error frame written by the socket pump. These carry the seq
 /// of the last message sent and do not advance it. `kind` and `code` are

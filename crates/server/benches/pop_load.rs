@@ -20,7 +20,9 @@
 //! ```
 //! Settings: `POP_BENCH_AGENTS` (default 1000), `POP_BENCH_RATE` calls/s (default
 //! 100), `POP_BENCH_SECONDS` (default 20), `POP_BENCH_IDLE` (sockets, default off),
-//! `POP_BENCH_IDLE_USERS` (default 10), `FICHE_BIN` (default target/release/fiche).
+//! `POP_BENCH_IDLE_USERS` (default 10), `POP_BENCH_IDLE_HOLD` (seconds the idle
+//! sockets stay open after the first reading before a second one, default 32:
+//! one heartbeat), `FICHE_BIN` (default target/release/fiche).
 
 mod support;
 
@@ -502,24 +504,36 @@ async fn idle(api: &Api, pid: u32, sockets: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = Usage::of(pid)?;
     let opened = Instant::now();
+    let pongs = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::with_capacity(sockets);
     for n in 0..sockets {
         let ws = api.socket(&tokens[n % users]).await?;
-        readers.push(tokio::spawn(hold(ws)));
+        readers.push(tokio::spawn(hold(ws, pongs.clone())));
     }
     let open_time = opened.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = Usage::of(pid)?;
-    let alive = readers.iter().filter(|r| !r.is_finished()).count();
-    let per_socket = (after.rss_kib.saturating_sub(before.rss_kib) * 1024) / sockets.max(1) as u64;
-    println!(
-        "idle sockets: {sockets} opened in {open_time:.1?} ({alive} still open), {users} sessions; \
-         server RSS {} KiB before, {} KiB with the sockets: {per_socket} bytes per socket; \
-         load average {}",
-        before.rss_kib,
-        after.rss_kib,
-        load_average()
-    );
+    let report = |when: &str, after: &Usage| {
+        let alive = readers.iter().filter(|r| !r.is_finished()).count();
+        let per_socket =
+            (after.rss_kib.saturating_sub(before.rss_kib) * 1024) / sockets.max(1) as u64;
+        println!(
+            "idle sockets, {when}: {sockets} opened in {open_time:.1?} ({alive} still open, \
+             {} pings answered), {users} sessions; server RSS {} KiB before, {} KiB with the \
+             sockets: {per_socket} bytes per socket; load average {}",
+            pongs.load(Ordering::Relaxed),
+            before.rss_kib,
+            after.rss_kib,
+            load_average()
+        );
+    };
+    report("just opened", &Usage::of(pid)?);
+    // The server pings every socket every 30 s: wait for one heartbeat so the
+    // figure includes what pinging and answering leaves behind.
+    let heartbeat = env_number("POP_BENCH_IDLE_HOLD", 32);
+    if heartbeat > 0 {
+        tokio::time::sleep(Duration::from_secs(heartbeat as u64)).await;
+        report(&format!("after {heartbeat} s more"), &Usage::of(pid)?);
+    }
     for reader in &readers {
         reader.abort();
     }
@@ -527,16 +541,18 @@ async fn idle(api: &Api, pid: u32, sockets: usize) -> anyhow::Result<()> {
 }
 
 /// Keeps a socket open, answering the server's pings.
-async fn hold(mut ws: Ws) {
+async fn hold(mut ws: Ws, pongs: Arc<AtomicUsize>) {
     while let Some(Ok(message)) = ws.next().await {
         if let Message::Text(text) = message {
-            if text.contains("\"ping\"")
-                && ws
+            if text.contains("\"ping\"") {
+                if ws
                     .send(Message::Text(r#"{"type":"pong"}"#.into()))
                     .await
                     .is_err()
-            {
-                return;
+                {
+                    return;
+                }
+                pongs.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

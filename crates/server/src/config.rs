@@ -44,6 +44,9 @@ pub struct Config {
     /// Login sessions.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// The pages' websockets.
+    #[serde(default)]
+    pub websocket: WebsocketConfig,
     /// The inbound CTI webhook (`/api/v1/cti/{token}`).
     #[serde(default)]
     pub cti: CtiConfig,
@@ -213,6 +216,36 @@ impl CustomersConfig {
 
 fn default_customers_sync_ms() -> u64 {
     2000
+}
+
+/// The pages' websockets (`/ws`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebsocketConfig {
+    /// Seconds between the server's pings to every open page (1 to 60: pages
+    /// reconnect after 70 s without a message). A page that leaves a ping
+    /// unanswered until the next is closed (it reconnects).
+    #[serde(default = "default_ping_secs")]
+    pub ping_secs: u64,
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        Self {
+            ping_secs: default_ping_secs(),
+        }
+    }
+}
+
+impl WebsocketConfig {
+    /// The heartbeat interval, bounded to 1 s .. 60 s.
+    pub fn ping_every(&self) -> Duration {
+        Duration::from_secs(self.ping_secs.clamp(1, 60))
+    }
+}
+
+fn default_ping_secs() -> u64 {
+    fiche_hub::PING_EVERY.as_secs()
 }
 
 /// Where HEP arrives and who may send it.
@@ -565,6 +598,7 @@ mod tests {
             example.customers.sync_interval_ms,
             defaults.customers.sync_interval_ms
         );
+        assert_eq!(example.websocket.ping_secs, defaults.websocket.ping_secs);
     }
 
     #[test]

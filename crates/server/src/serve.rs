@@ -142,7 +142,19 @@ pub async fn run(
         ami_commands.push(commands_tx);
     }
 
-    let hub = Hub::new(HubConfig::default());
+    let hub = Hub::new(HubConfig {
+        ping_every: config.websocket.ping_every(),
+        ..HubConfig::default()
+    });
+    // One heartbeat for every hub socket, rather than a timer in each.
+    let heartbeat = hub.clone();
+    let heartbeat_stop = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = heartbeat.run_heartbeat() => {}
+            () = heartbeat_stop.cancelled() => {}
+        }
+    });
     // Tickets: the pop card from memory, a writer sink, the board's figures.
     let index = Arc::new(RwLock::new(index));
     let policy = Arc::new(config.numbers.policy());

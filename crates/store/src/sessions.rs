@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::sql::{now, stored_time};
+use crate::sql::{now, placeholders, stored_time};
 use crate::users::UserId;
 use crate::{dispatch, Store};
 
@@ -16,6 +16,10 @@ pub struct Session {
     /// When it lapses unless used again.
     pub expires_at: DateTime<Utc>,
 }
+
+/// Session digests per query of [`Store::live_sessions`] and
+/// [`Store::touch_sessions`]: well under SQLite's limit of bound parameters.
+const DIGESTS_PER_QUERY: usize = 500;
 
 impl Store {
     /// Records a new session under `digest` (a hash of the token, never the token).
@@ -72,6 +76,56 @@ impl Store {
             .execute(pool)
             .await?;
         });
+        Ok(())
+    }
+
+    /// Of `digests`, the sessions live at `at`, with their expiry, in no
+    /// particular order: one query per 500 digests rather than one each
+    /// (the server checks the sessions of every open websocket).
+    pub async fn live_sessions(
+        &self,
+        digests: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let mut live = Vec::with_capacity(digests.len());
+        for chunk in digests.chunks(DIGESTS_PER_QUERY) {
+            let rows: Vec<(String, DateTime<Utc>)> = dispatch!(self, |pool, dialect| {
+                let sql = dialect.sql_owned(format!(
+                    "SELECT id, expires_at FROM sessions WHERE expires_at > ? AND id IN ({})",
+                    placeholders(chunk.len())
+                ));
+                let mut query = sqlx::query_as(&sql).bind(stored_time(at));
+                for digest in chunk {
+                    query = query.bind(digest);
+                }
+                query.fetch_all(pool).await?
+            });
+            live.extend(rows);
+        }
+        Ok(live)
+    }
+
+    /// Moves the expiry of several sessions at once (sessions kept in use by
+    /// an open page); unknown digests are ignored.
+    pub async fn touch_sessions(
+        &self,
+        digests: &[String],
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let at = now();
+        for chunk in digests.chunks(DIGESTS_PER_QUERY) {
+            dispatch!(self, |pool, dialect| {
+                let sql = dialect.sql_owned(format!(
+                    "UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE id IN ({})",
+                    placeholders(chunk.len())
+                ));
+                let mut query = sqlx::query(&sql).bind(at).bind(stored_time(expires_at));
+                for digest in chunk {
+                    query = query.bind(digest);
+                }
+                query.execute(pool).await?;
+            });
+        }
         Ok(())
     }
 

@@ -9,9 +9,47 @@ use fiche_hub::{
 use fiche_pbx::{
     CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
 };
+use futures_util::{Sink, Stream};
 use serde_json::Value;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// A websocket as the pump sees it: what the pump writes goes to `sink`,
+/// what the browser says comes from `stream`.
+struct Duplex<Si, St> {
+    sink: Si,
+    stream: St,
+}
+
+impl<Si: Sink<String> + Unpin, St: Unpin> Sink<String> for Duplex<Si, St> {
+    type Error = Si::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().sink).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: String) -> Result<(), Self::Error> {
+        Pin::new(&mut self.get_mut().sink).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().sink).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().sink).poll_close(cx)
+    }
+}
+
+impl<Si: Unpin, St: Stream<Item = String> + Unpin> Stream for Duplex<Si, St> {
+    type Item = String;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        Pin::new(&mut self.get_mut().stream).poll_next(cx)
+    }
+}
 
 fn at(s: i64) -> Timestamp {
     DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
@@ -572,14 +610,15 @@ fn a_socket_that_never_reads_does_not_block_others_and_resyncs_when_it_drains() 
 
     // The stuck socket is now driven: it drops its stale deltas and starts from a snapshot.
     let (sink_tx, mut sink_rx) = mpsc::channel::<String>(64);
-    let mut sink = Box::pin(futures_util::sink::unfold(
+    let sink = Box::pin(futures_util::sink::unfold(
         sink_tx,
         |tx, text: String| async move { tx.send(text).await.map(|()| tx) },
     ));
     let (_in_tx, in_rx) = mpsc::channel::<String>(1);
-    let mut stream = Box::pin(futures_util::stream::unfold(in_rx, |mut rx| async move {
+    let stream = Box::pin(futures_util::stream::unfold(in_rx, |mut rx| async move {
         rx.recv().await.map(|m| (m, rx))
     }));
+    let mut socket = Duplex { sink, stream };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -587,7 +626,7 @@ fn a_socket_that_never_reads_does_not_block_others_and_resyncs_when_it_drains() 
     rt.block_on(async {
         let hub2 = hub.clone();
         let id = stuck.id;
-        let task = async move { pump(&hub2, stuck, &mut sink, &mut stream).await };
+        let task = async move { pump(&hub2, stuck, &mut socket).await };
         let read = async {
             let text = sink_rx.recv().await.unwrap();
             let first: Value = serde_json::from_str(&text).unwrap();
@@ -642,16 +681,18 @@ fn a_socket_overflowing_too_often_is_closed() {
 #[tokio::test(start_paused = true)]
 async fn heartbeat_pings_and_drops_a_silent_socket() {
     let hub = hub();
+    tokio::spawn(hub.clone().run_heartbeat());
     let conn = hub.connect(agent(1, "201"));
     let (sink_tx, mut sink_rx) = mpsc::channel::<String>(64);
-    let mut sink = Box::pin(futures_util::sink::unfold(
+    let sink = Box::pin(futures_util::sink::unfold(
         sink_tx,
         |tx, text: String| async move { tx.send(text).await.map(|()| tx) },
     ));
     // A browser that never says anything (but keeps the TCP stream open).
-    let mut stream = futures_util::stream::pending::<String>();
+    let stream = futures_util::stream::pending::<String>();
+    let mut socket = Duplex { sink, stream };
     let started = tokio::time::Instant::now();
-    let end = pump(&hub, conn, &mut sink, &mut stream).await;
+    let end = pump(&hub, conn, &mut socket).await;
     assert_eq!(end, PumpEnd::TimedOut);
     assert_eq!(
         started.elapsed(),
@@ -674,16 +715,18 @@ async fn heartbeat_pings_and_drops_a_silent_socket() {
 #[tokio::test(start_paused = true)]
 async fn a_browser_answering_pings_stays_connected() {
     let hub = hub();
+    tokio::spawn(hub.clone().run_heartbeat());
     let conn = hub.connect(agent(1, "201"));
     let (sink_tx, mut sink_rx) = mpsc::channel::<String>(64);
-    let mut sink = Box::pin(futures_util::sink::unfold(
+    let sink = Box::pin(futures_util::sink::unfold(
         sink_tx,
         |tx, text: String| async move { tx.send(text).await.map(|()| tx) },
     ));
     let (in_tx, in_rx) = mpsc::channel::<String>(4);
-    let mut stream = Box::pin(futures_util::stream::unfold(in_rx, |mut rx| async move {
+    let stream = Box::pin(futures_util::stream::unfold(in_rx, |mut rx| async move {
         rx.recv().await.map(|m| (m, rx))
     }));
+    let mut socket = Duplex { sink, stream };
     let browser = async move {
         let mut pings = 0;
         while let Some(text) = sink_rx.recv().await {
@@ -714,9 +757,83 @@ async fn a_browser_answering_pings_stays_connected() {
         drop(in_tx);
         pings
     };
-    let (end, pings) = tokio::join!(pump(&hub, conn, &mut sink, &mut stream), browser);
+    let (end, pings) = tokio::join!(pump(&hub, conn, &mut socket), browser);
     assert_eq!(pings, 5);
     assert_eq!(end, PumpEnd::ClientClosed);
+}
+
+#[test]
+fn one_heartbeat_pings_every_socket_and_drops_only_the_silent_ones() {
+    let hub = hub();
+    let mut quiet = hub.connect(agent(1, "201"));
+    let mut alive = hub.connect(agent(2, "202"));
+    drain(&mut quiet);
+    drain(&mut alive);
+    hub.publish_call(&inbound("c1", "0612345678"), None);
+    hub.publish_call(&ringing("c1", "202"), None);
+    let delta = drain(&mut alive);
+    assert_eq!(hub.heartbeat(), 0, "nobody dropped at the first beat");
+    let quiet_ping = drain(&mut quiet);
+    let alive_ping = drain(&mut alive);
+    assert_eq!(types(&quiet_ping), ["ping"]);
+    assert_eq!(types(&alive_ping), ["ping"]);
+    assert_eq!(
+        alive_ping[0]["seq"],
+        delta.last().unwrap()["seq"],
+        "a ping carries the seq of the last message, without advancing it"
+    );
+    alive.heard();
+    assert_eq!(
+        hub.heartbeat(),
+        1,
+        "the socket that never answered is dropped"
+    );
+    assert!(quiet.silent());
+    assert!(!alive.silent());
+    assert_eq!(types(&drain(&mut alive)), ["ping"]);
+    assert_eq!(hub.connections(), 1);
+    let agents = hub.agents();
+    assert_eq!(agents[0].state, fiche_hub::AgentState::Offline);
+    assert_ne!(agents[1].state, fiche_hub::AgentState::Offline);
+}
+
+/// A socket whose writes never complete (the browser stopped reading and
+/// TCP is full).
+struct Stalled;
+
+impl Sink<String> for Stalled {
+    type Error = std::convert::Infallible;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, _: String) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Pending
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_never_completes_times_out_after_one_interval() {
+    let hub = hub();
+    let conn = hub.connect(agent(1, "201"));
+    let mut socket = Duplex {
+        sink: Stalled,
+        stream: futures_util::stream::pending::<String>(),
+    };
+    let started = tokio::time::Instant::now();
+    let end = pump(&hub, conn, &mut socket).await;
+    assert_eq!(end, PumpEnd::TimedOut);
+    assert_eq!(started.elapsed(), fiche_hub::PING_EVERY);
+    assert_eq!(hub.connections(), 0, "the stalled socket left the hub");
 }
 
 #[test]

@@ -30,7 +30,8 @@ use fiche_store::{Role, Store, UserId};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -52,8 +53,12 @@ const TOKEN_CHARS: usize = 43;
 pub const MAX_SOCKETS: usize = 20_000;
 /// How often the sessions behind open websockets are looked up: a socket whose
 /// session expired, or was ended by another process (`fiche user passwd`), is
-/// closed within this time. One query per distinct session.
+/// closed within this time, and a session with a page open is kept alive. One
+/// query per 500 sessions.
 pub const SOCKET_SESSION_CHECK: Duration = Duration::from_secs(10);
+/// Sessions looked up per query, and per page of the registry walk: bounds the
+/// memory a check takes whatever the number of open websockets.
+const SESSIONS_PER_CHECK: usize = 500;
 /// Failed logins per login name, and per client address, before a pause.
 const FAILURES_PER_LOGIN: u32 = 5;
 const FAILURES_PER_ADDRESS: u32 = 20;
@@ -147,6 +152,30 @@ impl CurrentUser {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionDigest(pub(crate) String);
 
+impl SessionDigest {
+    /// The digest as the socket registry keeps it.
+    pub(crate) fn key(&self) -> Option<SessionKey> {
+        SessionKey::from_hex(&self.0)
+    }
+}
+
+/// A session digest as raw bytes: kept beside each open websocket, where the
+/// 64-character text would cost a heap allocation per socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    fn from_hex(digest: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(digest, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+
+    fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Cached {
     user: CurrentUser,
@@ -160,7 +189,9 @@ pub struct Auth {
     cache: Mutex<HashMap<String, Cached>>,
     pub(crate) per_login: Limiter,
     pub(crate) per_address: Limiter,
-    sockets: Mutex<HashMap<i64, Vec<(ConnectionId, String)>>>,
+    /// Open hub sockets by session, each with its user. Ordered, so the
+    /// periodic check walks it a page at a time.
+    sockets: Mutex<BTreeMap<SessionKey, Vec<(ConnectionId, i64)>>>,
     /// Caps the websockets open at once.
     pub socket_permits: std::sync::Arc<Semaphore>,
 }
@@ -179,7 +210,7 @@ impl Auth {
             cache: Mutex::new(HashMap::new()),
             per_login: Limiter::new(FAILURES_PER_LOGIN, FAILURE_WINDOW),
             per_address: Limiter::new(FAILURES_PER_ADDRESS, FAILURE_WINDOW),
-            sockets: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(BTreeMap::new()),
             socket_permits: std::sync::Arc::new(Semaphore::new(MAX_SOCKETS)),
         }
     }
@@ -257,13 +288,13 @@ impl Auth {
     ) -> Result<(), ApiError> {
         self.cache().remove(digest);
         store.delete_session(digest).await?;
-        let sockets = self.sockets();
-        for (id, _) in sockets
-            .values()
-            .flatten()
-            .filter(|(_, session)| session == digest)
-        {
-            hub.disconnect(*id);
+        let Some(key) = SessionKey::from_hex(digest) else {
+            return Ok(());
+        };
+        if let Some(sockets) = self.sockets().get(&key) {
+            for (id, _) in sockets {
+                hub.disconnect(*id);
+            }
         }
         Ok(())
     }
@@ -276,57 +307,87 @@ impl Auth {
     /// Closes every websocket of `user` (disabled, or role changed: the page
     /// reconnects, or goes to the login page).
     pub fn disconnect_user(&self, hub: &fiche_hub::Hub, user: i64) {
+        // A walk over every socket: rare (an admin changed the user).
         let ids: Vec<ConnectionId> = self
             .sockets()
-            .get(&user)
-            .map(|list| list.iter().map(|(id, _)| *id).collect())
-            .unwrap_or_default();
+            .values()
+            .flatten()
+            .filter(|(_, owner)| *owner == user)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             hub.disconnect(id);
         }
     }
 
-    /// Closes the websockets whose session expired or is gone from the store
-    /// (the hub ends them; the page sees close code 1008); returns how many
-    /// sessions ended.
+    /// Looks up the sessions behind the open websockets, a page of
+    /// [`SESSIONS_PER_CHECK`] at a time. Sockets whose session expired or is
+    /// gone from the store are closed (the hub ends them; the page sees close
+    /// code 1008). Live sessions are kept alive as if used: a page left open
+    /// all day is in use, and Claire must not find herself logged out in the
+    /// middle of a call. Returns how many sessions ended.
     pub async fn close_ended_sessions(
         &self,
         store: &Store,
         hub: &fiche_hub::Hub,
     ) -> Result<usize, fiche_store::StoreError> {
-        let mut digests: Vec<String> = self
-            .sockets()
-            .values()
-            .flatten()
-            .map(|(_, digest)| digest.clone())
-            .filter(|digest| !digest.is_empty())
-            .collect();
-        digests.sort_unstable();
-        digests.dedup();
         let mut ended = 0;
-        for digest in digests {
-            if store.session(&digest, Utc::now()).await?.is_none() {
-                self.cache().remove(&digest);
+        let mut after = None;
+        loop {
+            let page: Vec<SessionKey> = {
                 let sockets = self.sockets();
-                for (id, _) in sockets.values().flatten().filter(|(_, d)| *d == digest) {
-                    hub.disconnect(*id);
+                let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+                sockets
+                    .range((from, Bound::Unbounded))
+                    .take(SESSIONS_PER_CHECK)
+                    .map(|(key, _)| *key)
+                    .collect()
+            };
+            let Some(last) = page.last() else {
+                return Ok(ended);
+            };
+            after = Some(*last);
+            let digests: Vec<String> = page.iter().map(|key| key.to_hex()).collect();
+            let at = Utc::now();
+            let live = store.live_sessions(&digests, at).await?;
+            let fresh_expiry = at + chrono_ttl(self.ttl);
+            let stale: Vec<String> = live
+                .iter()
+                .filter(|(_, expires)| fresh_expiry - *expires > chrono_ttl(TOUCH_EVERY))
+                .map(|(digest, _)| digest.clone())
+                .collect();
+            if !stale.is_empty() {
+                store.touch_sessions(&stale, fresh_expiry).await?;
+            }
+            let live: HashSet<&str> = live.iter().map(|(digest, _)| digest.as_str()).collect();
+            for (key, digest) in page.iter().zip(&digests) {
+                if live.contains(digest.as_str()) {
+                    continue;
+                }
+                self.cache().remove(digest);
+                if let Some(sockets) = self.sockets().get(key) {
+                    for (id, _) in sockets {
+                        hub.disconnect(*id);
+                    }
                 }
                 ended += 1;
             }
+            if page.len() < SESSIONS_PER_CHECK {
+                return Ok(ended);
+            }
         }
-        Ok(ended)
     }
 
-    pub(crate) fn register_socket(&self, user: i64, id: ConnectionId, digest: String) {
-        self.sockets().entry(user).or_default().push((id, digest));
+    pub(crate) fn register_socket(&self, session: SessionKey, user: i64, id: ConnectionId) {
+        self.sockets().entry(session).or_default().push((id, user));
     }
 
-    pub(crate) fn unregister_socket(&self, user: i64, id: ConnectionId) {
+    pub(crate) fn unregister_socket(&self, session: SessionKey, id: ConnectionId) {
         let mut sockets = self.sockets();
-        if let Some(list) = sockets.get_mut(&user) {
+        if let Some(list) = sockets.get_mut(&session) {
             list.retain(|(socket, _)| *socket != id);
             if list.is_empty() {
-                sockets.remove(&user);
+                sockets.remove(&session);
             }
         }
     }
@@ -335,7 +396,7 @@ impl Auth {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<(ConnectionId, String)>>> {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionKey, Vec<(ConnectionId, i64)>>> {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -528,5 +589,15 @@ mod tests {
             digest("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn session_keys_round_trip_and_refuse_what_is_not_a_digest() {
+        let hex = digest("abc");
+        let key = SessionKey::from_hex(&hex).expect("a digest");
+        assert_eq!(key.to_hex(), hex);
+        assert_eq!(SessionKey::from_hex(""), None);
+        assert_eq!(SessionKey::from_hex(&hex[..62]), None);
+        assert_eq!(SessionKey::from_hex(&hex.replace('a', "g")), None);
     }
 }

@@ -78,6 +78,7 @@ async fn logging_out_closes_the_sockets_of_that_session_only() {
     fiche.stop().await;
 }
 
+/// Also: a session with a page open is kept alive, as if used.
 #[tokio::test]
 async fn an_expired_or_revoked_session_closes_its_socket() {
     let fiche = Running::start("").await;
@@ -97,6 +98,12 @@ async fn an_expired_or_revoked_session_closes_its_socket() {
     let past = chrono::Utc::now() - chrono::Duration::seconds(1);
     store.touch_session(&digest(&expiring), past).await.unwrap();
     store.delete_session(&digest(&revoked)).await.unwrap();
+    // The live session would lapse in a minute; its open page keeps it.
+    let soon = chrono::Utc::now() + chrono::Duration::minutes(1);
+    store
+        .touch_session(&digest(&fiche.token), soon)
+        .await
+        .unwrap();
 
     let wait = fiche_server::auth::SOCKET_SESSION_CHECK + WAIT;
     for ws in [&mut expired_ws, &mut revoked_ws] {
@@ -115,7 +122,62 @@ async fn an_expired_or_revoked_session_closes_its_socket() {
         matches!(&pong, Some(Ok(Message::Text(t))) if t.contains(r#""type":"pong""#)),
         "{pong:?}"
     );
+    let kept = store
+        .session(&digest(&fiche.token), soon + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(
+        kept.is_some(),
+        "the session behind an open page was extended by the same check"
+    );
     store.close().await;
+    fiche.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_that_stops_answering_pings_is_closed_and_one_that_answers_stays() {
+    use futures_util::SinkExt;
+    let fiche = Running::start("[websocket]\nping_secs = 1").await;
+    let mut silent = open(&fiche, &fiche.token).await;
+    let mut alive = open(&fiche, &fiche.token).await;
+    let answering = tokio::spawn(async move {
+        let mut pings = 0;
+        while pings < 4 {
+            match alive.next().await {
+                Some(Ok(Message::Text(text))) if text.contains(r#""type":"ping""#) => {
+                    pings += 1;
+                    alive
+                        .send(Message::Text(r#"{"type":"pong"}"#.into()))
+                        .await
+                        .unwrap();
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the answering page lost its socket: {other:?}"),
+            }
+        }
+        alive
+    });
+    // The silent page reads its ping but never answers: closed at the next beat.
+    let (code, reason) = closed_within(&mut silent, WAIT).await.unwrap();
+    assert_eq!(code, CloseCode::Away);
+    assert_eq!(reason, "timed out");
+    let mut alive = tokio::time::timeout(3 * WAIT, answering)
+        .await
+        .expect("four pings within 15 s")
+        .unwrap();
+    // Still open after four heartbeats: it answers a ping of its own.
+    alive
+        .send(Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(WAIT, alive.next()).await.unwrap();
+        match message {
+            Some(Ok(Message::Text(text))) if text.contains(r#""type":"pong""#) => break,
+            Some(Ok(_)) => {}
+            other => panic!("no pong: {other:?}"),
+        }
+    }
     fiche.stop().await;
 }
 
