@@ -765,6 +765,83 @@ fn ring_group_second_phone_answers() {
     );
 }
 
+/// Kamailio's processes mirror on their own: a phone can answer a forked INVITE
+/// (and the answer be relayed) before the process that forked it has mirrored
+/// the INVITE. The ring group still rings the phones, not the group number.
+#[test]
+fn ring_group_phone_reply_mirrored_before_its_invite() {
+    let f = Flow::new(
+        "early-reply@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "600",
+    );
+    // Phones whose Contact names no extension: the late INVITE names it.
+    let mut m = vec![f.invite(), f.trying()];
+    m.extend(f.relay(P201, KB0, 180, "Ringing", Some("p201")));
+    m.push(f.fork("201", P201, KB0));
+    m.push(f.fork("202", P202, KB1));
+    m.extend(f.relay(P202, KB1, 180, "Ringing", Some("p202")));
+    m.extend(f.relay(P202, KB1, 200, "OK", Some("p202")));
+    check(
+        &m,
+        &f.call_id,
+        &[
+            started(&f.call_id, Direction::Inbound, claire(), "600"),
+            ringing("201"),
+            ringing("202"),
+            answered("202"),
+            stopped("201", "answered elsewhere"),
+        ],
+    );
+
+    // Phones whose Contact user is their extension (sipp, most desk phones):
+    // they ring at once, and the late INVITE changes nothing.
+    let with_user = |msg: Msg, ext: &str, phone: &str| Msg {
+        bytes: String::from_utf8_lossy(&msg.bytes)
+            .replace(
+                &format!("Contact: <sip:{phone}>"),
+                &format!("Contact: <sip:{ext}@{phone}>"),
+            )
+            .into_bytes(),
+        ..msg
+    };
+    let g = Flow::new(
+        "early-reply-contact@127.0.0.1",
+        "\"Claire Martin\"",
+        "0612345678",
+        "600",
+    );
+    let mut m = vec![
+        g.invite(),
+        g.trying(),
+        with_user(
+            g.phone_reply(P201, KB0, 180, "Ringing", Some("p201")),
+            "201",
+            P201,
+        ),
+        g.to_caller(180, "Ringing", Some("p201")),
+        g.fork("201", P201, KB0),
+        g.fork("202", P202, KB1),
+        with_user(
+            g.phone_reply(P202, KB1, 486, "Busy Here", Some("p202")),
+            "202",
+            P202,
+        ),
+        g.fork("203", P203, KB2),
+    ];
+    m.extend(g.relay(P201, KB0, 200, "OK", Some("p201")));
+    check(
+        &m,
+        &g.call_id,
+        &[
+            started(&g.call_id, Direction::Inbound, claire(), "600"),
+            ringing("201"),
+            answered("201"),
+        ],
+    );
+}
+
 #[test]
 fn ring_group_phone_busy_while_others_ring_then_caller_gives_up() {
     let f = Flow::new(

@@ -6,6 +6,7 @@ use super::{sdp, SipError, SipTrackerConfig};
 use crate::model::{
     CallEvent, CallEventKind, CallId, Direction, Outcome, Source, Timestamp, TransferKind,
 };
+use crate::ExtensionPatterns;
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -417,7 +418,17 @@ impl SipTracker {
                 return;
             }
             call.last_seen = call.last_seen.max(now);
-            if call.legs.iter().any(|l| l.branch == leg.branch) {
+            if let Some(index) = call.leg_index(&leg.branch) {
+                // A leg first learned from its phone's response: the INVITE names
+                // the phone when the response could not.
+                let known = &mut call.legs[index];
+                if known.extension.is_none() && leg.extension.is_some() {
+                    known.extension = leg.extension;
+                    if known.state == LegState::Ringing {
+                        let key = f.call_id.to_owned();
+                        self.on_ringing(now, &key, Some(index));
+                    }
+                }
                 return;
             }
             if call.legs.len() >= self.config.max_legs_per_call {
@@ -533,22 +544,7 @@ impl SipTracker {
                 .and_then(|location| self.registrations.get(&location).cloned())
                 .or(other),
         };
-        Leg {
-            branch: f.branches.first().copied().unwrap_or("").to_owned(),
-            lower: f
-                .branches
-                .iter()
-                .skip(1)
-                .filter(|b| !b.is_empty())
-                .take(MAX_LOWER_BRANCHES)
-                .map(|b| (*b).to_owned())
-                .collect(),
-            cseq: f.cseq,
-            extension: request_user.or_else(|| identity::callee(f.to).number),
-            to_tag: None,
-            state: LegState::Calling,
-            proxied: false,
-        }
+        leg_of(f, request_user.or_else(|| identity::callee(f.to).number))
     }
 
     /// Frees a slot when `max_calls` is reached: a lingering ended call, else the
@@ -597,13 +593,29 @@ impl SipTracker {
             return;
         }
         call.last_seen = call.last_seen.max(now);
-        let Some(index) = call.leg_index(f.branches.first().copied().unwrap_or("")) else {
-            // A response to a re-INVITE, or to a leg whose INVITE was not mirrored.
-            return;
-        };
         if code == 100 {
             return;
         }
+        let index = match call.leg_index(f.branches.first().copied().unwrap_or("")) {
+            Some(index) => index,
+            None => {
+                // A proxy's processes mirror independently: a phone's answer to a
+                // forked INVITE can reach us before the INVITE itself. Its Via
+                // stack names the leg it forks from, so the leg is learned here.
+                let forks_known_leg = f
+                    .branches
+                    .iter()
+                    .skip(1)
+                    .any(|b| call.leg_index(b).is_some());
+                if !forks_known_leg || call.legs.len() >= self.config.max_legs_per_call {
+                    // A response to a re-INVITE, or to a leg whose INVITE was not mirrored.
+                    return;
+                }
+                let extension = contact_extension(f, &self.registrations, &self.config.agents);
+                add_leg(call, leg_of(f, extension));
+                call.legs.len() - 1
+            }
+        };
         let target = call.deepest_for(index, f.to_tag);
         match code {
             101..=199 => {
@@ -941,6 +953,40 @@ impl SipTracker {
         self.schedule(key);
         Ok(())
     }
+}
+
+/// The leg a message's Via stack names: its top branch, and the branches it proxies.
+fn leg_of(f: &SipFacts<'_>, extension: Option<String>) -> Leg {
+    Leg {
+        branch: f.branches.first().copied().unwrap_or("").to_owned(),
+        lower: f
+            .branches
+            .iter()
+            .skip(1)
+            .filter(|b| !b.is_empty())
+            .take(MAX_LOWER_BRANCHES)
+            .map(|b| (*b).to_owned())
+            .collect(),
+        cseq: f.cseq,
+        extension,
+        to_tag: None,
+        state: LegState::Calling,
+        proxied: false,
+    }
+}
+
+/// The extension a phone's response names in its Contact: the registered
+/// location's, else a user part that is an agent's extension. `None` when
+/// unsure, so that only the INVITE names the phone.
+fn contact_extension(
+    f: &SipFacts<'_>,
+    registrations: &HashMap<String, String>,
+    agents: &ExtensionPatterns,
+) -> Option<String> {
+    let contact = identity::parse_name_addr(identity::split_list(f.contacts.first()?).next()?);
+    identity::uri_location(contact.uri)
+        .and_then(|location| registrations.get(&location).cloned())
+        .or_else(|| identity::uri_number(contact.uri).filter(|user| agents.is_agent(user)))
 }
 
 fn add_leg(call: &mut Call, mut leg: Leg) {
