@@ -455,6 +455,75 @@ impl Hub {
         state.deliver(recipients, body, config);
     }
 
+    /// Adds one agent to the directory, or updates their name and extensions,
+    /// without rebuilding it: what a login or a new user needs, at a cost that
+    /// does not grow with the directory. Supervisors get the agent's
+    /// `agent_state`. Returns false, changing nothing, when one of the
+    /// extensions belongs to another agent here: an extension moved, which
+    /// only the whole directory ([`Hub::set_agents`]) can say.
+    pub fn upsert_agent(&self, agent: AgentInfo) -> bool {
+        let config = &self.inner.config;
+        let mut state = self.state();
+        let taken = agent.extensions.iter().any(|ext| {
+            state
+                .owner_by_extension
+                .get(ext)
+                .is_some_and(|owner| *owner != agent.user_id)
+        });
+        if taken {
+            return false;
+        }
+        if let Some(view) = state.agents.get(&agent.user_id) {
+            if view.name == agent.name && view.extensions == agent.extensions {
+                return true;
+            }
+            let old = view.extensions.clone();
+            for ext in old.iter().filter(|e| !agent.extensions.contains(e)) {
+                state.owner_by_extension.remove(ext);
+            }
+        }
+        for ext in &agent.extensions {
+            state.owner_by_extension.insert(ext.clone(), agent.user_id);
+        }
+        let sockets = state
+            .by_user
+            .get(&agent.user_id)
+            .cloned()
+            .unwrap_or_default();
+        for id in sockets {
+            state.reindex_extensions(id, &agent.extensions);
+        }
+        let view = state
+            .agents
+            .entry(agent.user_id)
+            .or_insert_with(|| AgentView {
+                user_id: agent.user_id,
+                name: String::new(),
+                extensions: Vec::new(),
+                state: AgentState::Offline,
+                call_id: None,
+                connections: 0,
+            });
+        view.name = agent.name;
+        view.extensions = agent.extensions;
+        let (agent_state, call_id) = state.derive_agent_state(agent.user_id);
+        let connections = state.by_user.get(&agent.user_id).map_or(0, Vec::len);
+        let Some(view) = state.agents.get_mut(&agent.user_id) else {
+            return true;
+        };
+        view.state = agent_state;
+        view.call_id = call_id;
+        view.connections = u32::try_from(connections).unwrap_or(u32::MAX);
+        if !state.supervisors.is_empty() {
+            if let Some(view) = state.agents.get(&agent.user_id) {
+                let body = ServerMessage::AgentState { agent: view }.to_body();
+                let recipients = state.supervisors.clone();
+                state.deliver(recipients, body, config);
+            }
+        }
+        true
+    }
+
     /// Forgets calls that ended before `ended_before` (and their cards); returns how many.
     pub fn prune(&self, ended_before: Timestamp) -> usize {
         let mut state = self.state();

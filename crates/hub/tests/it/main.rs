@@ -588,6 +588,53 @@ fn moving_an_extension_moves_the_pops() {
 }
 
 #[test]
+fn an_agent_added_or_changed_alone_gets_pops_and_reaches_the_board() {
+    let hub = hub();
+    let mut sup = hub.connect(supervisor(9));
+    // A new account for Léa (a login or `POST /api/users`), already connected.
+    let mut lea = hub.connect(agent(4, "204"));
+    drain(&mut sup);
+    drain(&mut lea);
+    let lea_info = |extensions: &[&str]| AgentInfo {
+        user_id: 4,
+        name: "Léa".into(),
+        extensions: extensions.iter().map(|e| (*e).to_owned()).collect(),
+    };
+    assert!(hub.upsert_agent(lea_info(&["204"])));
+    let board = drain(&mut sup);
+    assert_eq!(types(&board), ["agent_state"]);
+    assert_eq!(board[0]["agent"]["name"], "Léa");
+    assert_eq!(board[0]["agent"]["state"], "available");
+    assert_eq!(board[0]["agent"]["connections"], 1);
+
+    // The same entry again (her next login) tells nobody anything.
+    assert!(hub.upsert_agent(lea_info(&["204"])));
+    assert!(drain(&mut sup).is_empty());
+
+    // She takes extension 205 instead: pops follow, 204 rings nobody.
+    assert!(hub.upsert_agent(lea_info(&["205"])));
+    assert_eq!(types(&drain(&mut sup)), ["agent_state"]);
+    hub.publish_call(&inbound("c1", "0612345678"), None);
+    hub.publish_call(&ringing("c1", "204"), None);
+    assert!(drain(&mut lea).is_empty());
+    hub.publish_call(&inbound("c2", "0612345679"), None);
+    hub.publish_call(&ringing("c2", "205"), None);
+    assert_eq!(types(&drain(&mut lea)), ["pop"]);
+
+    // Claire's extension is hers in the directory: taking it needs the whole
+    // directory, so nothing changes here and Claire still gets its pops.
+    let mut claire = hub.connect(agent(1, "201"));
+    drain(&mut claire);
+    drain(&mut sup);
+    assert!(!hub.upsert_agent(lea_info(&["201"])));
+    assert!(drain(&mut sup).is_empty());
+    hub.publish_call(&inbound("c3", "0612345670"), None);
+    hub.publish_call(&ringing("c3", "201"), None);
+    assert_eq!(types(&drain(&mut claire)), ["pop"]);
+    assert!(drain(&mut lea).is_empty());
+}
+
+#[test]
 fn a_socket_that_never_reads_does_not_block_others_and_resyncs_when_it_drains() {
     let hub = Hub::new(HubConfig {
         queue_capacity: 4,

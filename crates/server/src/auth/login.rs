@@ -97,9 +97,9 @@ async fn login(
     {
         warn!(%error, "could not purge expired sessions");
     }
-    // Users added with `fiche user add` while the server runs join the hub's agent
-    // directory (the board, "taken by") at their first login.
-    if let Err(error) = crate::http::users::push_agents(&state.store, &state.hub).await {
+    // Users added or changed with `fiche user` while the server runs join the
+    // hub's agent directory (the board, "taken by") at their next login.
+    if let Err(error) = crate::http::users::join_directory(&state.store, &state.hub, &user).await {
         warn!(%error, "could not refresh the agent directory");
     }
     info!(login = ?user.login, "logged in");

@@ -93,11 +93,9 @@ async fn create(
         }
     }
     info!(admin = ?admin.login, login = ?user.login, "user created");
-    push_agents(&state.store, &state.hub).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.get_user(user.id).await?),
-    ))
+    let user = state.store.get_user(user.id).await?;
+    join_directory(&state.store, &state.hub, &user).await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 async fn update(
@@ -152,13 +150,34 @@ pub async fn push_agents(store: &Store, hub: &Hub) -> Result<(), StoreError> {
         .list_users()
         .await?
         .into_iter()
-        .filter(|user| !user.disabled && (user.role == Role::Agent || !user.extensions.is_empty()))
-        .map(|user| AgentInfo {
-            user_id: user.id.0,
-            name: user.display_name,
-            extensions: user.extensions,
-        })
+        .filter_map(directory_entry)
         .collect();
     hub.set_agents(agents);
     Ok(())
+}
+
+/// Puts one user in the hub's agent directory (or updates their entry) when
+/// they belong there, without reading every user: a login, a new account.
+/// Falls back to [`push_agents`] when one of their extensions is another
+/// agent's in the hub's directory (it moved while the server ran).
+pub async fn join_directory(store: &Store, hub: &Hub, user: &User) -> Result<(), StoreError> {
+    let Some(entry) = directory_entry(user.clone()) else {
+        return Ok(());
+    };
+    if hub.upsert_agent(entry) {
+        return Ok(());
+    }
+    push_agents(store, hub).await
+}
+
+/// The directory entry of an enabled user who is an agent or owns an extension.
+fn directory_entry(user: User) -> Option<AgentInfo> {
+    if user.disabled || (user.role != Role::Agent && user.extensions.is_empty()) {
+        return None;
+    }
+    Some(AgentInfo {
+        user_id: user.id.0,
+        name: user.display_name,
+        extensions: user.extensions,
+    })
 }

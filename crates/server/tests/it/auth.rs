@@ -457,6 +457,40 @@ async fn an_agent_added_from_the_command_line_joins_the_board_at_login() {
             .any(|a| a["name"] == "Nadia" && a["extensions"] == json!(["204"])),
         "{snapshot}"
     );
+
+    // Extension 204 moves from Nadia to Yann, again from the command line: at
+    // Yann's login the board (already open) shows the move on both agents.
+    let cli = fiche_store::Store::connect(&url).await.unwrap();
+    let yann = cli
+        .add_user(&fiche_store::NewUser {
+            login: "yann".into(),
+            display_name: "Yann".into(),
+            role: fiche_store::Role::Agent,
+            password: Some(fiche_store::PasswordHash::hash("yann-password").unwrap()),
+        })
+        .await
+        .unwrap();
+    cli.set_extensions(user.id, &[]).await.unwrap();
+    cli.set_extensions(yann.id, &["204".to_owned()])
+        .await
+        .unwrap();
+    cli.close().await;
+    assert!(!fiche.login("yann", "yann-password").await.is_empty());
+    let directory = loop {
+        let news = next_news(&mut board).await;
+        if news["type"] == "agents" {
+            break news;
+        }
+    };
+    let agents = directory["agents"].as_array().unwrap();
+    let extensions_of = |name: &str| {
+        agents
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["extensions"].clone())
+    };
+    assert_eq!(extensions_of("Yann"), Some(json!(["204"])), "{directory}");
+    assert_eq!(extensions_of("Nadia"), Some(json!([])), "{directory}");
     fiche.stop().await;
 }
 
