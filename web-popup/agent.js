@@ -487,18 +487,41 @@ async function closeCallback(ticket) {
 // ---------- ticket search ----------
 
 function ticketRow(tk) {
-  return el("li", { class: "row" },
+  const pill = el("span", { class: `pill ${tk.status}` }, t(`status_${tk.status}`));
+  const toggle = el("button", { type: "button", class: "link status-toggle" });
+  const show = (status) => {
+    pill.className = `pill ${status}`;
+    pill.textContent = t(`status_${status}`);
+    toggle.textContent = status === "closed" ? t("reopen") : t("close_short");
+  };
+  show(tk.status);
+  // A ticket closed too soon (the customer calls back about it) is reopened here.
+  toggle.addEventListener("click", async () => {
+    const wanted = tk.status === "closed" ? "open" : "closed";
+    toggle.disabled = true;
+    try {
+      const ticket = await api("PATCH", `/api/tickets/${tk.id}`, { status: wanted });
+      tk.status = ticket && ticket.status ? ticket.status : wanted;
+      show(tk.status);
+      if (tk.kind === "callback") loadCallbacks();
+    } catch (error) {
+      toggle.textContent = t("save_failed", { why: error.message });
+    } finally {
+      toggle.disabled = false;
+    }
+  });
+  return el("li", { class: "row", dataset: { ticketId: String(tk.id) } },
     el("div", { class: "row-main" },
       el("span", { class: "name" }, tk.customer_name || tk.phone_display || tk.phone_e164 || t("unknown")),
       el("span", { class: "muted" }, `#${tk.id} · ${t(`kind_${tk.kind}`)}`),
-      el("span", { class: `pill ${tk.status}` }, t(`status_${tk.status}`))),
+      pill, toggle),
     el("div", { class: "row-sub" },
       tk.subject ? el("span", {}, tk.subject) : null,
       tk.reason ? el("span", {}, t(`reason_${tk.reason}`)) : null,
       el("span", { class: "when" }, formatTime(tk.created_at || tk.updated_at)),
       tk.last_call && tk.last_call.duration_secs !== null && tk.last_call.duration_secs !== undefined
         ? el("span", { class: "duration" }, formatDuration(tk.last_call.duration_secs)) : null,
-      tk.customer_id ? el("button", { type: "button", class: "link", onclick: () => openCustomer(tk.customer_id) }, t("open_file")) : null));
+      tk.customer_id ? el("button", { type: "button", class: "link open-file", onclick: () => openCustomer(tk.customer_id) }, t("open_file")) : null));
 }
 
 /** A number typed the French way (06 12 34 56 78, 06.12…) searched as E.164; anything else as typed. */

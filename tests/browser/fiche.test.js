@@ -324,12 +324,25 @@ describe("Fiche in the browser", () => {
     const claire = pages.claire;
     await claire.locator("#search-q").fill("Martin");
     await claire.locator("#search-q").press("Enter");
-    await claire.locator("#search-results .row button.link").first().click();
+    await claire.locator("#search-results .row button.open-file").first().click();
     const dialog = claire.locator("#customer-file");
     await dialog.locator("dd", { hasText: "Boulangerie Martin" }).waitFor({ timeout: 10000 });
     await dialog.locator(".rows .row").first().waitFor({ timeout: 10000 });
     assert.equal(await dialog.locator("dd", { hasText: "+33612345678" }).count() + await dialog.locator("dd", { hasText: "06 12 34 56 78" }).count() > 0, true, "the phone is listed");
     await claire.screenshot({ path: join(artifactsDir, "agent-customer-file.png"), fullPage: true });
+
+    // A ticket closed from the file can be reopened from it, and the server keeps each change.
+    const row = dialog.locator(".rows .row").first();
+    const id = await row.getAttribute("data-ticket-id");
+    const before = (await fiche.api("GET", `/api/tickets/${id}`, tokens.claire)).body.status;
+    const after = before === "closed" ? "open" : "closed";
+    for (const [status, label] of [[after, after === "closed" ? "Rouvrir" : "Clore"], [before, before === "closed" ? "Rouvrir" : "Clore"]]) {
+      await row.locator("button.status-toggle").click();
+      await row.locator(`.pill.${status}`).waitFor({ timeout: 10000 });
+      assert.equal((await row.locator("button.status-toggle").textContent()).trim(), label);
+      const stored = await fiche.api("GET", `/api/tickets/${id}`, tokens.claire);
+      assert.equal(stored.body.status, status, `ticket ${id} after the toggle: ${stored.text}`);
+    }
     await claire.locator("#file-close").click();
   });
 
