@@ -411,36 +411,11 @@ impl Hub {
         state.owner_by_extension.clear();
         state.agents.clear();
         for agent in agents {
-            for ext in &agent.extensions {
-                state.owner_by_extension.insert(ext.clone(), agent.user_id);
-            }
-            let sockets = state
-                .by_user
-                .get(&agent.user_id)
-                .cloned()
-                .unwrap_or_default();
-            for id in sockets {
-                state.reindex_extensions(id, &agent.extensions);
-            }
-            let view = AgentView {
-                user_id: agent.user_id,
-                name: agent.name,
-                extensions: agent.extensions,
-                state: AgentState::Offline,
-                call_id: None,
-                connections: 0,
-            };
-            state.agents.insert(view.user_id, view);
+            state.place_agent(agent);
         }
         let users: Vec<i64> = state.agents.keys().copied().collect();
         for user in users {
-            let (agent_state, call_id) = state.derive_agent_state(user);
-            let connections = state.by_user.get(&user).map_or(0, Vec::len);
-            if let Some(view) = state.agents.get_mut(&user) {
-                view.state = agent_state;
-                view.call_id = call_id;
-                view.connections = u32::try_from(connections).unwrap_or(u32::MAX);
-            }
+            state.settle_agent(user);
         }
         // The whole directory as JSON (a megabyte at 10,000 agents): only
         // when a supervisor is there to receive it.
@@ -473,7 +448,8 @@ impl Hub {
         if taken {
             return false;
         }
-        if let Some(view) = state.agents.get(&agent.user_id) {
+        let user = agent.user_id;
+        if let Some(view) = state.agents.get(&user) {
             if view.name == agent.name && view.extensions == agent.extensions {
                 return true;
             }
@@ -482,40 +458,10 @@ impl Hub {
                 state.owner_by_extension.remove(ext);
             }
         }
-        for ext in &agent.extensions {
-            state.owner_by_extension.insert(ext.clone(), agent.user_id);
-        }
-        let sockets = state
-            .by_user
-            .get(&agent.user_id)
-            .cloned()
-            .unwrap_or_default();
-        for id in sockets {
-            state.reindex_extensions(id, &agent.extensions);
-        }
-        let view = state
-            .agents
-            .entry(agent.user_id)
-            .or_insert_with(|| AgentView {
-                user_id: agent.user_id,
-                name: String::new(),
-                extensions: Vec::new(),
-                state: AgentState::Offline,
-                call_id: None,
-                connections: 0,
-            });
-        view.name = agent.name;
-        view.extensions = agent.extensions;
-        let (agent_state, call_id) = state.derive_agent_state(agent.user_id);
-        let connections = state.by_user.get(&agent.user_id).map_or(0, Vec::len);
-        let Some(view) = state.agents.get_mut(&agent.user_id) else {
-            return true;
-        };
-        view.state = agent_state;
-        view.call_id = call_id;
-        view.connections = u32::try_from(connections).unwrap_or(u32::MAX);
+        state.place_agent(agent);
+        state.settle_agent(user);
         if !state.supervisors.is_empty() {
-            if let Some(view) = state.agents.get(&agent.user_id) {
+            if let Some(view) = state.agents.get(&user) {
                 let body = ServerMessage::AgentState { agent: view }.to_body();
                 let recipients = state.supervisors.clone();
                 state.deliver(recipients, body, config);
@@ -952,24 +898,65 @@ impl State {
 
     /// Recomputes one directory agent's state; tells supervisors when it changed.
     fn refresh_agent(&mut self, user: i64, config: &HubConfig) {
-        if !self.agents.contains_key(&user) {
+        if !self.settle_agent(user) {
             return;
+        }
+        let Some(view) = self.agents.get(&user) else {
+            return;
+        };
+        let body = ServerMessage::AgentState { agent: view }.to_body();
+        let recipients = self.supervisors.clone();
+        self.deliver(recipients, body, config);
+    }
+
+    /// Puts `agent` in the directory with their extensions (taking each one),
+    /// keeping the state of an entry already there; their sockets follow.
+    fn place_agent(&mut self, agent: AgentInfo) {
+        for ext in &agent.extensions {
+            self.owner_by_extension.insert(ext.clone(), agent.user_id);
+        }
+        let sockets = self
+            .by_user
+            .get(&agent.user_id)
+            .cloned()
+            .unwrap_or_default();
+        for id in sockets {
+            self.reindex_extensions(id, &agent.extensions);
+        }
+        let view = self
+            .agents
+            .entry(agent.user_id)
+            .or_insert_with(|| AgentView {
+                user_id: agent.user_id,
+                name: String::new(),
+                extensions: Vec::new(),
+                state: AgentState::Offline,
+                call_id: None,
+                connections: 0,
+            });
+        view.name = agent.name;
+        view.extensions = agent.extensions;
+    }
+
+    /// Derives a directory agent's state, call and open browsers; true when
+    /// one of them changed.
+    fn settle_agent(&mut self, user: i64) -> bool {
+        if !self.agents.contains_key(&user) {
+            return false;
         }
         let (agent_state, call_id) = self.derive_agent_state(user);
         let connections =
             u32::try_from(self.by_user.get(&user).map_or(0, Vec::len)).unwrap_or(u32::MAX);
         let Some(view) = self.agents.get_mut(&user) else {
-            return;
+            return false;
         };
         if view.state == agent_state && view.call_id == call_id && view.connections == connections {
-            return;
+            return false;
         }
         view.state = agent_state;
         view.call_id = call_id;
         view.connections = connections;
-        let body = ServerMessage::AgentState { agent: view }.to_body();
-        let recipients = self.supervisors.clone();
-        self.deliver(recipients, body, config);
+        true
     }
 }
 
