@@ -607,7 +607,8 @@ impl SipTracker {
                     .iter()
                     .skip(1)
                     .any(|b| call.leg_index(b).is_some());
-                if !forks_known_leg || call.legs.len() >= self.config.max_legs_per_call {
+                let named = f.branches.first().is_some_and(|b| !b.is_empty());
+                if !named || !forks_known_leg || call.legs.len() >= self.config.max_legs_per_call {
                     // A response to a re-INVITE, or to a leg whose INVITE was not mirrored.
                     return;
                 }
