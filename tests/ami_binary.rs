@@ -1053,3 +1053,90 @@ async fn two_pbxs_with_the_same_linked_id_make_two_calls() {
         render(&all)
     );
 }
+
+/// Click-to-call from "Mes rappels", through the binary: an agent's
+/// `POST /api/calls/originate` rings her own extension over AMI, then dials the
+/// customer; the answer names the call the event stream then shows. A user
+/// with no extension is refused before anything reaches Asterisk.
+#[tokio::test]
+async fn click_to_call_from_the_api_rings_the_agents_own_extension() {
+    use fiche_e2e::{auth, http};
+    let server = AmiTestServer::start(AmiServerOptions::default(), AmiScript::default())
+        .await
+        .expect("starting the AMI test server");
+    let scratch = Scratch::create().expect("scratch folder");
+    let fiche = FicheProcess::start(&scratch, "fiche", &env_setup(server.addr(), SECRET), &[])
+        .await
+        .expect("starting fiche");
+    let mut events = fiche.events().await.expect("subscribing to /ws");
+    tokio::time::timeout(GUARD, server.ready_sessions(1))
+        .await
+        .expect("fiche logs in to the AMI test server");
+    let port = fiche.http_port();
+    let admin = auth::admin_token(port).await.expect("admin login");
+    let claire = json!({
+        "login": "claire",
+        "password": "claire-password-1",
+        "role": "agent",
+        "extensions": ["201"],
+    })
+    .to_string();
+    let (status, body) = http::request(port, "POST", "/api/users", Some(&admin), Some(&claire))
+        .await
+        .expect("creating claire");
+    assert_eq!(status, 201, "{body}");
+    let token = auth::login(port, "claire", "claire-password-1")
+        .await
+        .expect("claire's login");
+
+    let dial = json!({ "number": "0612345678" }).to_string();
+    let (status, body) = http::request(
+        port,
+        "POST",
+        "/api/calls/originate",
+        Some(&token),
+        Some(&dial),
+    )
+    .await
+    .expect("click-to-call");
+    assert_eq!(status, 202, "{body}\n{}", fiche.log_tail(40));
+    let answer: Value = serde_json::from_str(&body).expect("JSON answer");
+    let streamed = events.collect(GUARD, QUIET_AFTER_END).await;
+    assert_eq!(
+        render(&streamed),
+        [
+            "#1 call_started outbound caller=201 callee=0612345678",
+            "#1 answered -",
+            &format!("#1 ended answered: {NORMAL_CLEARING}"),
+        ],
+        "{}",
+        fiche.log_tail(40)
+    );
+    assert_eq!(streamed[0]["call_id"], answer["call_id"]);
+    let originates = server.originates();
+    assert_eq!(originates.len(), 1);
+    let field = |key: &str| {
+        originates[0]
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Channel"), "PJSIP/201");
+    assert_eq!(field("Exten"), "0612345678");
+
+    // The admin owns no extension: refused, naming the field, and no Originate.
+    let (status, body) = http::request(
+        port,
+        "POST",
+        "/api/calls/originate",
+        Some(&admin),
+        Some(&dial),
+    )
+    .await
+    .expect("click-to-call as admin");
+    assert_eq!(status, 422, "{body}");
+    let refusal: Value = serde_json::from_str(&body).expect("JSON refusal");
+    assert_eq!(refusal["error"]["field"], "extensions", "{body}");
+    assert_eq!(server.originates().len(), 1);
+}
