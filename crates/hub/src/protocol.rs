@@ -234,6 +234,10 @@ pub struct TicketSummary {
     pub attempts: u32,
     /// Last change.
     pub updated_at: Timestamp,
+    /// This change created the ticket: the first message about it (a later
+    /// message about the same ticket says `false`).
+    #[serde(default)]
+    pub created: bool,
 }
 
 /// Today's figures, computed by the server and pushed as a whole; the hub only

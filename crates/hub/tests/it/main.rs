@@ -492,6 +492,7 @@ fn tickets_go_to_assignee_call_agent_and_supervisors_only() {
         due_at: None,
         attempts: 1,
         updated_at: at(70),
+        created: false,
     });
     for (conn, expected) in [(&mut a, 1), (&mut b, 1), (&mut c, 0), (&mut sup, 1)] {
         let got = drain(conn);

@@ -201,6 +201,7 @@ pub fn summary(ticket: &Ticket, customer_name: Option<String>) -> TicketSummary 
         due_at: ticket.due_at,
         attempts: u32::try_from(ticket.attempts).unwrap_or(0),
         updated_at: ticket.updated_at,
+        created: false,
     }
 }
 

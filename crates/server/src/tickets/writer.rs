@@ -76,6 +76,8 @@ pub struct TicketWriter {
     /// Tickets the batch changed, published once it is committed (latest state,
     /// in the order they first changed).
     changed_tickets: Vec<Ticket>,
+    /// Tickets of `changed_tickets` that the batch created.
+    created_tickets: HashSet<i64>,
 }
 
 impl TicketWriter {
@@ -99,6 +101,7 @@ impl TicketWriter {
             callback_users: HashSet::new(),
             journal: HashMap::new(),
             changed_tickets: Vec::new(),
+            created_tickets: HashSet::new(),
         }
     }
 
@@ -143,6 +146,7 @@ impl TicketWriter {
     async fn write(&mut self, events: &[CallEvent]) -> Result<bool, StoreError> {
         self.journal.clear();
         self.changed_tickets.clear();
+        self.created_tickets.clear();
         match self.write_in_one(events).await {
             Ok(changed) => {
                 self.journal.clear();
@@ -151,7 +155,8 @@ impl TicketWriter {
                         .customer_id
                         .and_then(|id| self.cards.cache.get(id.0))
                         .map(|c| c.name);
-                    let summary = summary(&ticket, name);
+                    let mut summary = summary(&ticket, name);
+                    summary.created = self.created_tickets.contains(&ticket.id.0);
                     self.hub.publish_ticket(&summary);
                     self.feed.send(summary).await;
                 }
@@ -165,6 +170,7 @@ impl TicketWriter {
                     };
                 }
                 self.changed_tickets.clear();
+                self.created_tickets.clear();
                 Err(error)
             }
         }
@@ -459,6 +465,7 @@ impl TicketWriter {
         };
         match tx.insert_ticket(&new).await? {
             Some(ticket) => {
+                self.created_tickets.insert(ticket.id.0);
                 self.publish(&ticket);
                 Ok((true, Some(ticket)))
             }
@@ -526,6 +533,7 @@ impl TicketWriter {
         };
         match tx.insert_ticket(&new).await? {
             Some(ticket) => {
+                self.created_tickets.insert(ticket.id.0);
                 self.publish(&ticket);
                 Ok((true, Some(ticket)))
             }

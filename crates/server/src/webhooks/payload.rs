@@ -286,6 +286,7 @@ mod tests {
             due_at: None,
             attempts: 2,
             updated_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            created: true,
         };
         let (name, body) = ticket_json(&ticket);
         assert_eq!(name, "ticket_changed");
@@ -297,6 +298,7 @@ mod tests {
         assert_eq!(value["ticket"]["status"], "open");
         assert_eq!(value["ticket"]["subject"], "À rappeler : <b>Dupont</b>");
         assert_eq!(value["ticket"]["attempts"], 2);
+        assert_eq!(value["ticket"]["created"], true);
     }
 
     #[test]
