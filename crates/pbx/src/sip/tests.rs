@@ -1817,6 +1817,65 @@ fn captured_kamailio_flows() {
     }
 }
 
+/// The real ring-group capture, with each forked INVITE mirrored late: after
+/// its phone's 180 and the copy relayed to the caller, as Kamailio's workers
+/// can deliver them. The phones ring, not the group number, as in order.
+#[test]
+fn captured_ring_group_with_every_fork_mirrored_after_its_ringing() {
+    let capture: &[u8] = include_bytes!("captures/ring-group.cap");
+    let mut records: Vec<&[u8]> = Vec::new();
+    let mut rest = capture;
+    while let [a, b, c, d, tail @ ..] = rest {
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        let (datagram, after) = tail.split_at(len);
+        records.push(datagram);
+        rest = after;
+    }
+    let packet = |r: &[u8]| crate::hep::decode(r).unwrap();
+    // The first INVITE to each phone: two Vias (Kamailio's on the caller's).
+    let mut phones = Vec::new();
+    let forks: Vec<usize> = (0..records.len())
+        .filter(|&i| {
+            let p = packet(records[i]);
+            let fork = p.payload.starts_with(b"INVITE ")
+                && String::from_utf8_lossy(&p.payload)
+                    .matches("\nVia:")
+                    .count()
+                    == 2;
+            let first = fork && !phones.contains(&p.dst);
+            if first {
+                phones.push(p.dst);
+            }
+            first
+        })
+        .collect();
+    assert_eq!(forks.len(), 3, "the capture forks to 201, 202 and 203");
+    let mut moved = records.clone();
+    for &fork in forks.iter().rev() {
+        let phone = packet(records[fork]).dst;
+        // After the first 180 from that phone, and the one record after it (its
+        // copy relayed to the caller).
+        let ringing = (fork..records.len())
+            .find(|&i| {
+                let p = packet(records[i]);
+                p.src == phone && p.payload.starts_with(b"SIP/2.0 180")
+            })
+            .unwrap();
+        let record = moved.remove(fork);
+        moved.insert(ringing + 1, record);
+    }
+    assert_ne!(moved, records);
+    let mut reordered = Vec::new();
+    for r in moved {
+        reordered.extend_from_slice(&u32::try_from(r.len()).unwrap().to_be_bytes());
+        reordered.extend_from_slice(r);
+    }
+    let in_order = replay(capture);
+    let late = replay(&reordered);
+    assert_eq!(late, in_order);
+    assert!(late.contains(&ringing("201")), "{late:?}");
+}
+
 #[test]
 fn request_uris_rsip_cannot_split_still_track() {
     // tel: and IPv6 Request-URIs, and user parameters, as gateways send them.
