@@ -40,8 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or("capture")
             .to_owned();
         let capture = std::fs::read(&path)?;
-        let datagrams = records(&capture)
-            .ok_or_else(|| format!("{}: truncated record", path.display()))?;
+        let datagrams =
+            records(&capture).ok_or_else(|| format!("{}: truncated record", path.display()))?;
         let mut payloads = Vec::with_capacity(datagrams.len());
         for (i, datagram) in datagrams.iter().enumerate() {
             std::fs::write(hep_dir.join(format!("{name}-{i:03}")), datagram)?;

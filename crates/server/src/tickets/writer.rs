@@ -26,7 +26,7 @@ use fiche_store::{
     UserId,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
@@ -78,6 +78,9 @@ pub struct TicketWriter {
     changed_tickets: Vec<Ticket>,
     /// Tickets of `changed_tickets` that the batch created.
     created_tickets: HashSet<i64>,
+    /// Customers the batch's calls are with, and when each call started: the
+    /// store made it their last contact, the index follows once committed.
+    contacts: Vec<(CustomerId, DateTime<Utc>)>,
 }
 
 impl TicketWriter {
@@ -102,6 +105,7 @@ impl TicketWriter {
             journal: HashMap::new(),
             changed_tickets: Vec::new(),
             created_tickets: HashSet::new(),
+            contacts: Vec::new(),
         }
     }
 
@@ -147,9 +151,22 @@ impl TicketWriter {
         self.journal.clear();
         self.changed_tickets.clear();
         self.created_tickets.clear();
+        self.contacts.clear();
         match self.write_in_one(events).await {
             Ok(changed) => {
                 self.journal.clear();
+                if !self.contacts.is_empty() {
+                    // Among customers sharing a number, the next pop shows the one
+                    // last in touch first, as the index built at start would.
+                    let mut index = self
+                        .cards
+                        .index
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for (customer, at) in self.contacts.drain(..) {
+                        index.touch(fiche_matcher::CustomerId(customer.0), at);
+                    }
+                }
                 for ticket in std::mem::take(&mut self.changed_tickets) {
                     let name = ticket
                         .customer_id
@@ -171,6 +188,7 @@ impl TicketWriter {
                 }
                 self.changed_tickets.clear();
                 self.created_tickets.clear();
+                self.contacts.clear();
                 Err(error)
             }
         }
@@ -238,6 +256,9 @@ impl TicketWriter {
                 }
                 self.identify(&mut track);
                 tx.upsert_call(&call_row(event.call_id, &track)).await?;
+                if let Some(customer) = track.customer_id {
+                    self.contacts.push((customer, track.started_at));
+                }
                 self.touch(event.call_id);
                 self.tracks.insert(event.call_id, track);
                 Ok(false)

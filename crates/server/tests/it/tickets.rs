@@ -374,6 +374,77 @@ async fn the_pop_card_names_the_caller_then_brings_the_file() {
     fiche.stop().await;
 }
 
+/// Two customers behind one switchboard number: the pop shows first the one
+/// last in touch, and a call from one of them on another line changes that at
+/// once, not at the next restart.
+#[tokio::test]
+async fn a_shared_number_pops_the_customer_last_in_touch_first() {
+    let fiche = Running::start("").await;
+    let customer = |name: &str, phones: &[&str]| {
+        let phones: Vec<Value> = phones
+            .iter()
+            .map(|p| serde_json::json!({ "number": p }))
+            .collect();
+        serde_json::json!({ "name": name, "company": "Port de Brest", "phones": phones })
+    };
+    for body in [
+        customer("Hélène Le Goff", &["01 40 00 00 00"]),
+        customer("Marc Kervella", &["01 40 00 00 00", "06 11 22 33 44"]),
+    ] {
+        let (status, body) = fiche.request("POST", "/api/customers", Some(&body)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = fiche
+        .request(
+            "POST",
+            "/api/users",
+            Some(&serde_json::json!({
+                "login": "claire", "display_name": "Claire", "role": "agent",
+                "extensions": ["201"], "password": "claire-password"
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = fiche.login("claire", "claire-password").await;
+    let mut ws = super::connect_ws(fiche.http, "/ws", Some(&token))
+        .await
+        .unwrap();
+    next_of(&mut ws, "snapshot").await;
+    let popped = |pop: &Value| pop["card"]["customer"]["name"].as_str().map(str::to_owned);
+    let wait_for_row = |number: &'static str| {
+        let path = format!("/api/calls?number={number}&limit=10");
+        let fiche = &fiche;
+        async move {
+            until(fiche, &path, |page| {
+                page["items"]
+                    .as_array()
+                    .is_some_and(|items| !items.is_empty())
+            })
+            .await
+        }
+    };
+
+    // Nobody was in touch yet: the first customer, Hélène; her call makes her the last.
+    send_udp(fiche.hep, &flow("shared-1", "0140000000", "201", true)).await;
+    let pop = next_of(&mut ws, "pop").await;
+    assert_eq!(popped(&pop).as_deref(), Some("Hélène Le Goff"), "{pop}");
+    assert_eq!(
+        pop["card"]["other_matches"].as_array().map(Vec::len),
+        Some(1)
+    );
+    wait_for_row("%2B33140000000").await;
+
+    // Marc calls from his mobile: now he is the last in touch.
+    send_udp(fiche.hep, &flow("marc-mobile", "0611223344", "201", true)).await;
+    let pop = next_of(&mut ws, "pop").await;
+    assert_eq!(popped(&pop).as_deref(), Some("Marc Kervella"), "{pop}");
+    wait_for_row("%2B33611223344").await;
+
+    send_udp(fiche.hep, &flow("shared-2", "0140000000", "201", true)).await;
+    let pop = next_of(&mut ws, "pop").await;
+    assert_eq!(popped(&pop).as_deref(), Some("Marc Kervella"), "{pop}");
+}
+
 #[tokio::test]
 async fn a_later_call_joins_the_customers_open_ticket_when_configured() {
     let fiche = Running::start("[tickets]\nlink_to_open_ticket = true\n").await;
