@@ -298,6 +298,28 @@ async fn next_of(ws: &mut super::Ws, kind: &str) -> Value {
     }
 }
 
+/// Claire, agent at extension 201, logged in with her page's socket open
+/// (its snapshot read); her session token and the socket.
+async fn claire_at_201(fiche: &Running) -> (String, super::Ws) {
+    let (status, body) = fiche
+        .request(
+            "POST",
+            "/api/users",
+            Some(&serde_json::json!({
+                "login": "claire", "display_name": "Claire", "role": "agent",
+                "extensions": ["201"], "password": "claire-password"
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let token = fiche.login("claire", "claire-password").await;
+    let mut ws = super::connect_ws(fiche.http, "/ws", Some(&token))
+        .await
+        .unwrap();
+    next_of(&mut ws, "snapshot").await;
+    (token, ws)
+}
+
 #[tokio::test]
 async fn the_pop_card_names_the_caller_then_brings_the_file() {
     let fiche = Running::start("").await;
@@ -315,22 +337,7 @@ async fn the_pop_card_names_the_caller_then_brings_the_file() {
         let (status, body) = fiche.request("POST", "/api/customers", Some(&body)).await;
         assert_eq!(status, 201, "{body}");
     }
-    let (status, body) = fiche
-        .request(
-            "POST",
-            "/api/users",
-            Some(&serde_json::json!({
-                "login": "claire", "display_name": "Claire", "role": "agent",
-                "extensions": ["201"], "password": "claire-password"
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let token = fiche.login("claire", "claire-password").await;
-    let mut ws = super::connect_ws(fiche.http, "/ws", Some(&token))
-        .await
-        .unwrap();
-    next_of(&mut ws, "snapshot").await;
+    let (token, mut ws) = claire_at_201(&fiche).await;
 
     send_udp(fiche.hep, &flow("t-pop", "0612345678", "201", false)).await;
     let pop = next_of(&mut ws, "pop").await;
@@ -394,22 +401,7 @@ async fn a_shared_number_pops_the_customer_last_in_touch_first() {
         let (status, body) = fiche.request("POST", "/api/customers", Some(&body)).await;
         assert_eq!(status, 201, "{body}");
     }
-    let (status, body) = fiche
-        .request(
-            "POST",
-            "/api/users",
-            Some(&serde_json::json!({
-                "login": "claire", "display_name": "Claire", "role": "agent",
-                "extensions": ["201"], "password": "claire-password"
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let token = fiche.login("claire", "claire-password").await;
-    let mut ws = super::connect_ws(fiche.http, "/ws", Some(&token))
-        .await
-        .unwrap();
-    next_of(&mut ws, "snapshot").await;
+    let (_, mut ws) = claire_at_201(&fiche).await;
     let popped = |pop: &Value| pop["card"]["customer"]["name"].as_str().map(str::to_owned);
     let wait_for_row = |number: &'static str| {
         let path = format!("/api/calls?number={number}&limit=10");
