@@ -249,6 +249,11 @@ pub async fn run(
     http::users::push_agents(&state.store, &state.hub)
         .await
         .context("loading the agents")?;
+    tasks.spawn(http::users::watch_directory(
+        state.store.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::auth::watch_socket_sessions(
         state.auth.clone(),
         state.store.clone(),

@@ -87,6 +87,15 @@ pub struct NewUser {
     pub password: Option<PasswordHash>,
 }
 
+/// The users' count and latest change (see [`Store::users_stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsersStamp {
+    /// How many users there are.
+    pub count: i64,
+    /// The latest `updated_at` of any user; `None` when there is none.
+    pub last_change: Option<DateTime<Utc>>,
+}
+
 /// A stored user. The password hash is not part of it: see [`Store::user_password`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -212,6 +221,25 @@ impl Store {
             )
             .await?
             .pop())
+    }
+
+    /// What moves whenever a user is added or changed, by any process: a
+    /// server compares it with the last one it saw to know when to reread the
+    /// users (an account changed with `fiche user` while it runs).
+    pub async fn users_stamp(&self) -> Result<UsersStamp> {
+        let (count, last_change): (i64, Option<DateTime<Utc>>) =
+            dispatch!(self, |pool, dialect| {
+                let count: i64 = sqlx::query_scalar(&dialect.sql("SELECT COUNT(*) FROM users"))
+                    .fetch_one(pool)
+                    .await?;
+                let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    &dialect.sql("SELECT updated_at FROM users ORDER BY updated_at DESC LIMIT 1"),
+                )
+                .fetch_optional(pool)
+                .await?;
+                (count, last)
+            });
+        Ok(UsersStamp { count, last_change })
     }
 
     /// Every user, by login.

@@ -156,6 +156,45 @@ pub async fn push_agents(store: &Store, hub: &Hub) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How often the users are checked for changes made outside this server's API.
+const DIRECTORY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps the hub's agent directory in step with accounts changed outside this
+/// server's API (`fiche user` while it runs, another node): every
+/// [`DIRECTORY_CHECK`] it reads [`Store::users_stamp`], and rebuilds the
+/// directory when the stamp moved. A login or a new account through the API
+/// updates the directory at once ([`join_directory`]); this catches the rest.
+pub async fn watch_directory(
+    store: Store,
+    hub: Hub,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(DIRECTORY_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        // Read before the users, so that a change in between moves the next stamp.
+        let stamp = match store.users_stamp().await {
+            Ok(stamp) => stamp,
+            Err(error) => {
+                tracing::warn!(%error, "checking the users for changes");
+                continue;
+            }
+        };
+        if seen == Some(stamp) {
+            continue;
+        }
+        match push_agents(&store, &hub).await {
+            Ok(()) => seen = Some(stamp),
+            Err(error) => tracing::warn!(%error, "refreshing the agent directory"),
+        }
+    }
+}
+
 /// Puts one user in the hub's agent directory (or updates their entry) when
 /// they belong there, without reading every user: a login, a new account.
 /// Falls back to [`push_agents`] when one of their extensions is another

@@ -3,6 +3,7 @@
 use super::{call_flow, connect_ws, hep_packet, json, send_udp, Running, Ws, ADMIN_PASSWORD, WAIT};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Creates a user through the admin API; returns its id.
@@ -333,12 +334,7 @@ async fn next_message(ws: &mut Ws) -> Value {
 
 /// The next message that is not a heartbeat.
 async fn next_news(ws: &mut Ws) -> Value {
-    loop {
-        let message = next_message(ws).await;
-        if message["type"] != "ping" {
-            return message;
-        }
-    }
+    next_news_within(ws, WAIT).await
 }
 
 /// A call ringing at `extension` (INVITE and 180), sent as HEP.
@@ -491,7 +487,52 @@ async fn an_agent_added_from_the_command_line_joins_the_board_at_login() {
     };
     assert_eq!(extensions_of("Yann"), Some(json!(["204"])), "{directory}");
     assert_eq!(extensions_of("Nadia"), Some(json!([])), "{directory}");
+
+    // Nadia is disabled from the command line and nobody logs in: the board
+    // drops her within a check of the users (5 s).
+    let cli = fiche_store::Store::connect(&url).await.unwrap();
+    cli.set_disabled(user.id, true).await.unwrap();
+    cli.close().await;
+    let without_nadia = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let news = next_news_within(&mut board, Duration::from_secs(15)).await;
+            let gone = news["type"] == "agents"
+                && news["agents"]
+                    .as_array()
+                    .is_some_and(|agents| agents.iter().all(|a| a["name"] != "Nadia"));
+            if gone {
+                break news;
+            }
+        }
+    })
+    .await
+    .expect("the board drops a user disabled from the command line");
+    assert!(
+        without_nadia["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "Yann"),
+        "{without_nadia}"
+    );
     fiche.stop().await;
+}
+
+/// The next message that is not a ping, waiting at most `limit`.
+async fn next_news_within(ws: &mut Ws, limit: Duration) -> Value {
+    loop {
+        let message = tokio::time::timeout(limit, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "ping" {
+                return value;
+            }
+        }
+    }
 }
 
 /// One login over its own connection, with a wait long enough for a queue of

@@ -244,3 +244,37 @@ async fn spawn_change(store: Store, id: UserId, demote: bool) -> Result<(), Stor
     .await
     .unwrap()
 }
+
+async fn the_users_stamp_moves_with_every_change(db: &TestDb) {
+    let empty = db.store.users_stamp().await.unwrap();
+    assert_eq!((empty.count, empty.last_change), (0, None));
+    let claire = db.store.add_user(&claire()).await.unwrap();
+    let mut seen = vec![empty, db.store.users_stamp().await.unwrap()];
+    assert_eq!(seen[1].count, 1);
+    // A change from another process: each one gives a stamp never seen before.
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    pause().await;
+    db.store
+        .set_extensions(claire.id, &["201".to_owned()])
+        .await
+        .unwrap();
+    seen.push(db.store.users_stamp().await.unwrap());
+    pause().await;
+    db.store.set_disabled(claire.id, true).await.unwrap();
+    seen.push(db.store.users_stamp().await.unwrap());
+    pause().await;
+    db.store
+        .set_role(claire.id, Role::Supervisor)
+        .await
+        .unwrap();
+    seen.push(db.store.users_stamp().await.unwrap());
+    for (i, stamp) in seen.iter().enumerate() {
+        assert!(
+            !seen[..i].contains(stamp),
+            "stamp {i} seen before: {seen:?}"
+        );
+    }
+    // Nothing changed: the same stamp.
+    assert_eq!(db.store.users_stamp().await.unwrap(), seen[4]);
+}
+store_test!(the_users_stamp_moves_with_every_change);
