@@ -171,7 +171,7 @@ async fn a_disabled_user_loses_their_session_and_cannot_log_in() {
         200
     );
     let mut socket = connect_ws(fiche.http, "/ws", Some(&token)).await.unwrap();
-    assert_eq!(next_message(&mut socket).await["type"], "snapshot");
+    assert_eq!(super::next_event(&mut socket).await["type"], "snapshot");
 
     let (status, body) = fiche
         .request(
@@ -317,19 +317,6 @@ async fn agents_cannot_use_admin_routes_or_the_raw_event_stream() {
         403
     );
     fiche.stop().await;
-}
-
-async fn next_message(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("socket open")
-            .unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
 }
 
 /// The next message that is not a heartbeat.
@@ -518,19 +505,12 @@ async fn an_agent_added_from_the_command_line_joins_the_board_at_login() {
     fiche.stop().await;
 }
 
-/// The next message that is not a ping, waiting at most `limit`.
+/// The next message that is not a ping, waiting at most `limit` for each.
 async fn next_news_within(ws: &mut Ws, limit: Duration) -> Value {
     loop {
-        let message = tokio::time::timeout(limit, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("socket open")
-            .unwrap();
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["type"] != "ping" {
-                return value;
-            }
+        let message = super::next_event_within(ws, limit).await;
+        if message["type"] != "ping" {
+            return message;
         }
     }
 }

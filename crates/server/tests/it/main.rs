@@ -189,10 +189,15 @@ async fn connect_ws(http: SocketAddr, path: &str, token: Option<&str>) -> Result
 }
 
 async fn next_event(ws: &mut Ws) -> Value {
+    next_event_within(ws, WAIT).await
+}
+
+/// The next text message, parsed, waiting at most `limit`.
+async fn next_event_within(ws: &mut Ws, limit: Duration) -> Value {
     loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
+        let message = tokio::time::timeout(limit, ws.next())
             .await
-            .expect("an event within 5 s")
+            .expect("a message in time")
             .expect("socket open")
             .unwrap();
         if let Message::Text(text) = message {
