@@ -246,12 +246,15 @@ pub async fn run(
         auth: Arc::new(crate::auth::Auth::new(config.auth.session_ttl())),
         tickets_feed,
     };
+    // Read before the users, so that the watcher starts from what is loaded.
+    let users_stamp = state.store.users_stamp().await.ok();
     http::users::push_agents(&state.store, &state.hub)
         .await
         .context("loading the agents")?;
     tasks.spawn(http::users::watch_directory(
         state.store.clone(),
         state.hub.clone(),
+        users_stamp,
         shutdown.clone(),
     ));
     tasks.spawn(crate::auth::watch_socket_sessions(

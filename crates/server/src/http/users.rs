@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use fiche_hub::{AgentInfo, Hub};
-use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId};
+use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId, UsersStamp};
 use serde::Deserialize;
 use tracing::info;
 
@@ -164,14 +164,15 @@ const DIRECTORY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// [`DIRECTORY_CHECK`] it reads [`Store::users_stamp`], and rebuilds the
 /// directory when the stamp moved. A login or a new account through the API
 /// updates the directory at once ([`join_directory`]); this catches the rest.
+/// `seen` is the stamp of the directory already loaded, if known.
 pub async fn watch_directory(
     store: Store,
     hub: Hub,
+    mut seen: Option<UsersStamp>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut every = tokio::time::interval(DIRECTORY_CHECK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
