@@ -152,7 +152,16 @@ fn render(events: &[Value]) -> Vec<String> {
                     show_party(&event["caller"]),
                     show_party(&event["callee"])
                 ),
-                "transferred" => format!("{} {}", text("to"), text("kind")).to_lowercase(),
+                "transferred" => {
+                    let mut s = format!("{} {}", text("to"), text("kind"));
+                    if let Some(by) = event["by"].as_str() {
+                        s.push_str(&format!(" by {by}"));
+                    }
+                    if let Some(transferee) = event["transferee"].as_str() {
+                        s.push_str(&format!(" sending {transferee}"));
+                    }
+                    s
+                }
                 "ended" => format!("{}: {}", text("outcome"), text("cause")),
                 _ => String::new(),
             };
@@ -181,7 +190,7 @@ fn event_fields(kind: &str) -> &'static [&'static str] {
         "ringing" | "answered" => &["extension"],
         "ringing_stopped" => &["extension", "cause"],
         "parties_updated" => &["caller", "callee"],
-        "transferred" => &["to", "kind"],
+        "transferred" => &["kind", "by", "transferee", "to"],
         "ended" => &["outcome", "cause"],
         _ => &[],
     }
@@ -199,7 +208,9 @@ const LIVE_FIELDS: &[&str] = &[
     "ringing_extensions",
     "rang_extensions",
     "agent_extension",
+    "answered_by",
     "transferred_to",
+    "transfers",
     "diverted_from",
     "started_at",
     "answered_at",
@@ -598,7 +609,7 @@ async fn blind_transfer_201_to_202() {
             INBOUND,
             "#1 ringing 201",
             "#1 answered 201",
-            "#1 transferred 202 blind",
+            "#1 transferred 202 blind by 201 sending 0612345678",
             "#1 ringing 202",
             "#1 ringing_stopped 202: answered",
             &format!("#1 ended answered: {NORMAL_CLEARING}"),
@@ -623,7 +634,7 @@ async fn attended_transfer() {
             "#2 call_started internal caller=201 (claire) callee=202",
             "#2 ringing 202",
             "#2 answered 202",
-            "#1 transferred 202 attended",
+            "#1 transferred 202 attended by 201 sending 0612345678",
             "#1 resumed",
             "#2 ended answered: attended transfer completed",
             &format!("#1 ended answered: {NORMAL_CLEARING}"),

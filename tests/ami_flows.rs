@@ -138,13 +138,13 @@ fn render(events: &[CallEvent]) -> Vec<String> {
                     show_party(callee)
                 )
                 .to_lowercase(),
-                CallEventKind::Ringing { extension } => extension.clone(),
+                CallEventKind::Ringing { extension } => extension.to_string(),
                 CallEventKind::RingingStopped { extension, cause } => {
                     format!("{extension}: {cause}")
                 }
-                CallEventKind::Answered { extension } => {
-                    extension.clone().unwrap_or_else(|| "-".into())
-                }
+                CallEventKind::Answered { extension } => extension
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |e| e.to_string()),
                 CallEventKind::PartiesUpdated { caller, callee } => {
                     format!(
                         "caller={} callee={}",
@@ -153,7 +153,16 @@ fn render(events: &[CallEvent]) -> Vec<String> {
                     )
                 }
                 CallEventKind::Held | CallEventKind::Resumed => String::new(),
-                CallEventKind::Transferred { to, kind } => format!("{to} {kind:?}").to_lowercase(),
+                CallEventKind::Transferred(t) => {
+                    let mut s = format!("{} {}", t.to.as_deref().unwrap_or("-"), t.kind.as_str());
+                    if let Some(by) = &t.by {
+                        s.push_str(&format!(" by {by}"));
+                    }
+                    if let Some(transferee) = &t.transferee {
+                        s.push_str(&format!(" sending {transferee}"));
+                    }
+                    s
+                }
                 CallEventKind::Ended { outcome, cause } => format!("{}: {cause}", outcome.as_str()),
             };
             format!("#{n} {} {details}", event.kind.name())
@@ -296,7 +305,7 @@ async fn blind_transfer() {
             INBOUND,
             "#1 ringing 201",
             "#1 answered 201",
-            "#1 transferred 202 blind",
+            "#1 transferred 202 blind by 201 sending 0612345678",
             "#1 ringing 202",
             "#1 ringing_stopped 202: answered",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",
@@ -321,7 +330,7 @@ async fn attended_transfer() {
             "#2 call_started internal caller=201 (claire) callee=202",
             "#2 ringing 202",
             "#2 answered 202",
-            "#1 transferred 202 attended",
+            "#1 transferred 202 attended by 201 sending 0612345678",
             "#1 resumed",
             "#2 ended answered: attended transfer completed",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",

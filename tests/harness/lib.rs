@@ -12,6 +12,7 @@ pub mod events;
 pub mod fiche_ami;
 pub mod http;
 pub mod process;
+pub mod recordings;
 pub mod testbed;
 pub mod webhook_receiver;
 pub mod ws;

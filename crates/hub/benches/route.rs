@@ -7,7 +7,9 @@
 use chrono::{DateTime, Duration as ChronoDuration};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fiche_hub::{AgentInfo, Card, Connection, CustomerCard, Hub, HubConfig, Role, Viewer};
-use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp};
+use fiche_pbx::{
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
+};
 use std::time::{Duration, Instant};
 
 /// Supervisors watching the board while agents work.
@@ -29,6 +31,10 @@ fn at(s: i64) -> Timestamp {
 
 fn ext(i: usize) -> String {
     format!("{}", 10_000 + i)
+}
+
+fn extension(i: usize) -> Extension {
+    Extension::new(&ext(i)).unwrap_or_else(|| unreachable!("a number is never empty"))
 }
 
 fn event(key: &str, kind: CallEventKind) -> CallEvent {
@@ -115,7 +121,7 @@ impl Bench {
         };
         for i in 0..BACKGROUND_CALLS {
             let key = format!("bg{i}");
-            let e = ext(agents - 1 - i % agents);
+            let e = extension(agents - 1 - i % agents);
             bench.hub.publish_call(&started(&key), None);
             bench.hub.publish_call(
                 &event(
@@ -160,7 +166,12 @@ impl Bench {
         let pop = Instant::now();
         for &i in ringing {
             self.hub.publish_call(
-                &event(&key, CallEventKind::Ringing { extension: ext(i) }),
+                &event(
+                    &key,
+                    CallEventKind::Ringing {
+                        extension: extension(i),
+                    },
+                ),
                 None,
             );
         }
@@ -169,7 +180,7 @@ impl Bench {
             &event(
                 &key,
                 CallEventKind::Answered {
-                    extension: Some(ext(ringing[0])),
+                    extension: Some(extension(ringing[0])),
                 },
             ),
             None,

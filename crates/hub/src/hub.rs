@@ -347,7 +347,7 @@ impl Hub {
         };
         let meta = state.meta.get(&call_id);
         let mut exts = concerned(call, meta);
-        exts.extend(call.ringing_extensions.iter().cloned());
+        exts.extend(call.ringing_extensions.iter().map(|e| e.to_string()));
         let body = ServerMessage::Card {
             call_id,
             card: &card,
@@ -499,7 +499,7 @@ fn concerned(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
     }
     let mut exts = Vec::with_capacity(2);
     if let Some(agent) = &call.agent_extension {
-        exts.push(agent.clone());
+        exts.push(agent.to_string());
     }
     if let Some(answered) = meta.and_then(|m| m.answered_by.as_ref()) {
         if !exts.contains(answered) {
@@ -514,8 +514,8 @@ fn occupied(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
     let mut exts = concerned(call, meta);
     if call.state != CallState::Ended {
         for ext in &call.ringing_extensions {
-            if !exts.contains(ext) {
-                exts.push(ext.clone());
+            if !exts.iter().any(|e| e == ext) {
+                exts.push(ext.to_string());
             }
         }
     }
@@ -713,9 +713,9 @@ impl State {
             }
             match &event.kind {
                 CallEventKind::Answered { extension } if changed => {
-                    meta.answered_by = extension.clone();
+                    meta.answered_by = extension.as_ref().map(|e| e.to_string());
                 }
-                CallEventKind::Transferred { .. } if changed => meta.answered_by = None,
+                CallEventKind::Transferred(_) if changed => meta.answered_by = None,
                 _ => {}
             }
         }
@@ -756,14 +756,14 @@ impl State {
                     if matches!(call.state, CallState::Answered | CallState::Held) {
                         answered_by = meta.and_then(|m| m.answered_by.clone());
                     }
-                    withdrawals.push((extension.clone(), cause.clone()));
+                    withdrawals.push((extension.to_string(), cause.clone()));
                 }
             }
             CallEventKind::Answered { extension } => {
                 let answerer = extension.as_deref();
                 for ext in &ringing_before {
                     if Some(ext.as_str()) != answerer {
-                        withdrawals.push((ext.clone(), "answered elsewhere".to_owned()));
+                        withdrawals.push((ext.to_string(), "answered elsewhere".to_owned()));
                     }
                 }
                 if let Some(m) = meta {
@@ -775,7 +775,7 @@ impl State {
                         }
                     }
                 }
-                answered_by = extension.clone();
+                answered_by = extension.as_ref().map(|e| e.to_string());
                 agent_exts = merge(&occupied_before, &occupied_after);
                 agent_exts.retain(|e| !withdrawals.iter().any(|(w, _)| w == e));
             }
@@ -877,7 +877,7 @@ impl State {
                 let Some(call) = self.calls.get(id) else {
                     continue;
                 };
-                let found = if call.ringing_extensions.contains(ext) {
+                let found = if call.ringing_extensions.iter().any(|e| e == ext) {
                     (1, AgentState::Ringing)
                 } else if call.state == CallState::Held {
                     (2, AgentState::OnHold)

@@ -20,5 +20,6 @@ pub mod driver;
 pub use direction::ExtensionPatterns;
 pub use live::{CallState, LiveCall, LiveCalls};
 pub use model::{
-    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, EmptyExtension, Extension, Outcome, Party, Source,
+    Timestamp, Transfer, TransferKind,
 };

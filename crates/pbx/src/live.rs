@@ -5,7 +5,8 @@
 //! configurable linger time so that a board can show how they ended.
 
 use crate::model::{
-    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
+    Transfer,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -44,13 +45,18 @@ pub struct LiveCall {
     /// Who is called.
     pub callee: Party,
     /// Extensions ringing now (empty once answered or ended).
-    pub ringing_extensions: Vec<String>,
+    pub ringing_extensions: Vec<Extension>,
     /// Every extension that rang during the call, in order.
-    pub rang_extensions: Vec<String>,
-    /// The extension that answered (or placed an outbound call).
-    pub agent_extension: Option<String>,
+    pub rang_extensions: Vec<Extension>,
+    /// The agent the call is with now: who answered (or placed an outbound
+    /// call), then the target of each transfer.
+    pub agent_extension: Option<Extension>,
+    /// The first phone that answered, whatever transfers came after.
+    pub answered_by: Option<Extension>,
     /// Transfer targets, in order.
-    pub transferred_to: Vec<String>,
+    pub transferred_to: Vec<Extension>,
+    /// Each transfer: its kind, who transferred, who was sent on, and where.
+    pub transfers: Vec<Transfer>,
     /// Forwarding history from the signalling.
     pub diverted_from: Vec<String>,
     /// When the call started.
@@ -92,7 +98,9 @@ impl LiveCalls {
                 return false;
             }
             let agent_extension = match direction {
-                Direction::Outbound | Direction::Internal => caller.number.clone(),
+                Direction::Outbound | Direction::Internal => {
+                    caller.number.as_deref().and_then(Extension::new)
+                }
                 Direction::Inbound => None,
             };
             self.calls.insert(
@@ -108,7 +116,9 @@ impl LiveCalls {
                     ringing_extensions: Vec::new(),
                     rang_extensions: Vec::new(),
                     agent_extension,
+                    answered_by: None,
                     transferred_to: Vec::new(),
+                    transfers: Vec::new(),
                     diverted_from: diverted_from.clone(),
                     started_at: event.at,
                     answered_at: None,
@@ -153,6 +163,7 @@ impl LiveCalls {
                 call.state = CallState::Answered;
                 call.answered_at = Some(event.at);
                 call.ringing_extensions.clear();
+                call.answered_by = extension.clone();
                 if extension.is_some() && call.direction == Direction::Inbound {
                     call.agent_extension = extension.clone();
                 }
@@ -173,10 +184,13 @@ impl LiveCalls {
                 }
                 call.state = CallState::Answered;
             }
-            CallEventKind::Transferred { to, .. } => {
-                call.transferred_to.push(to.clone());
-                if call.direction == Direction::Inbound || call.agent_extension.is_some() {
-                    call.agent_extension = Some(to.clone());
+            CallEventKind::Transferred(transfer) => {
+                call.transfers.push(transfer.clone());
+                if let Some(to) = &transfer.to {
+                    call.transferred_to.push(to.clone());
+                    if call.direction == Direction::Inbound || call.agent_extension.is_some() {
+                        call.agent_extension = Some(to.clone());
+                    }
                 }
             }
             CallEventKind::Ended { outcome, cause } => {
@@ -231,6 +245,10 @@ mod tests {
     use super::*;
     use chrono::DateTime;
 
+    fn ext(s: &str) -> Extension {
+        Extension::new(s).unwrap()
+    }
+
     fn at(s: i64) -> Timestamp {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default()
     }
@@ -268,18 +286,13 @@ mod tests {
     fn ring_group_answered_by_one() {
         let mut t = LiveCalls::new();
         assert!(t.apply(&started()));
-        for ext in ["201", "202", "203"] {
-            assert!(t.apply(&ev(
-                1,
-                CallEventKind::Ringing {
-                    extension: ext.into()
-                }
-            )));
+        for e in ["201", "202", "203"] {
+            assert!(t.apply(&ev(1, CallEventKind::Ringing { extension: ext(e) })));
         }
         assert!(!t.apply(&ev(
             1,
             CallEventKind::Ringing {
-                extension: "202".into()
+                extension: ext("202")
             }
         )));
         let id = CallId::from_source_key(Source::Hep, "c1");
@@ -287,12 +300,13 @@ mod tests {
         assert!(t.apply(&ev(
             3,
             CallEventKind::Answered {
-                extension: Some("202".into())
+                extension: Some(ext("202"))
             }
         )));
         let call = t.get(&id).cloned().unwrap();
         assert_eq!(call.state, CallState::Answered);
         assert_eq!(call.agent_extension.as_deref(), Some("202"));
+        assert_eq!(call.answered_by.as_deref(), Some("202"));
         assert!(call.ringing_extensions.is_empty());
         assert_eq!(call.rang_extensions, ["201", "202", "203"]);
         assert!(t.apply(&ev(4, CallEventKind::Held)));
@@ -322,7 +336,7 @@ mod tests {
         assert!(!t.apply(&ev(
             1,
             CallEventKind::Ringing {
-                extension: "201".into()
+                extension: ext("201")
             }
         )));
         assert!(t.is_empty());

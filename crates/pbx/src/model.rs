@@ -133,6 +133,128 @@ pub enum TransferKind {
     Blind,
     /// After a consultation call (REFER with Replaces, AMI AttendedTransfer).
     Attended,
+    /// An attended transfer completed while the target still rang: the
+    /// transferer consulted nobody, the transferee hears the target ring.
+    Blonde,
+}
+
+impl TransferKind {
+    /// The lowercase name used in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Blind => "blind",
+            TransferKind::Attended => "attended",
+            TransferKind::Blonde => "blonde",
+        }
+    }
+}
+
+/// A phone's extension, or a number, as the phone system names a party: never empty.
+///
+/// Pops are routed by extension, so an empty one would match nobody and hide
+/// a call; the type makes it impossible. Built with [`Extension::new`], which
+/// trims and refuses an empty value; deserialising refuses it too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Extension(String);
+
+/// The error of an empty [`Extension`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an extension cannot be empty")]
+pub struct EmptyExtension;
+
+impl Extension {
+    /// `value` trimmed, or `None` when nothing is left.
+    pub fn new(value: &str) -> Option<Self> {
+        let value = value.trim();
+        (!value.is_empty()).then(|| Extension(value.to_owned()))
+    }
+
+    /// The extension as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Extension {
+    type Error = EmptyExtension;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value.trim().len() == value.len() && !value.is_empty() {
+            Ok(Extension(value))
+        } else {
+            Extension::new(&value).ok_or(EmptyExtension)
+        }
+    }
+}
+
+impl From<Extension> for String {
+    fn from(value: Extension) -> Self {
+        value.0
+    }
+}
+
+impl std::ops::Deref for Extension {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Extension {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Extension {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Extension {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for Extension {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Extension> for String {
+    fn eq(&self, other: &Extension) -> bool {
+        self == &other.0
+    }
+}
+
+impl PartialEq<&str> for Extension {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for Extension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One transfer of a call: who sent whom where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Blind, attended or blonde.
+    pub kind: TransferKind,
+    /// Who transferred (the phone that pressed transfer), when known.
+    pub by: Option<Extension>,
+    /// Who was sent on (the party the transferer talked to), when known.
+    pub transferee: Option<Extension>,
+    /// The transfer target (extension or number), when known.
+    pub to: Option<Extension>,
 }
 
 /// Something that happened to a call.
@@ -170,20 +292,20 @@ pub enum CallEventKind {
     /// A phone rings. One per ringing phone: a ring group rings several.
     Ringing {
         /// The agent extension that rings.
-        extension: String,
+        extension: Extension,
     },
     /// A phone stopped ringing without the call ending (another phone answered,
     /// that phone declined or timed out) — its pop is withdrawn.
     RingingStopped {
         /// The extension that stopped ringing.
-        extension: String,
+        extension: Extension,
         /// Why, e.g. "answered elsewhere", "busy", "no answer".
         cause: String,
     },
     /// The call was answered.
     Answered {
         /// The extension that answered, when known (an outbound call is answered by the far end).
-        extension: Option<String>,
+        extension: Option<Extension>,
     },
     /// Caller or callee identity changed (connected-line update, caller id set by the PBX).
     PartiesUpdated {
@@ -197,12 +319,7 @@ pub enum CallEventKind {
     /// The call was taken off hold.
     Resumed,
     /// The call was transferred.
-    Transferred {
-        /// The transfer target (extension or number).
-        to: String,
-        /// Blind or attended.
-        kind: TransferKind,
-    },
+    Transferred(Transfer),
     /// The call is over. Always the last event of a call.
     Ended {
         /// How it ended.
@@ -223,7 +340,7 @@ impl CallEventKind {
             CallEventKind::PartiesUpdated { .. } => "parties_updated",
             CallEventKind::Held => "held",
             CallEventKind::Resumed => "resumed",
-            CallEventKind::Transferred { .. } => "transferred",
+            CallEventKind::Transferred(_) => "transferred",
             CallEventKind::Ended { .. } => "ended",
         }
     }
@@ -248,7 +365,7 @@ mod tests {
             source: Source::Hep,
             at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
             kind: CallEventKind::Ringing {
-                extension: "201".into(),
+                extension: Extension::new("201").unwrap(),
             },
         };
         let json = serde_json::to_value(&event).unwrap_or_default();
@@ -256,5 +373,28 @@ mod tests {
         assert_eq!(json["extension"], "201");
         assert_eq!(json["source"], "hep");
         assert_eq!(json["at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn an_extension_is_never_empty() {
+        assert_eq!(Extension::new("  "), None);
+        assert_eq!(Extension::new(" 201 ").unwrap(), "201");
+        assert!(serde_json::from_str::<Extension>("\"\"").is_err());
+        assert!(serde_json::from_value::<CallEventKind>(serde_json::json!({
+            "type": "ringing", "extension": ""
+        }))
+        .is_err());
+        let transfer = CallEventKind::Transferred(Transfer {
+            kind: TransferKind::Blonde,
+            by: Extension::new("201"),
+            transferee: Extension::new("202"),
+            to: Extension::new("203"),
+        });
+        let json = serde_json::to_value(&transfer).unwrap_or_default();
+        assert_eq!(json["type"], "transferred");
+        assert_eq!(json["kind"], "blonde");
+        assert_eq!(json["by"], "201");
+        assert_eq!(json["transferee"], "202");
+        assert_eq!(json["to"], "203");
     }
 }

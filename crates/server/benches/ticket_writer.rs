@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source};
+use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source};
 use fiche_server::tickets::{cards::CardMaker, writer::TicketWriter, CustomerCache};
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -62,7 +62,7 @@ fn events(calls: usize) -> Vec<CallEvent> {
             out.push(event(
                 &key,
                 CallEventKind::Ringing {
-                    extension: "201".into(),
+                    extension: Extension::new("201").unwrap(),
                 },
             ));
             let answered = !matches!(i % 10, 6..=8);
@@ -70,7 +70,7 @@ fn events(calls: usize) -> Vec<CallEvent> {
                 out.push(event(
                     &key,
                     CallEventKind::Answered {
-                        extension: Some("201".into()),
+                        extension: Extension::new("201"),
                     },
                 ));
             }

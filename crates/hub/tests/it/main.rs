@@ -7,7 +7,8 @@ use fiche_hub::{
     Role, TicketKind, TicketStatus, TicketSummary, Viewer,
 };
 use fiche_pbx::{
-    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
+    Transfer, TransferKind,
 };
 use futures_util::{Sink, Stream};
 use serde_json::Value;
@@ -94,7 +95,7 @@ fn ringing(key: &str, ext: &str) -> CallEvent {
         key,
         1,
         CallEventKind::Ringing {
-            extension: ext.into(),
+            extension: Extension::new(ext).unwrap(),
         },
     )
 }
@@ -104,7 +105,7 @@ fn answered(key: &str, ext: &str) -> CallEvent {
         key,
         5,
         CallEventKind::Answered {
-            extension: Some(ext.into()),
+            extension: Extension::new(ext),
         },
     )
 }
@@ -249,7 +250,7 @@ fn ring_group_pops_three_then_withdraws_two_naming_who_answered() {
                 "g",
                 5,
                 CallEventKind::RingingStopped {
-                    extension: ext.into(),
+                    extension: Extension::new(ext).unwrap(),
                     cause: "answered elsewhere".into(),
                 },
             ),
@@ -319,7 +320,7 @@ fn ringing_stopped_before_answer_is_completed_with_who_answered() {
             "g",
             4,
             CallEventKind::RingingStopped {
-                extension: "201".into(),
+                extension: Extension::new("201").unwrap(),
                 cause: "answered elsewhere".into(),
             },
         ),
@@ -553,10 +554,12 @@ fn transfer_moves_the_call_to_the_target_agent() {
         &ev(
             "t",
             20,
-            CallEventKind::Transferred {
-                to: "202".into(),
+            CallEventKind::Transferred(Transfer {
                 kind: TransferKind::Blind,
-            },
+                by: None,
+                transferee: None,
+                to: Extension::new("202"),
+            }),
         ),
         None,
     );

@@ -192,6 +192,11 @@ pub enum AmiEvent<'a> {
         transferee: Option<ChannelSnapshot<'a>>,
         /// The transfer target (newer versions).
         transfer_target: Option<ChannelSnapshot<'a>>,
+        /// The bridge of the first call (transferer and transferee).
+        orig_bridge: &'a str,
+        /// The bridge of the consultation call (transferer and target), empty
+        /// when the target still rang (a blonde transfer).
+        second_bridge: &'a str,
     },
     /// The two halves of a Local channel were connected.
     LocalBridge {
@@ -333,6 +338,8 @@ impl<'a> AmiEvent<'a> {
                 second_transferer: ChannelSnapshot::read(m, "SecondTransferer"),
                 transferee: ChannelSnapshot::read(m, "Transferee"),
                 transfer_target: ChannelSnapshot::read(m, "TransferTarget"),
+                orig_bridge: field("OrigBridgeUniqueid"),
+                second_bridge: field("SecondBridgeUniqueid"),
             },
             "LocalBridge" => AmiEvent::LocalBridge {
                 local_one: ChannelSnapshot::read(m, "LocalOne"),

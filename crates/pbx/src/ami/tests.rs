@@ -3,7 +3,7 @@
 //! the call events a user would see.
 
 use super::*;
-use crate::model::{CallEvent, CallEventKind, CallId, Party, Timestamp};
+use crate::model::{CallEvent, CallEventKind, CallId, Extension, Party, Timestamp, Transfer};
 use bytes::BytesMut;
 use chrono::DateTime;
 use std::collections::{BTreeMap, HashMap};
@@ -169,13 +169,13 @@ fn render(events: &[CallEvent]) -> Vec<String> {
                     show_party(callee)
                 )
                 .to_lowercase(),
-                CallEventKind::Ringing { extension } => extension.clone(),
+                CallEventKind::Ringing { extension } => extension.to_string(),
                 CallEventKind::RingingStopped { extension, cause } => {
                     format!("{extension}: {cause}")
                 }
-                CallEventKind::Answered { extension } => {
-                    extension.clone().unwrap_or_else(|| "-".into())
-                }
+                CallEventKind::Answered { extension } => extension
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |e| e.to_string()),
                 CallEventKind::PartiesUpdated { caller, callee } => {
                     format!(
                         "caller={} callee={}",
@@ -184,7 +184,7 @@ fn render(events: &[CallEvent]) -> Vec<String> {
                     )
                 }
                 CallEventKind::Held | CallEventKind::Resumed => String::new(),
-                CallEventKind::Transferred { to, kind } => format!("{to} {kind:?}").to_lowercase(),
+                CallEventKind::Transferred(t) => show_transfer(t),
                 CallEventKind::Ended { outcome, cause } => format!("{}: {cause}", outcome.as_str()),
             };
             format!("#{n} {} {details}", event.kind.name())
@@ -326,7 +326,7 @@ fn blind_transfer() {
             "#1 call_started inbound caller=0612345678 (dupont marie) callee=0412345678",
             "#1 ringing 201",
             "#1 answered 201",
-            "#1 transferred 202 blind",
+            "#1 transferred 202 blind by 201 sending 0612345678",
             "#1 ringing 202",
             "#1 ringing_stopped 202: answered",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",
@@ -346,7 +346,7 @@ fn attended_transfer() {
             "#2 call_started internal caller=201 (claire) callee=202",
             "#2 ringing 202",
             "#2 answered 202",
-            "#1 transferred 202 attended",
+            "#1 transferred 202 attended by 201 sending 0612345678",
             "#1 resumed",
             "#2 ended answered: attended transfer completed",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",
@@ -536,7 +536,7 @@ fn ringing_leg_cancelled_while_the_call_goes_on_is_withdrawn_after_the_grace() {
     assert_eq!(
         stopped.kind,
         CallEventKind::RingingStopped {
-            extension: "201".into(),
+            extension: Extension::new("201").unwrap(),
             cause: "cancelled".into()
         }
     );
@@ -851,11 +851,21 @@ fn call_pickup_answers_the_ringing_call_by_the_picker() {
         [
             "#1 call_started inbound caller=0612345678 callee=600",
             "#1 ringing 201",
-            "#2 call_started outbound caller=202 callee=*8",
             "#1 ringing_stopped 201: answered elsewhere",
             "#1 answered 202",
-            "#2 ended answered: merged into another call",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",
         ]
     );
+}
+
+/// `<to> <kind>[ by <by>][ sending <transferee>]`, the golden form of a transfer.
+fn show_transfer(t: &Transfer) -> String {
+    let mut s = format!("{} {}", t.to.as_deref().unwrap_or("-"), t.kind.as_str());
+    if let Some(by) = &t.by {
+        s.push_str(&format!(" by {by}"));
+    }
+    if let Some(transferee) = &t.transferee {
+        s.push_str(&format!(" sending {transferee}"));
+    }
+    s
 }

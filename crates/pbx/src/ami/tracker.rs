@@ -12,7 +12,8 @@
 use super::event::{AgentFields, AmiEvent, ChannelSnapshot, HangupCause};
 use crate::direction::ExtensionPatterns;
 use crate::model::{
-    CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
+    Transfer, TransferKind,
 };
 use regex::Regex;
 use std::collections::{HashMap, VecDeque};
@@ -105,10 +106,19 @@ pub struct TrackerConfig {
     pub agents: ExtensionPatterns,
     /// How to read an extension from a channel name.
     pub channels: ChannelPatterns,
+    /// Phones the PBX names by an account rather than by their extension
+    /// (`SIP/150010002-…` for extension 202): what a channel pattern reads
+    /// → the extension it stands for.
+    pub aliases: HashMap<String, String>,
     /// How long a cancelled ringing leg waits for its call to end before its
     /// pop is withdrawn: a caller hanging up cancels every leg just before the
     /// call ends, and that should read as one `Ended`, not a stop per phone.
     pub cancel_grace: chrono::Duration,
+    /// How long a new call may go without being presented to anyone (no dial,
+    /// no queue, no ringing phone: an IVR, a voicemail menu) before it is
+    /// announced anyway. Until then its caller id may still be rewritten by
+    /// the dialplan, so the announcement waits for the final one.
+    pub present_after: chrono::Duration,
     /// Name of the PBX this tracker listens to. When set, calls' source keys are
     /// `<pbx>/<Linkedid>`: Linkedids are `<epoch>.<counter>`, so two PBXs (a
     /// cloned VM, an HA pair, two boxes booted in the same second) can hand out
@@ -121,7 +131,9 @@ impl Default for TrackerConfig {
         Self {
             agents: ExtensionPatterns::default(),
             channels: ChannelPatterns::default(),
+            aliases: HashMap::new(),
             cancel_grace: chrono::Duration::seconds(2),
+            present_after: chrono::Duration::seconds(2),
             pbx: String::new(),
         }
     }
@@ -129,9 +141,12 @@ impl Default for TrackerConfig {
 
 #[derive(Debug)]
 struct Channel {
+    name: String,
     linked_id: String,
     local: bool,
-    extension: Option<String>,
+    /// The phone this channel reaches, read from its name and mapped through
+    /// the aliases (not necessarily an agent's).
+    phone: Option<Extension>,
     state: u8,
     held: bool,
     /// The Linkedid this channel had before a transfer moved it: events still
@@ -144,9 +159,23 @@ struct Channel {
     duration_secs: i64,
     caller_id_num: String,
     caller_id_name: String,
+    presentation: Option<u8>,
     connected_line_num: String,
     connected_line_name: String,
+    /// The dialplan extension when the channel was created: on a leg that
+    /// enters the PBX, the number it dialled.
     exten: String,
+    /// The dialplan extension now.
+    exten_now: String,
+    /// The channel whose `Dial` created this one.
+    dialed_by: Option<String>,
+    /// Created by an `Originate` (a `DialBegin` without a caller).
+    originated: bool,
+    /// Dialled, directly or through Local halves, from the `;2` half of an
+    /// originated Local channel: the click-to-dial agent's side.
+    originator_side: bool,
+    /// Bridges entered, newest last (bounded): who talked with whom, for transfers.
+    bridges: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -154,14 +183,19 @@ struct Call {
     call_id: CallId,
     source_key: String,
     started: bool,
+    /// Not started yet: announce it by then even if nobody is dialled.
+    present_by: Option<Timestamp>,
+    /// The caller's channel; for a click-to-dial, the agent's phone.
     origin: Option<String>,
+    /// Placed by an `Originate`: one outbound call from the agent, no pop for her.
+    click_to_dial: bool,
     direction: Direction,
     caller: Party,
     callee: Party,
     channels: Vec<String>,
-    ringing: Vec<String>,
+    ringing: Vec<Extension>,
     /// Ringing legs cancelled, withdrawn unless the call ends by the deadline.
-    cancelled: Vec<(String, Timestamp)>,
+    cancelled: Vec<(Extension, Timestamp)>,
     answered: bool,
     held: bool,
     abandoned: Option<(String, Option<u32>)>,
@@ -187,7 +221,9 @@ impl Call {
             call_id: CallId::from_source_key(Source::Ami, &source_key),
             source_key,
             started: false,
+            present_by: None,
             origin: None,
+            click_to_dial: false,
             direction: Direction::Inbound,
             caller: Party::default(),
             callee: Party::default(),
@@ -228,10 +264,32 @@ pub struct AmiTracker {
 const ORIGINATE_EXPECTATION_SECS: i64 = 300;
 /// At most this many announced originates are remembered.
 const MAX_EXPECTED_ORIGINATES: usize = 256;
+/// At most this many bridges are remembered per channel (a call parked and
+/// transferred many times keeps only its latest).
+const MAX_BRIDGES_PER_CHANNEL: usize = 8;
+/// Longest chain of dials and Local halves followed back to a call's root.
+const MAX_DIAL_HOPS: usize = 32;
 
 /// `Local/…;1` and `;2` halves carry a call between real legs; they are never parties.
 fn is_local(channel: &str) -> bool {
     channel.starts_with("Local/")
+}
+
+/// `Local/201@ctx-0000002a;2` → (`Local/201@ctx-0000002a`, 2).
+fn local_half(channel: &str) -> Option<(&str, u8)> {
+    let (base, half) = channel.rsplit_once(';')?;
+    match half {
+        "1" => Some((base, 1)),
+        "2" => Some((base, 2)),
+        _ => None,
+    }
+}
+
+/// The extension a Local channel was asked to reach: `Local/202@ctx-…;1` → `202`.
+fn local_exten(channel: &str) -> Option<&str> {
+    let rest = channel.strip_prefix("Local/")?;
+    let exten = rest.split(['@', ';', '/']).next()?;
+    (!exten.is_empty()).then_some(exten)
 }
 
 fn is_unknown(value: &str) -> bool {
@@ -269,6 +327,30 @@ fn party(number: &str, name: &str, presentation: Option<u8>) -> Party {
 fn dialled_number(exten: &str) -> Option<String> {
     let exten = exten.trim();
     (!exten.is_empty() && exten != "s" && !is_unknown(exten)).then(|| exten.to_owned())
+}
+
+/// Looks like a phone number or extension someone dialled (digits, `+`, `*`, `#`).
+fn is_dialable(value: &str) -> bool {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    !digits.is_empty()
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+}
+
+/// The number a `Dial` asked for: a Local destination's extension, the
+/// destination's dialplan extension, or the last part of the dial string.
+fn dial_target(dest: &ChannelSnapshot<'_>, dial_string: &str) -> Option<String> {
+    if is_local(dest.channel) {
+        return local_exten(dest.channel).map(str::to_owned);
+    }
+    dialled_number(dest.exten)
+        .filter(|e| is_dialable(e))
+        .or_else(|| {
+            let last = dial_string.rsplit('/').next().unwrap_or_default();
+            let last = last.split(['@', '!', ',']).next().unwrap_or_default();
+            is_dialable(last).then(|| last.to_owned())
+        })
 }
 
 /// `HH:MM:SS` (or plain seconds) → seconds.
@@ -351,12 +433,30 @@ impl AmiTracker {
     pub fn next_timeout(&self) -> Option<Timestamp> {
         self.calls
             .values()
-            .flat_map(|c| c.cancelled.iter().map(|(_, deadline)| *deadline))
+            .flat_map(|c| {
+                c.cancelled
+                    .iter()
+                    .map(|(_, deadline)| *deadline)
+                    .chain(c.present_by.filter(|_| !c.started && !c.click_to_dial))
+            })
             .min()
     }
 
-    /// Withdraws the pops of cancelled legs whose call went on ringing elsewhere.
+    /// Announces calls that waited long enough without being presented, and
+    /// withdraws the pops of cancelled legs whose call went on ringing elsewhere.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        let mut due_calls: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                !c.started && !c.click_to_dial && c.present_by.is_some_and(|d| d <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        due_calls.sort();
+        for key in due_calls {
+            self.present(now, &key, None);
+        }
         let keys: Vec<String> = self
             .calls
             .iter()
@@ -364,7 +464,7 @@ impl AmiTracker {
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            let due: Vec<String> = match self.calls.get_mut(&key) {
+            let due: Vec<Extension> = match self.calls.get_mut(&key) {
                 Some(call) => {
                     let due = call
                         .cancelled
@@ -397,17 +497,25 @@ impl AmiTracker {
                 channel,
                 presentation,
             } => self.on_caller_id(now, channel, *presentation),
-            AmiEvent::NewConnectedLine(s)
-            | AmiEvent::BridgeEnter { channel: s, .. }
-            | AmiEvent::BridgeLeave { channel: s, .. } => {
+            AmiEvent::NewConnectedLine(s) | AmiEvent::BridgeLeave { channel: s, .. } => {
                 self.touch(now, s);
             }
-            AmiEvent::DialBegin { caller, dest, .. } => {
-                if let Some(caller) = caller {
-                    self.touch(now, caller);
+            AmiEvent::BridgeEnter { channel, bridge_id } => {
+                self.touch(now, channel);
+                if let Some(c) = self.channels.get_mut(channel.unique_id) {
+                    if !bridge_id.is_empty() && !c.bridges.iter().any(|b| b == bridge_id) {
+                        if c.bridges.len() >= MAX_BRIDGES_PER_CHANNEL {
+                            c.bridges.remove(0);
+                        }
+                        c.bridges.push((*bridge_id).to_owned());
+                    }
                 }
-                self.touch(now, dest);
             }
+            AmiEvent::DialBegin {
+                caller,
+                dest,
+                dial_string,
+            } => self.on_dial_begin(now, caller.as_ref(), dest, dial_string),
             AmiEvent::DialState { dest, status } => {
                 if let Some(key) = self.touch(now, dest) {
                     if status.eq_ignore_ascii_case("RINGING") {
@@ -436,21 +544,12 @@ impl AmiTracker {
                 transferee,
                 extension,
             } => {
-                if !result.eq_ignore_ascii_case("Success") {
-                    return;
-                }
-                let key = transferee
-                    .as_ref()
-                    .and_then(|s| self.touch(now, s))
-                    .or_else(|| transferer.as_ref().and_then(|s| self.touch(now, s)));
-                if let Some(key) = key {
-                    self.emit_for(
+                if result.eq_ignore_ascii_case("Success") {
+                    self.on_blind_transfer(
                         now,
-                        &key,
-                        CallEventKind::Transferred {
-                            to: extension.to_string(),
-                            kind: TransferKind::Blind,
-                        },
+                        transferer.as_ref(),
+                        transferee.as_ref(),
+                        extension,
                     );
                 }
             }
@@ -460,14 +559,20 @@ impl AmiTracker {
                 second_transferer,
                 transferee,
                 transfer_target,
+                orig_bridge,
+                second_bridge,
             } => {
                 if result.eq_ignore_ascii_case("Success") {
                     self.on_attended_transfer(
                         now,
-                        orig_transferer.as_ref(),
-                        second_transferer.as_ref(),
-                        transferee.as_ref(),
-                        transfer_target.as_ref(),
+                        AttendedTransferFacts {
+                            orig_transferer: orig_transferer.as_ref(),
+                            second_transferer: second_transferer.as_ref(),
+                            transferee: transferee.as_ref(),
+                            transfer_target: transfer_target.as_ref(),
+                            orig_bridge,
+                            second_bridge,
+                        },
                     );
                 }
             }
@@ -479,8 +584,12 @@ impl AmiTracker {
                     self.touch(now, s);
                 }
             }
-            AmiEvent::QueueCallerJoin { channel, .. }
-            | AmiEvent::QueueCallerLeave { channel, .. } => {
+            AmiEvent::QueueCallerJoin { channel, .. } => {
+                if let Some(key) = self.touch(now, channel) {
+                    self.present(now, &key, Some(channel.unique_id));
+                }
+            }
+            AmiEvent::QueueCallerLeave { channel, .. } => {
                 self.touch(now, channel);
             }
             AmiEvent::QueueCallerAbandon {
@@ -496,6 +605,8 @@ impl AmiTracker {
             }
             AmiEvent::AgentCalled(f) => {
                 if let Some((key, extension)) = self.agent(now, f) {
+                    let caller = f.caller.map(|c| c.unique_id);
+                    self.present(now, &key, caller);
                     self.ring(now, &key, &extension);
                 }
             }
@@ -585,7 +696,7 @@ impl AmiTracker {
             .map(|(uid, _)| uid.clone())
             .collect();
         gone.sort_by_key(|uid| uid_order(uid));
-        let mut stopped: Vec<(String, String)> = Vec::new();
+        let mut stopped: Vec<(String, Extension)> = Vec::new();
         let mut touched_calls: Vec<String> = Vec::new();
         for uid in gone {
             let Some(channel) = self.channels.remove(&uid) else {
@@ -596,7 +707,7 @@ impl AmiTracker {
                 call.channels.retain(|u| u != &uid);
                 call.end_note = Some(ENDED_WHILE_DISCONNECTED.to_owned());
             }
-            if let Some(extension) = channel.extension.filter(|_| !channel.local) {
+            if let Some(extension) = channel.phone.filter(|_| !channel.local) {
                 stopped.push((key.clone(), extension));
             }
             if !touched_calls.contains(&key) {
@@ -651,7 +762,7 @@ impl AmiTracker {
             };
             let origin = (*origin).clone();
             let started_at = now - chrono::Duration::seconds(channel.duration_secs);
-            self.start_call(started_at, key, &origin);
+            self.start_call(started_at, key, Some(&origin));
         }
         let legs: Vec<String> = self
             .calls
@@ -666,16 +777,24 @@ impl AmiTracker {
         }
     }
 
+    /// The phone a channel name reaches: the pattern's extension, through the aliases.
+    fn phone_of(&self, channel: &str) -> Option<Extension> {
+        let raw = self.config.channels.extension(channel)?;
+        let mapped = self.config.aliases.get(raw).map_or(raw, String::as_str);
+        Extension::new(mapped)
+    }
+
     /// Records a channel we have not seen yet, creating its call record.
     fn insert_channel(&mut self, s: &ChannelSnapshot<'_>) {
         let local = is_local(s.channel);
-        let extension = self.config.channels.extension(s.channel).map(str::to_owned);
+        let phone = self.phone_of(s.channel);
         self.channels.insert(
             s.unique_id.to_owned(),
             Channel {
+                name: s.channel.to_owned(),
                 linked_id: s.linked_id.to_owned(),
                 local,
-                extension,
+                phone,
                 state: s.state.unwrap_or(0),
                 held: false,
                 stale_linked_id: None,
@@ -684,9 +803,15 @@ impl AmiTracker {
                 duration_secs: 0,
                 caller_id_num: s.caller_id_num.to_owned(),
                 caller_id_name: s.caller_id_name.to_owned(),
+                presentation: None,
                 connected_line_num: s.connected_line_num.to_owned(),
                 connected_line_name: s.connected_line_name.to_owned(),
                 exten: s.exten.to_owned(),
+                exten_now: s.exten.to_owned(),
+                dialed_by: None,
+                originated: false,
+                originator_side: false,
+                bridges: Vec::new(),
             },
         );
         self.calls
@@ -702,62 +827,260 @@ impl AmiTracker {
             return;
         }
         self.insert_channel(s);
-        let started = self.calls.get(s.linked_id).is_some_and(|c| c.started);
-        if !started && !is_local(s.channel) {
-            self.start_call(now, s.linked_id, s.unique_id);
+        if let Some(i) = self
+            .originates
+            .iter()
+            .position(|o| o.channel_id == s.unique_id)
+        {
+            // Our own click-to-call: caller and number are known, announce it now.
+            let expected = self.originates.remove(i);
+            if let Some(c) = self.channels.get_mut(s.unique_id) {
+                c.originated = true;
+            }
+            if let Some(call) = self.calls.get_mut(s.linked_id) {
+                call.click_to_dial = true;
+            }
+            let caller = party(&expected.agent_extension, "", None);
+            let callee = party(&expected.number, "", None);
+            self.announce(now, s.linked_id, Some(s.unique_id), caller, callee);
+            return;
+        }
+        let present_after = self.config.present_after;
+        if let Some(call) = self.calls.get_mut(s.linked_id) {
+            if !call.started && !is_local(s.channel) && call.present_by.is_none() {
+                call.present_by = Some(now + present_after);
+            }
         }
     }
 
-    fn start_call(&mut self, now: Timestamp, key: &str, origin_uid: &str) {
-        let Some(channel) = self.channels.get(origin_uid) else {
+    /// Follows dials and Local halves back to the channel the call grew from.
+    fn root_of<'u>(&'u self, uid: &'u str) -> &'u str {
+        let mut current = uid;
+        for _ in 0..MAX_DIAL_HOPS {
+            let Some(channel) = self.channels.get(current) else {
+                break;
+            };
+            let next = match &channel.dialed_by {
+                Some(parent) => Some(parent.as_str()),
+                None => self.local_sibling(current, 2),
+            };
+            match next {
+                Some(next) if self.channels.contains_key(next) => current = next,
+                _ => break,
+            }
+        }
+        current
+    }
+
+    /// The `;1` half of `uid` when `uid` is the `half` half of a Local pair.
+    fn local_sibling(&self, uid: &str, half: u8) -> Option<&str> {
+        let channel = self.channels.get(uid)?;
+        if !channel.local {
+            return None;
+        }
+        let (base, this) = local_half(&channel.name)?;
+        if this != half {
+            return None;
+        }
+        let call = self.calls.get(&channel.linked_id)?;
+        call.channels
+            .iter()
+            .filter(|u| u.as_str() != uid)
+            .find(|u| {
+                self.channels
+                    .get(u.as_str())
+                    .and_then(|c| local_half(&c.name))
+                    .is_some_and(|(b, h)| b == base && h != half)
+            })
+            .map(String::as_str)
+    }
+
+    /// True when what `uid` dials rings the click-to-dial agent, not the customer.
+    fn dials_for_originator(&self, uid: &str) -> bool {
+        let Some(channel) = self.channels.get(uid) else {
+            return false;
+        };
+        if channel.originator_side {
+            return true;
+        }
+        self.local_sibling(uid, 2)
+            .and_then(|s| self.channels.get(s))
+            .is_some_and(|s| s.originated || s.originator_side)
+    }
+
+    /// A leg that can ring or answer for the call: a real channel that is
+    /// neither the caller nor, on a click-to-dial, the agent's own phone.
+    fn is_callee_leg(&self, key: &str, uid: &str) -> bool {
+        let Some(channel) = self.channels.get(uid) else {
+            return false;
+        };
+        if channel.local || channel.originated || channel.originator_side {
+            return false;
+        }
+        match self.calls.get(key) {
+            Some(call) if call.started => call.origin.as_deref() != Some(uid),
+            // Not announced yet: the channel the call grew from is its caller.
+            Some(_) => self.default_origin(key).as_deref() != Some(uid),
+            None => false,
+        }
+    }
+
+    /// The caller's channel of a call not yet started: the real channel the
+    /// call grew from (the one named by its Linkedid first).
+    fn default_origin(&self, key: &str) -> Option<String> {
+        let call = self.calls.get(key)?;
+        let mut roots: Vec<&String> = call
+            .channels
+            .iter()
+            .filter(|u| {
+                self.channels.get(u.as_str()).is_some_and(|c| {
+                    !c.local && c.dialed_by.is_none() && !c.originated && !c.originator_side
+                })
+            })
+            .collect();
+        roots.sort_by_key(|u| (u.as_str() != key, uid_order(u)));
+        roots.first().map(|u| (*u).clone())
+    }
+
+    /// The call is presented to someone (dialled, queued, ringing, or waited
+    /// long enough): announce it with the caller id the dialplan settled on.
+    fn present(&mut self, now: Timestamp, key: &str, trigger: Option<&str>) {
+        let Some(call) = self.calls.get(key) else {
             return;
         };
-        let expected = self
-            .originates
+        if call.started || call.click_to_dial {
+            return;
+        }
+        let origin = trigger
+            .map(|t| self.root_of(t))
+            .filter(|r| self.channels.get(*r).is_some_and(|c| !c.local))
+            .map(str::to_owned)
+            .or_else(|| self.default_origin(key));
+        self.start_call(now, key, origin.as_deref());
+    }
+
+    /// A click-to-dial's far side is dialled: one outbound call from the agent.
+    fn present_click_to_dial(&mut self, now: Timestamp, key: &str, target: Option<String>) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        if call.started {
+            return;
+        }
+        let mut agents: Vec<&String> = call
+            .channels
             .iter()
-            .position(|o| o.channel_id == origin_uid)
-            .map(|i| self.originates.remove(i));
-        let (caller, callee) = if let Some(o) = expected {
+            .filter(|u| {
+                self.channels.get(u.as_str()).is_some_and(|c| {
+                    !c.local && (c.originated || c.originator_side) && c.phone.is_some()
+                })
+            })
+            .collect();
+        // The agent's phone is the one that answered the originate.
+        agents.sort_by_key(|u| {
             (
-                party(&o.agent_extension, "", None),
-                party(&o.number, "", None),
+                self.channels.get(u.as_str()).map(|c| c.state) != Some(6),
+                uid_order(u),
             )
-        } else if origin_uid == key {
-            (
-                party(&channel.caller_id_num, &channel.caller_id_name, None),
+        });
+        let origin = agents.first().map(|u| (*u).clone());
+        let caller = match origin.as_deref().and_then(|u| self.channels.get(u)) {
+            Some(c) => {
+                let number = c
+                    .phone
+                    .as_ref()
+                    .filter(|p| self.config.agents.is_agent(p))
+                    .map(|p| p.to_string())
+                    .or_else(|| dialled_number(&c.caller_id_num))
+                    .or_else(|| c.phone.as_ref().map(|p| p.to_string()));
                 Party {
-                    number: dialled_number(&channel.exten),
+                    number,
                     ..Party::default()
-                },
-            )
-        } else {
-            // A leg dialled through Local halves: its caller id is the callee's
-            // number and its connected line is the caller.
-            let callee_number = channel
-                .extension
-                .clone()
-                .or_else(|| dialled_number(&channel.caller_id_num));
-            (
+                }
+            }
+            None => Party::default(),
+        };
+        let callee = Party {
+            number: target,
+            ..Party::default()
+        };
+        self.announce(now, key, origin.as_deref(), caller, callee);
+    }
+
+    fn start_call(&mut self, now: Timestamp, key: &str, origin: Option<&str>) {
+        let (caller, callee) = match origin.and_then(|uid| self.channels.get(uid)) {
+            Some(channel) => (
                 party(
-                    &channel.connected_line_num,
-                    &channel.connected_line_name,
-                    None,
+                    &channel.caller_id_num,
+                    &channel.caller_id_name,
+                    channel.presentation,
                 ),
                 Party {
-                    number: callee_number,
+                    number: dialled_number(&channel.exten)
+                        .or_else(|| dialled_number(&channel.exten_now)),
                     ..Party::default()
                 },
-            )
+            ),
+            None => {
+                // Only Local halves and dialled legs: a dialled leg's caller id
+                // is the callee's number and its connected line is the caller.
+                let leg = self.calls.get(key).and_then(|call| {
+                    call.channels
+                        .iter()
+                        .filter_map(|u| self.channels.get(u))
+                        .find(|c| !c.local)
+                });
+                match leg {
+                    Some(c) => (
+                        party(&c.connected_line_num, &c.connected_line_name, None),
+                        Party {
+                            number: c
+                                .phone
+                                .as_ref()
+                                .map(|p| p.to_string())
+                                .or_else(|| dialled_number(&c.caller_id_num)),
+                            ..Party::default()
+                        },
+                    ),
+                    None => (Party::default(), Party::default()),
+                }
+            }
         };
-        let direction = self
-            .config
-            .agents
-            .direction(caller.number.as_deref(), callee.number.as_deref());
+        self.announce(now, key, origin, caller, callee);
+    }
+
+    fn announce(
+        &mut self,
+        now: Timestamp,
+        key: &str,
+        origin: Option<&str>,
+        caller: Party,
+        callee: Party,
+    ) {
+        // The caller is an agent when the call comes from an agent's phone,
+        // whatever number the dialplan presents for it (a company's main line).
+        let caller_phone_is_agent = origin
+            .and_then(|u| self.channels.get(u))
+            .and_then(|c| c.phone.as_ref())
+            .is_some_and(|p| self.config.agents.is_agent(p));
+        let agents = &self.config.agents;
+        let caller_is_agent =
+            caller_phone_is_agent || caller.number.as_deref().is_some_and(|n| agents.is_agent(n));
+        let callee_is_agent = callee.number.as_deref().is_some_and(|n| agents.is_agent(n));
+        let direction = match (caller_is_agent, callee_is_agent) {
+            (true, true) => Direction::Internal,
+            (true, false) => Direction::Outbound,
+            _ => Direction::Inbound,
+        };
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
+        if call.started {
+            return;
+        }
         call.started = true;
-        call.origin = Some(origin_uid.to_owned());
+        call.present_by = None;
+        call.origin = origin.map(str::to_owned);
         call.direction = direction;
         call.caller = caller.clone();
         call.callee = callee.clone();
@@ -786,6 +1109,9 @@ impl AmiTracker {
         if let Some(state) = s.state {
             channel.state = state;
         }
+        if !s.exten.is_empty() {
+            s.exten.clone_into(&mut channel.exten_now);
+        }
         if channel.linked_id != s.linked_id
             && !s.linked_id.is_empty()
             && channel.stale_linked_id.as_deref() != Some(s.linked_id)
@@ -805,6 +1131,16 @@ impl AmiTracker {
         }
         if let Some(call) = self.calls.get_mut(from) {
             call.channels.retain(|u| u != uid);
+            if call.origin.as_deref() == Some(uid) {
+                call.origin = None;
+            }
+            // What this leg rang for the call it leaves is over there.
+            if let Some(phone) = self.channels.get(uid).and_then(|c| c.phone.clone()) {
+                call.cancelled.retain(|(e, _)| e != &phone);
+            }
+        }
+        if let Some(phone) = self.channels.get(uid).and_then(|c| c.phone.clone()) {
+            self.stop_ringing(now, from, &phone, "moved to another call");
         }
         let from_has_real_legs = self.calls.get(from).is_some_and(|call| {
             call.channels
@@ -833,8 +1169,10 @@ impl AmiTracker {
                     call.answered = true;
                 }
             }
-            let extension = self.agent_extension_of(uid);
-            self.answer(now, to, extension);
+            if self.is_callee_leg(to, uid) {
+                let extension = self.agent_extension_of(uid);
+                self.answer(now, to, extension);
+            }
         }
         self.end_if_empty(now, from);
     }
@@ -846,6 +1184,7 @@ impl AmiTracker {
         if let Some(channel) = self.channels.get_mut(s.unique_id) {
             channel.caller_id_num = s.caller_id_num.to_owned();
             channel.caller_id_name = s.caller_id_name.to_owned();
+            channel.presentation = presentation;
         }
         let Some(call) = self.calls.get_mut(&key) else {
             return;
@@ -870,45 +1209,60 @@ impl AmiTracker {
         let Some(channel) = self.channels.get(uid) else {
             return;
         };
-        let Some(call) = self.calls.get(key) else {
-            return;
-        };
-        if channel.local || call.origin.as_deref() == Some(uid) {
+        if !self.is_callee_leg(key, uid) {
             return;
         }
         match channel.state {
             5 => self.ring_leg(now, key, uid),
-            6 => {
-                let extension = self.agent_extension_of(uid);
-                self.answer(now, key, extension);
-            }
+            6 => self.answer_leg(now, key, uid),
             _ => {}
         }
     }
 
-    fn agent_extension_of(&self, uid: &str) -> Option<String> {
+    fn agent_extension_of(&self, uid: &str) -> Option<Extension> {
         let channel = self.channels.get(uid)?;
-        let extension = channel.extension.as_deref()?;
-        self.config
-            .agents
-            .is_agent(extension)
-            .then(|| extension.to_owned())
+        channel
+            .phone
+            .as_ref()
+            .filter(|p| self.config.agents.is_agent(p))
+            .cloned()
     }
 
+    /// How a transfer names a leg: the agent's extension, else the number the
+    /// leg presents, else the phone's name.
+    fn party_name(&self, uid: &str) -> Option<Extension> {
+        let channel = self.channels.get(uid)?;
+        self.agent_extension_of(uid)
+            .or_else(|| {
+                party(&channel.caller_id_num, "", channel.presentation)
+                    .number
+                    .and_then(|n| Extension::new(&n))
+            })
+            .or_else(|| channel.phone.clone())
+    }
+
+    /// A callee leg rings: announce the call if it was not yet, and pop.
     fn ring_leg(&mut self, now: Timestamp, key: &str, uid: &str) {
-        let is_origin = self
-            .calls
-            .get(key)
-            .is_some_and(|c| c.origin.as_deref() == Some(uid));
-        if is_origin || self.channels.get(uid).is_none_or(|c| c.local) {
+        if !self.is_callee_leg(key, uid) {
             return;
         }
+        self.present(now, key, None);
         if let Some(extension) = self.agent_extension_of(uid) {
             self.ring(now, key, &extension);
         }
     }
 
-    fn ring(&mut self, now: Timestamp, key: &str, extension: &str) {
+    /// A callee leg answers.
+    fn answer_leg(&mut self, now: Timestamp, key: &str, uid: &str) {
+        if !self.is_callee_leg(key, uid) {
+            return;
+        }
+        self.present(now, key, None);
+        let extension = self.agent_extension_of(uid);
+        self.answer(now, key, extension);
+    }
+
+    fn ring(&mut self, now: Timestamp, key: &str, extension: &Extension) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -920,20 +1274,20 @@ impl AmiTracker {
             call.cancelled.remove(i);
             return;
         }
-        if call.ringing.iter().any(|e| e == extension) {
+        if call.ringing.contains(extension) {
             return;
         }
-        call.ringing.push(extension.to_owned());
+        call.ringing.push(extension.clone());
         self.emit_for(
             now,
             key,
             CallEventKind::Ringing {
-                extension: extension.to_owned(),
+                extension: extension.clone(),
             },
         );
     }
 
-    fn stop_ringing(&mut self, now: Timestamp, key: &str, extension: &str, cause: &str) {
+    fn stop_ringing(&mut self, now: Timestamp, key: &str, extension: &Extension, cause: &str) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -945,14 +1299,14 @@ impl AmiTracker {
                 now,
                 key,
                 CallEventKind::RingingStopped {
-                    extension: extension.to_owned(),
+                    extension: extension.clone(),
                     cause: cause.to_owned(),
                 },
             );
         }
     }
 
-    fn answer(&mut self, now: Timestamp, key: &str, extension: Option<String>) {
+    fn answer(&mut self, now: Timestamp, key: &str, extension: Option<Extension>) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -968,7 +1322,7 @@ impl AmiTracker {
         }
         call.answered = true;
         call.cancelled.clear();
-        let others: Vec<String> = call
+        let others: Vec<Extension> = call
             .ringing
             .drain(..)
             .filter(|e| Some(e) != extension.as_ref())
@@ -986,24 +1340,68 @@ impl AmiTracker {
         }
     }
 
-    fn on_dial_end(&mut self, now: Timestamp, key: &str, uid: &str, status: &str) {
-        let Some(channel) = self.channels.get(uid) else {
+    fn on_dial_begin(
+        &mut self,
+        now: Timestamp,
+        caller: Option<&ChannelSnapshot<'_>>,
+        dest: &ChannelSnapshot<'_>,
+        dial_string: &str,
+    ) {
+        let caller_key = caller.and_then(|c| self.touch(now, c));
+        let Some(dest_key) = self.touch(now, dest) else {
             return;
         };
-        if channel.local {
+        let Some(caller_uid) = caller.map(|c| c.unique_id).filter(|_| caller_key.is_some()) else {
+            if caller.is_none() {
+                // An Originate: the channel it creates is the agent's side.
+                if let Some(c) = self.channels.get_mut(dest.unique_id) {
+                    c.originated = true;
+                }
+                if let Some(call) = self.calls.get_mut(&dest_key) {
+                    call.click_to_dial = true;
+                }
+            }
+            return;
+        };
+        let Some(key) = caller_key else {
+            return;
+        };
+        // A dialled channel belongs to its dialler's call. One that already
+        // lives in another call is a phone picking this call up.
+        if dest_key != key {
+            self.move_channel(now, dest.unique_id, &dest_key, &key);
+        }
+        let originator_side = self.dials_for_originator(caller_uid);
+        if let Some(c) = self.channels.get_mut(dest.unique_id) {
+            c.dialed_by = Some(caller_uid.to_owned());
+            c.originator_side = originator_side;
+        }
+        let click_to_dial = self.calls.get(&key).is_some_and(|c| c.click_to_dial);
+        if click_to_dial {
+            if !originator_side {
+                self.present_click_to_dial(now, &key, dial_target(dest, dial_string));
+            }
+        } else {
+            self.present(now, &key, Some(caller_uid));
+        }
+        // A leg already ringing or up when dialled (a pickup) counts now.
+        let state = self.channels.get(dest.unique_id).map(|c| c.state);
+        match state {
+            Some(5) => self.ring_leg(now, &key, dest.unique_id),
+            Some(6) => self.answer_leg(now, &key, dest.unique_id),
+            _ => {}
+        }
+    }
+
+    fn on_dial_end(&mut self, now: Timestamp, key: &str, uid: &str, status: &str) {
+        if !self.is_callee_leg(key, uid) {
             return;
         }
         let extension = self.agent_extension_of(uid);
         let status = status.split(':').next().unwrap_or_default().trim();
         let failure = match status {
             "ANSWER" => {
-                let is_origin = self
-                    .calls
-                    .get(key)
-                    .is_some_and(|c| c.origin.as_deref() == Some(uid));
-                if !is_origin {
-                    self.answer(now, key, extension);
-                }
+                self.answer_leg(now, key, uid);
                 return;
             }
             "BUSY" => Some((Outcome::Busy, "busy")),
@@ -1045,11 +1443,7 @@ impl AmiTracker {
         if let Some(channel) = self.channels.get_mut(s.unique_id) {
             channel.held = held;
         }
-        let any_held = self.calls.get(&key).is_some_and(|call| {
-            call.channels
-                .iter()
-                .any(|u| self.channels.get(u).is_some_and(|c| c.held))
-        });
+        let any_held = self.any_held(&key);
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -1065,10 +1459,32 @@ impl AmiTracker {
         }
     }
 
+    fn any_held(&self, key: &str) -> bool {
+        self.calls.get(key).is_some_and(|call| {
+            call.channels
+                .iter()
+                .any(|u| self.channels.get(u).is_some_and(|c| c.held))
+        })
+    }
+
     fn on_hangup(&mut self, now: Timestamp, s: &ChannelSnapshot<'_>, cause: &HangupCause<'_>) {
         let Some(key) = self.touch(now, s) else {
             return;
         };
+        // The last real leg of a call nobody was presented to (hung up in an
+        // IVR, in a menu): the call still happened, announce it before it ends.
+        let unannounced_last_leg = self.calls.get(&key).is_some_and(|call| {
+            !call.started
+                && !call.click_to_dial
+                && self.channels.get(s.unique_id).is_some_and(|c| !c.local)
+                && !call
+                    .channels
+                    .iter()
+                    .any(|u| u != s.unique_id && self.channels.get(u).is_some_and(|c| !c.local))
+        });
+        if unannounced_last_leg {
+            self.present(now, &key, Some(s.unique_id));
+        }
         let Some(channel) = self.channels.remove(s.unique_id) else {
             return;
         };
@@ -1089,7 +1505,7 @@ impl AmiTracker {
             }
         }
         let was_held = channel.held;
-        if let Some(extension) = channel.extension.filter(|_| !channel.local) {
+        if let Some(extension) = channel.phone.filter(|_| !channel.local) {
             let still_ringing = call.ringing.contains(&extension);
             let has_real_legs = call
                 .channels
@@ -1113,11 +1529,7 @@ impl AmiTracker {
             }
         }
         if was_held {
-            let any_held = self.calls.get(&key).is_some_and(|call| {
-                call.channels
-                    .iter()
-                    .any(|u| self.channels.get(u).is_some_and(|c| c.held))
-            });
+            let any_held = self.any_held(&key);
             if let Some(call) = self.calls.get_mut(&key) {
                 if call.held && !any_held && !call.channels.is_empty() {
                     call.held = false;
@@ -1128,70 +1540,170 @@ impl AmiTracker {
         self.end_if_empty(now, &key);
     }
 
-    fn on_attended_transfer(
+    fn on_blind_transfer(
         &mut self,
         now: Timestamp,
-        orig_transferer: Option<&ChannelSnapshot<'_>>,
-        second_transferer: Option<&ChannelSnapshot<'_>>,
+        transferer: Option<&ChannelSnapshot<'_>>,
         transferee: Option<&ChannelSnapshot<'_>>,
-        transfer_target: Option<&ChannelSnapshot<'_>>,
+        extension: &str,
     ) {
-        let key = orig_transferer
-            .and_then(|s| self.touch(now, s))
-            .or_else(|| transferee.and_then(|s| self.touch(now, s)));
-        let Some(key) = key else {
+        let transferee_key = transferee.and_then(|s| self.touch(now, s));
+        let transferer_key = transferer.and_then(|s| self.touch(now, s));
+        let Some(key) = transferee_key.or(transferer_key) else {
             return;
         };
-        let target_uid = transfer_target.map(|s| s.unique_id.to_owned());
-        let to = transfer_target
-            .and_then(|s| {
-                self.channels
-                    .get(s.unique_id)
-                    .and_then(|c| c.extension.clone())
-                    .or_else(|| dialled_number(s.caller_id_num))
-            })
-            .or_else(|| second_transferer.and_then(|s| dialled_number(s.connected_line_num)))
-            .unwrap_or_default();
-        self.emit_for(
-            now,
-            &key,
-            CallEventKind::Transferred {
-                to,
-                kind: TransferKind::Attended,
-            },
-        );
+        let transfer = Transfer {
+            kind: TransferKind::Blind,
+            by: transferer.and_then(|s| self.party_name(s.unique_id)),
+            transferee: transferee.and_then(|s| self.party_name(s.unique_id)),
+            to: Extension::new(extension),
+        };
+        self.emit_for(now, &key, CallEventKind::Transferred(transfer));
+    }
+
+    fn on_attended_transfer(&mut self, now: Timestamp, facts: AttendedTransferFacts<'_, '_>) {
+        let orig_key = facts.orig_transferer.and_then(|s| self.touch(now, s));
+        let transferee_key = facts.transferee.and_then(|s| self.touch(now, s));
+        let Some(key) = orig_key.or(transferee_key) else {
+            return;
+        };
+        let first_transferer = facts.orig_transferer.map(|s| s.unique_id);
+        let second_transferer = facts.second_transferer.map(|s| s.unique_id);
+        let transferers = [first_transferer, second_transferer];
+        let real_in_bridge = |bridge: &str, exclude: &[Option<&str>]| -> Vec<String> {
+            if bridge.is_empty() {
+                return Vec::new();
+            }
+            let mut uids: Vec<&String> = self
+                .channels
+                .iter()
+                .filter(|(u, c)| {
+                    !c.local
+                        && c.bridges.iter().any(|b| b == bridge)
+                        && !exclude.contains(&Some(u.as_str()))
+                })
+                .map(|(u, _)| u)
+                .collect();
+            uids.sort_by_key(|u| uid_order(u));
+            uids.into_iter().cloned().collect()
+        };
+        // Who was sent on: whoever shared the first bridge with the transferer
+        // (Asterisk 13–15 name neither side; newer versions do).
+        let mut transferees = real_in_bridge(facts.orig_bridge, &transferers);
+        if transferees.is_empty() {
+            if let Some(t) = facts.transferee {
+                transferees.push(t.unique_id.to_owned());
+            }
+        }
+        if transferees.is_empty() {
+            if let Some(call) = self.calls.get(&key) {
+                transferees = call
+                    .channels
+                    .iter()
+                    .filter(|u| {
+                        first_transferer != Some(u.as_str())
+                            && self.channels.get(u.as_str()).is_some_and(|c| !c.local)
+                    })
+                    .cloned()
+                    .collect();
+            }
+        }
+        // The target: whoever shared the consultation bridge with the
+        // transferer, else (a blonde transfer, still ringing) the other real
+        // leg of the consultation call.
+        let mut exclude: Vec<Option<&str>> = transferers.to_vec();
+        exclude.extend(transferees.iter().map(|u| Some(u.as_str())));
+        let mut targets = real_in_bridge(facts.second_bridge, &exclude);
+        if targets.is_empty() {
+            if let Some(t) = facts.transfer_target {
+                targets.push(t.unique_id.to_owned());
+            }
+        }
+        if targets.is_empty() {
+            let second_call = second_transferer
+                .and_then(|u| self.channels.get(u))
+                .map(|c| c.linked_id.clone());
+            if let Some(call) = second_call.and_then(|k| self.calls.get(&k)) {
+                targets = call
+                    .channels
+                    .iter()
+                    .filter(|u| {
+                        !exclude.contains(&Some(u.as_str()))
+                            && self.channels.get(u.as_str()).is_some_and(|c| !c.local)
+                    })
+                    .cloned()
+                    .collect();
+            }
+        }
+        let target = targets.first().cloned();
+        let target_answered = target
+            .as_deref()
+            .and_then(|u| self.channels.get(u))
+            .is_some_and(|c| c.state == 6);
+        let kind = if target.is_some() && !target_answered {
+            TransferKind::Blonde
+        } else {
+            TransferKind::Attended
+        };
+        let to = target
+            .as_deref()
+            .and_then(|u| self.party_name(u))
+            .or_else(|| {
+                facts
+                    .second_transferer
+                    .and_then(|s| dialled_number(s.connected_line_num))
+                    .and_then(|n| Extension::new(&n))
+            });
+        let transfer = Transfer {
+            kind,
+            by: first_transferer
+                .or(second_transferer)
+                .and_then(|u| self.party_name(u)),
+            transferee: transferees.first().and_then(|u| self.party_name(u)),
+            to,
+        };
+        self.emit_for(now, &key, CallEventKind::Transferred(transfer));
         // Asterisk will re-stamp the target with our Linkedid; move it now so the
         // consultation call ends as soon as the transferer's leg hangs up.
-        if let Some(uid) = target_uid {
+        if let Some(uid) = target {
             let from = self.channels.get(&uid).map(|c| c.linked_id.clone());
             if let Some(from) = from.filter(|f| f != &key) {
                 if let Some(call) = self.calls.get_mut(&from) {
                     call.end_note = Some("attended transfer completed".to_owned());
                 }
                 self.move_channel(now, &uid, &from, &key);
+                if !target_answered {
+                    self.ring_leg(now, &key, &uid);
+                }
             }
         }
     }
 
     /// Call key and agent extension of an `Agent*` queue event.
-    fn agent(&mut self, now: Timestamp, f: &AgentFields<'_>) -> Option<(String, String)> {
+    fn agent(&mut self, now: Timestamp, f: &AgentFields<'_>) -> Option<(String, Extension)> {
         let key = f
             .caller
             .as_ref()
             .and_then(|s| self.touch(now, s))
             .or_else(|| f.dest.as_ref().and_then(|s| self.touch(now, s)))?;
+        let agents = &self.config.agents;
+        let aliased = |raw: &str| -> Option<Extension> {
+            let mapped = self.config.aliases.get(raw).map_or(raw, String::as_str);
+            Extension::new(mapped).filter(|e| agents.is_agent(e))
+        };
         let extension = f
             .dest
             .as_ref()
             .and_then(|d| self.config.channels.extension(d.channel))
+            .and_then(aliased)
             .or_else(|| {
                 f.interface
                     .split_once('/')
                     .map(|(_, rest)| rest.split(['@', '/']).next().unwrap_or(rest))
+                    .and_then(aliased)
             })
-            .filter(|e| self.config.agents.is_agent(e))
-            .or_else(|| Some(f.member_name).filter(|m| self.config.agents.is_agent(m)))?;
-        Some((key, extension.to_owned()))
+            .or_else(|| aliased(f.member_name))?;
+        Some((key, extension))
     }
 
     fn end_if_empty(&mut self, now: Timestamp, key: &str) {
@@ -1271,6 +1783,16 @@ impl AmiTracker {
             kind,
         });
     }
+}
+
+/// What an `AttendedTransfer` event says, borrowed for the tracker.
+struct AttendedTransferFacts<'e, 'a> {
+    orig_transferer: Option<&'e ChannelSnapshot<'a>>,
+    second_transferer: Option<&'e ChannelSnapshot<'a>>,
+    transferee: Option<&'e ChannelSnapshot<'a>>,
+    transfer_target: Option<&'e ChannelSnapshot<'a>>,
+    orig_bridge: &'a str,
+    second_bridge: &'a str,
 }
 
 /// Sort key of a Uniqueid `[system-]epoch.seq`: older first.

@@ -5,7 +5,8 @@
 
 use super::*;
 use crate::model::{
-    CallEventKind as K, CallId, Direction, Outcome, Party, Source, Timestamp, TransferKind,
+    CallEventKind as K, CallId, Direction, Extension, Outcome, Party, Source, Timestamp, Transfer,
+    TransferKind,
 };
 use chrono::DateTime;
 use std::net::SocketAddr;
@@ -536,23 +537,34 @@ fn claire() -> Party {
     party("0612345678", Some("Claire Martin"))
 }
 
-fn ringing(ext: &str) -> K {
-    K::Ringing {
-        extension: ext.to_owned(),
-    }
+fn ext(ext: &str) -> Extension {
+    Extension::new(ext).unwrap()
 }
 
-fn answered(ext: &str) -> K {
+fn ringing(e: &str) -> K {
+    K::Ringing { extension: ext(e) }
+}
+
+fn answered(e: &str) -> K {
     K::Answered {
-        extension: Some(ext.to_owned()),
+        extension: Some(ext(e)),
     }
 }
 
-fn stopped(ext: &str, cause: &str) -> K {
+fn stopped(e: &str, cause: &str) -> K {
     K::RingingStopped {
-        extension: ext.to_owned(),
+        extension: ext(e),
         cause: cause.to_owned(),
     }
+}
+
+fn transferred(to: &str, kind: TransferKind) -> K {
+    K::Transferred(Transfer {
+        kind,
+        by: None,
+        transferee: None,
+        to: Some(ext(to)),
+    })
 }
 
 fn ended(outcome: Outcome, cause: &str) -> K {
@@ -981,10 +993,7 @@ fn blind_transfer_with_refer() {
             started(&f.call_id, Direction::Inbound, claire(), "201"),
             ringing("201"),
             answered("201"),
-            K::Transferred {
-                to: "202".into(),
-                kind: TransferKind::Blind,
-            },
+            transferred("202", TransferKind::Blind),
             ended(Outcome::Answered, "callee hung up"),
         ],
     );
@@ -1016,10 +1025,7 @@ fn attended_transfer_with_replaces() {
             started(&f.call_id, Direction::Inbound, claire(), "201"),
             ringing("201"),
             answered("201"),
-            K::Transferred {
-                to: "203".into(),
-                kind: TransferKind::Attended,
-            },
+            transferred("203", TransferKind::Attended),
         ],
     );
 }
@@ -1733,10 +1739,7 @@ fn captured_kamailio_flows() {
             vec![
                 ringing("201"),
                 answered("201"),
-                K::Transferred {
-                    to: "202".into(),
-                    kind: TransferKind::Blind,
-                },
+                transferred("202", TransferKind::Blind),
                 ended(Outcome::Answered, "callee hung up"),
             ],
         ),

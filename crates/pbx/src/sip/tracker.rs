@@ -4,7 +4,8 @@ use super::identity::{self, IdentityHeaders};
 use super::message::{self, MessageKind, SipFacts, StartLine};
 use super::{sdp, SipError, SipTrackerConfig};
 use crate::model::{
-    CallEvent, CallEventKind, CallId, Direction, Outcome, Source, Timestamp, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Source, Timestamp, Transfer,
+    TransferKind,
 };
 use crate::ExtensionPatterns;
 use std::cmp::Reverse;
@@ -679,9 +680,13 @@ impl SipTracker {
             stop_cause: None,
         });
         for (extension, cause) in stopped {
-            self.emit(id, now, CallEventKind::RingingStopped { extension, cause });
+            if let Some(extension) = Extension::new(&extension) {
+                self.emit(id, now, CallEventKind::RingingStopped { extension, cause });
+            }
         }
-        self.emit(id, now, CallEventKind::Ringing { extension });
+        if let Some(extension) = Extension::new(&extension) {
+            self.emit(id, now, CallEventKind::Ringing { extension });
+        }
     }
 
     fn on_answered(
@@ -712,8 +717,9 @@ impl SipTracker {
             .filter(|r| r.stop_cause.is_none() && Some(&r.extension) != extension.as_ref())
             .map(|r| r.extension)
             .collect();
+        let extension = extension.as_deref().and_then(Extension::new);
         self.emit(id, now, CallEventKind::Answered { extension });
-        for extension in others {
+        for extension in others.iter().filter_map(|e| Extension::new(e)) {
             self.emit(
                 id,
                 now,
@@ -808,7 +814,9 @@ impl SipTracker {
         if others_ring {
             call.ringing.remove(position);
             let id = call.id;
-            self.emit(id, now, CallEventKind::RingingStopped { extension, cause });
+            if let Some(extension) = Extension::new(&extension) {
+                self.emit(id, now, CallEventKind::RingingStopped { extension, cause });
+            }
         } else {
             call.ringing[position].stop_cause = Some(cause);
         }
@@ -950,7 +958,15 @@ impl SipTracker {
             TransferKind::Blind
         };
         let id = call.id;
-        self.emit(id, now, CallEventKind::Transferred { to, kind });
+        // The REFER names only the target; who sent it and who is sent on
+        // are the dialog's two ends, which a proxy's mirror does not tie to phones.
+        let transfer = Transfer {
+            kind,
+            by: None,
+            transferee: None,
+            to: Extension::new(&to),
+        };
+        self.emit(id, now, CallEventKind::Transferred(transfer));
         self.schedule(key);
         Ok(())
     }

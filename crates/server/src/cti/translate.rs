@@ -8,8 +8,8 @@
 use chrono::Duration;
 use fiche_matcher::{normalise, NumberKind, NumberPolicy};
 use fiche_pbx::{
-    CallEvent, CallEventKind, CallId, Direction, ExtensionPatterns, Outcome, Party, Source,
-    Timestamp, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, ExtensionPatterns, Outcome, Party,
+    Source, Timestamp, Transfer, TransferKind,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -330,14 +330,8 @@ impl Translator {
                 diverted_from: Vec::new(),
             },
         )];
-        for extension in &tracked.ringing {
-            events.push(event(
-                call_id,
-                now,
-                CallEventKind::Ringing {
-                    extension: extension.clone(),
-                },
-            ));
+        for extension in tracked.ringing.iter().filter_map(|e| Extension::new(e)) {
+            events.push(event(call_id, now, CallEventKind::Ringing { extension }));
         }
         self.calls.insert(key, tracked);
         Ok(Translated {
@@ -369,17 +363,21 @@ impl Translator {
         };
         let mut events = Vec::new();
         for ringing in &call.ringing {
-            if Some(ringing) != extension.as_ref() {
+            if Some(ringing) == extension.as_ref() {
+                continue;
+            }
+            if let Some(ringing) = Extension::new(ringing) {
                 events.push(event(
                     call.call_id,
                     now,
                     CallEventKind::RingingStopped {
-                        extension: ringing.clone(),
+                        extension: ringing,
                         cause: "answered elsewhere".to_owned(),
                     },
                 ));
             }
         }
+        let extension = extension.as_deref().and_then(Extension::new);
         events.push(event(
             call.call_id,
             now,
@@ -432,10 +430,12 @@ impl Translator {
                 events.push(event(
                     call.call_id,
                     now,
-                    CallEventKind::Transferred {
-                        to: to.to_owned(),
+                    CallEventKind::Transferred(Transfer {
                         kind: TransferKind::Blind,
-                    },
+                        by: None,
+                        transferee: None,
+                        to: Extension::new(to),
+                    }),
                 ));
             }
         }
@@ -680,7 +680,7 @@ mod tests {
         assert_eq!(
             new.events[1].kind,
             CallEventKind::Ringing {
-                extension: "201".into()
+                extension: Extension::new("201").unwrap()
             }
         );
         let answer = t
@@ -697,7 +697,7 @@ mod tests {
         assert_eq!(
             kinds(&answer),
             [CallEventKind::Answered {
-                extension: Some("201".into())
+                extension: Extension::new("201")
             }]
         );
         let hangup = t
@@ -784,11 +784,11 @@ mod tests {
             kinds(&answer),
             [
                 CallEventKind::RingingStopped {
-                    extension: "201".into(),
+                    extension: Extension::new("201").unwrap(),
                     cause: "answered elsewhere".into()
                 },
                 CallEventKind::Answered {
-                    extension: Some("202".into())
+                    extension: Extension::new("202")
                 }
             ]
         );
@@ -862,10 +862,12 @@ mod tests {
         assert_eq!(
             kinds(&end),
             [
-                CallEventKind::Transferred {
-                    to: "0698765432".into(),
-                    kind: TransferKind::Blind
-                },
+                CallEventKind::Transferred(Transfer {
+                    kind: TransferKind::Blind,
+                    by: None,
+                    transferee: None,
+                    to: Extension::new("0698765432"),
+                }),
                 CallEventKind::Ended {
                     outcome: Outcome::Missed,
                     cause: "forwarded".into()
@@ -951,7 +953,7 @@ mod tests {
         assert_eq!(
             kinds(&answered),
             [CallEventKind::Answered {
-                extension: Some("201".into())
+                extension: Extension::new("201")
             }],
             "the called extension stands for the phones that rang"
         );

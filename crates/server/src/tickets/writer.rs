@@ -266,8 +266,8 @@ impl TicketWriter {
             CallEventKind::Ringing { extension } => {
                 self.touch(event.call_id);
                 if let Some(track) = self.tracks.get_mut(&event.call_id) {
-                    if !track.rang.contains(extension) {
-                        track.rang.push(extension.clone());
+                    if !track.rang.iter().any(|r| r == extension) {
+                        track.rang.push(extension.to_string());
                     }
                 }
                 Ok(false)
@@ -289,7 +289,7 @@ impl TicketWriter {
                 track.answered_at.get_or_insert(event.at);
                 if let Some(extension) = extension {
                     if track.direction != Direction::Outbound || track.agent.is_none() {
-                        track.agent = Some(extension.clone());
+                        track.agent = Some(extension.to_string());
                     }
                 }
                 let track = track.clone();

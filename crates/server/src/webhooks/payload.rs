@@ -99,7 +99,7 @@ impl ZammadCalls {
                 "answer",
                 extension
                     .iter()
-                    .map(|e| ("answeringNumber", e.clone()))
+                    .map(|e| ("answeringNumber", e.to_string()))
                     .collect(),
             ),
             CallEventKind::Ended { outcome, cause } => {
@@ -169,7 +169,7 @@ fn zammad_cause(outcome: Outcome, cause: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fiche_pbx::{Party, Source};
+    use fiche_pbx::{Extension, Party, Source};
 
     fn event(kind: CallEventKind) -> CallEvent {
         CallEvent {
@@ -204,12 +204,12 @@ mod tests {
         );
         assert!(calls
             .form(&event(CallEventKind::Ringing {
-                extension: "201".into()
+                extension: Extension::new("201").unwrap()
             }))
             .is_none());
         let (_, body) = calls
             .form(&event(CallEventKind::Answered {
-                extension: Some("201".into()),
+                extension: Extension::new("201"),
             }))
             .unwrap();
         assert!(
@@ -265,7 +265,7 @@ mod tests {
         });
         assert!(calls.form(&started).is_none());
         let answered = event(CallEventKind::Answered {
-            extension: Some("202".into()),
+            extension: Extension::new("202"),
         });
         assert!(!calls.needs_parties(&answered), "known as internal");
         assert!(calls.form(&answered).is_none());

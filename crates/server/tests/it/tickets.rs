@@ -517,7 +517,7 @@ async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
 
 #[tokio::test]
 async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
-    use fiche_pbx::{CallEvent, CallEventKind, CallId, Party, Source};
+    use fiche_pbx::{CallEvent, CallEventKind, CallId, Extension, Party, Source};
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fiche.db").display());
     let store = fiche_store::Store::connect(&url).await.unwrap();
@@ -553,7 +553,7 @@ async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
         event(
             key,
             CallEventKind::Ringing {
-                extension: "201".into(),
+                extension: Extension::new("201").unwrap(),
             },
         )
     };
@@ -577,7 +577,7 @@ async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
     let answered = event(
         "a1",
         CallEventKind::Answered {
-            extension: Some("201".into()),
+            extension: Extension::new("201"),
         },
     );
     // Fiche stops while the customer's call back is connected...
@@ -615,7 +615,9 @@ async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
 
 /// Events of calls from 06 12 34 56 78 to the ring group 600, for [`write`].
 mod events {
-    use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source};
+    use fiche_pbx::{
+        CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source,
+    };
 
     pub(super) fn event(key: &str, kind: CallEventKind) -> CallEvent {
         CallEvent {
@@ -652,7 +654,7 @@ mod events {
         event(
             key,
             CallEventKind::Ringing {
-                extension: "201".into(),
+                extension: Extension::new("201").unwrap(),
             },
         )
     }
@@ -661,7 +663,7 @@ mod events {
         event(
             key,
             CallEventKind::Answered {
-                extension: Some("201".into()),
+                extension: Extension::new("201"),
             },
         )
     }
