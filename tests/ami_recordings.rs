@@ -8,6 +8,8 @@
 //! `cargo build -p fiche-server && cargo test -p fiche-e2e --test ami_recordings`.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer, Pace};
+use fiche_e2e::fiche_ami::{AmiGate, AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::recordings::{self, Flow};
 use fiche_pbx::ami::{AmiEvent, AmiMessage, AmiTracker, TrackerConfig};
 use serde_json::Value;
@@ -75,4 +77,196 @@ fn every_recorded_flow_is_tracked_right_by_the_tracker_alone() {
         flows.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Guard against a hung test: the longest wait for the events of one flow.
+const GUARD: std::time::Duration = std::time::Duration::from_secs(30);
+/// Silence after the last `ended` before the event list is closed, so that an
+/// extra event after the end is seen (and fails the test).
+const QUIET_AFTER_END: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// `calls.agent_extensions` as Fiche ships it (the harness narrows it to `2\d\d`).
+const DEFAULT_AGENT_EXTENSIONS: &str = r"[1-9]\d{1,4}";
+
+/// What the binary showed for one flow: its events and its live table.
+struct Seen {
+    events: Vec<Value>,
+    live: Vec<Value>,
+    log: String,
+}
+
+/// One `fiche serve` fed by the AMI test server replaying `flow`, the flow's
+/// aliases in `FICHE_AMI_ALIASES`.
+async fn replay_through_fiche(flow: &Flow, pace: Pace) -> anyhow::Result<Seen> {
+    let server = AmiTestServer::start(
+        AmiServerOptions::default(),
+        AmiScript::from_recording(&flow.messages, pace),
+    )
+    .await?;
+    let gate = AmiGate::start(server.addr()).await?;
+    let scratch = Scratch::create()?;
+    let aliases = recordings::aliases(&flow.expect)
+        .iter()
+        .map(|(account, extension)| format!("{account}={extension}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let setup = AmiSetup::Env {
+        addr: gate.addr().to_string(),
+        username: AmiServerOptions::default().username,
+        secret: AmiServerOptions::default().secret,
+    };
+    let fiche = FicheProcess::start(
+        &scratch,
+        "fiche",
+        &setup,
+        &[
+            ("FICHE_AMI_ALIASES", aliases),
+            // Fiche's own default: every short number is an internal
+            // extension (phones, ring groups, queues), as on most sites.
+            (
+                "FICHE_AGENT_EXTENSIONS",
+                DEFAULT_AGENT_EXTENSIONS.to_owned(),
+            ),
+        ],
+    )
+    .await?;
+    let mut stream = fiche.events().await?;
+    gate.open();
+    let events = stream.collect(GUARD, QUIET_AFTER_END).await;
+    let live = fiche.live_calls().await?;
+    let log = fiche.log_tail(40);
+    fiche.kill().await?;
+    Ok(Seen { events, live, log })
+}
+
+/// The live table must say what the events said: rung phones, answerer, transfers.
+fn check_live(seen: &Seen) -> Result<(), String> {
+    let reports = recordings::reports(&seen.events)?;
+    let Some(main) = reports.first() else {
+        return Err("no call".into());
+    };
+    let first_id = seen
+        .events
+        .iter()
+        .find(|e| e["type"] == "call_started")
+        .and_then(|e| e["call_id"].as_str())
+        .unwrap_or_default();
+    let Some(live) = seen.live.iter().find(|c| c["id"] == first_id) else {
+        return Err(format!("call {first_id} is not in /api/calls/live"));
+    };
+    let mut wrong = Vec::new();
+    if live["rang_extensions"] != serde_json::json!(main.rang) {
+        wrong.push(format!(
+            "live rang_extensions {}, events rang {:?}",
+            live["rang_extensions"], main.rang
+        ));
+    }
+    let answered = main.answered.clone().flatten();
+    if live["answered_by"].as_str() != answered.as_deref() {
+        wrong.push(format!(
+            "live answered_by {}, events {answered:?}",
+            live["answered_by"]
+        ));
+    }
+    let transfers = live["transfers"].as_array().map_or(0, Vec::len);
+    if transfers != main.transfers.len() {
+        wrong.push(format!(
+            "live has {transfers} transfers, events {}",
+            main.transfers.len()
+        ));
+    }
+    if live["state"] != "ended" || live["outcome"].as_str() != main.outcome.as_deref() {
+        wrong.push(format!(
+            "live state {} outcome {}, events {:?}",
+            live["state"], live["outcome"], main.outcome
+        ));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
+async fn every_flow_through_the_binary(pace: Pace) {
+    let flows = recordings::flows().expect("loading the AMI recordings");
+    assert!(
+        !flows.is_empty(),
+        "no recorded flow in {:?}",
+        recordings::dir()
+    );
+    let mut failures = Vec::new();
+    for flow in &flows {
+        let seen = match replay_through_fiche(flow, pace).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                failures.push(format!("{}: {error:#}", flow.name));
+                continue;
+            }
+        };
+        let verdict =
+            recordings::check(&flow.expect, &seen.events).and_then(|()| check_live(&seen));
+        match verdict {
+            Ok(()) => println!("ok   {}", flow.name),
+            Err(why) => {
+                println!(
+                    "FAIL {}: {why}\n--- events:\n{}\n--- fiche log (tail):\n{}",
+                    flow.name,
+                    show(&seen.events),
+                    seen.log
+                );
+                failures.push(format!("{}: {why}", flow.name));
+            }
+        }
+    }
+    println!(
+        "{} of {} flows right",
+        flows.len() - failures.len(),
+        flows.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn every_recorded_flow_is_tracked_right_through_fiche_serve_as_fast_as_possible() {
+    every_flow_through_the_binary(Pace::AsFastAsPossible).await;
+}
+
+#[tokio::test]
+async fn every_recorded_flow_is_tracked_right_through_fiche_serve_at_recorded_pace() {
+    every_flow_through_the_binary(Pace::Recorded).await;
+}
+
+/// The raw byte streams (`*.txt`) replay too: every call they hold starts
+/// once and ends once, and Fiche stays up.
+#[tokio::test]
+async fn raw_recorded_streams_replay_without_a_broken_call() {
+    let mut files: Vec<_> = std::fs::read_dir(recordings::dir())
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no raw recording in {:?}",
+        recordings::dir()
+    );
+    for file in files {
+        let messages = recordings::load(&file).expect("framing a raw recording");
+        let flow = Flow {
+            name: file.display().to_string(),
+            messages,
+            expect: Value::Null,
+        };
+        let seen = replay_through_fiche(&flow, Pace::AsFastAsPossible)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:#}", flow.name));
+        if let Err(why) = recordings::reports(&seen.events) {
+            panic!("{}: {why}\n{}", flow.name, show(&seen.events));
+        }
+    }
 }

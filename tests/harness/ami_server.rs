@@ -95,6 +95,38 @@ impl AmiScript {
         Ok(Self { steps })
     }
 
+    /// A recorded flow (see [`crate::recordings`]) as a script: its messages in
+    /// order, as fast as possible or at the pace the recording kept.
+    pub fn from_recording(messages: &[crate::recordings::Fields], pace: Pace) -> Self {
+        let mut steps = Vec::with_capacity(messages.len() * 2);
+        let mut previous: Option<f64> = None;
+        for fields in messages {
+            if let Pace::Recorded = pace {
+                // `timestampevents = yes` stamps each event; a recording
+                // without stamps is replayed at an even pace.
+                let stamp = fields
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("Timestamp"))
+                    .and_then(|(_, v)| v.trim().parse::<f64>().ok());
+                let gap = match (previous, stamp) {
+                    (Some(before), Some(now)) if now >= before => {
+                        Duration::from_secs_f64((now - before).min(MAX_RECORDED_GAP_SECS))
+                    }
+                    (_, None) => UNSTAMPED_GAP,
+                    _ => Duration::ZERO,
+                };
+                if stamp.is_some() {
+                    previous = stamp;
+                }
+                if !gap.is_zero() {
+                    steps.push(Step::Sleep(gap));
+                }
+            }
+            steps.push(Step::Message(fields.clone()));
+        }
+        Self { steps }
+    }
+
     /// Loads `tests/data/ami/<name>.ami`.
     pub fn load(name: &str) -> anyhow::Result<Self> {
         let path = format!("{}/data/ami/{name}.ami", env!("CARGO_MANIFEST_DIR"));
@@ -102,6 +134,22 @@ impl AmiScript {
         Self::parse(&text).with_context(|| path)
     }
 }
+
+/// How fast a recording is replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Every message as soon as the previous one is written.
+    AsFastAsPossible,
+    /// The gaps between the recording's `Timestamp`s (capped), or an even
+    /// pace when it has none.
+    Recorded,
+}
+
+/// The longest pause a recorded pace keeps (a recording left idle for minutes
+/// would only slow the suite down).
+const MAX_RECORDED_GAP_SECS: f64 = 2.0;
+/// The pace of a recording without timestamps.
+const UNSTAMPED_GAP: Duration = Duration::from_millis(5);
 
 /// How the test server behaves.
 #[derive(Debug, Clone)]

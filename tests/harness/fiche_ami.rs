@@ -317,6 +317,16 @@ impl FicheProcess {
         Ok(http::get(self.http_port, "/healthz").await?.0)
     }
 
+    /// `GET <path>` as the admin, parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let token = self.token.as_deref().context("not logged in as admin")?;
+        let (status, body) = http::get_as(self.http_port, path, token).await?;
+        if status != 200 {
+            bail!("GET {path} answered {status}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("{path} is not JSON: {body}"))
+    }
+
     /// `GET /api/calls/live`, parsed.
     pub async fn live_calls(&self) -> anyhow::Result<Vec<Value>> {
         let token = self.token.as_deref().context("not logged in as admin")?;

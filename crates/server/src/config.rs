@@ -6,6 +6,7 @@
 use anyhow::{bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -340,6 +341,11 @@ pub struct AmiConfig {
     /// a channel name; empty means the built-in PJSIP/SIP/IAX2/FreePBX queue patterns.
     #[serde(default)]
     pub channel_patterns: Vec<String>,
+    /// Phones the PBX names by an account instead of their extension: what a
+    /// channel pattern reads (`SIP/150010002-…` → `150010002`) → the agent's
+    /// extension (`202`), so her pops follow her phone whatever its name.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
     /// Channel technology of the agents' phones for click-to-call (`PJSIP`, `SIP`).
     #[serde(default = "default_originate_technology")]
     pub originate_technology: String,
@@ -359,6 +365,7 @@ impl std::fmt::Debug for AmiConfig {
             .field("ping_interval_secs", &self.ping_interval_secs)
             .field("ping_timeout_secs", &self.ping_timeout_secs)
             .field("channel_patterns", &self.channel_patterns)
+            .field("aliases", &self.aliases)
             .field("originate_technology", &self.originate_technology)
             .field("originate_context", &self.originate_context)
             .finish()
@@ -495,9 +502,25 @@ impl Config {
                     ping_interval_secs: default_ping_interval(),
                     ping_timeout_secs: default_ping_timeout(),
                     channel_patterns: Vec::new(),
+                    aliases: BTreeMap::new(),
                     originate_technology: default_originate_technology(),
                     originate_context: default_originate_context(),
                 }),
+            }
+        }
+        if let Some(v) = set("FICHE_AMI_ALIASES") {
+            // `account=extension` pairs, separated by commas or spaces.
+            let first = self
+                .ami
+                .first_mut()
+                .context("FICHE_AMI_ALIASES is set but no AMI source is")?;
+            for pair in v.split([',', ' ']).filter(|p| !p.trim().is_empty()) {
+                let (account, extension) = pair.split_once('=').with_context(|| {
+                    format!("FICHE_AMI_ALIASES: {pair:?} is not account=extension")
+                })?;
+                first
+                    .aliases
+                    .insert(account.trim().to_owned(), extension.trim().to_owned());
             }
         }
         Ok(())
@@ -526,6 +549,13 @@ impl Config {
             if !ami.channel_patterns.is_empty() {
                 fiche_pbx::ami::ChannelPatterns::new(&ami.channel_patterns)
                     .with_context(|| format!("ami[{i}].channel_patterns"))?;
+            }
+            for (account, extension) in &ami.aliases {
+                if account.trim().is_empty() || extension.trim().is_empty() {
+                    bail!(
+                        "ami[{i}].aliases: {account:?} = {extension:?}: neither side may be empty"
+                    );
+                }
             }
         }
         let mut names = std::collections::HashSet::new();

@@ -376,6 +376,11 @@ fn ami_source_config(
         config.channel_patterns = ChannelPatterns::new(&source.channel_patterns)
             .with_context(|| format!("ami {}: channel_patterns", source.name))?;
     }
+    config.aliases = source
+        .aliases
+        .iter()
+        .map(|(account, extension)| (account.clone(), extension.clone()))
+        .collect();
     config.originate_technology = source.originate_technology.clone();
     config.originate_context = source.originate_context.clone();
     Ok(config)

@@ -19,6 +19,7 @@ use crate::model::{CallEvent, CallId};
 use bytes::BytesMut;
 use chrono::Utc;
 use rand::Rng;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,6 +66,8 @@ pub struct AmiSourceConfig {
     pub agents: ExtensionPatterns,
     /// How to read extensions from channel names.
     pub channel_patterns: ChannelPatterns,
+    /// Phones named by an account: what a channel pattern reads → the extension.
+    pub aliases: HashMap<String, String>,
     /// Channel technology of agents' phones for click-to-call (`PJSIP`, `SIP`).
     pub originate_technology: String,
     /// Dialplan context in which the customer's number is dialled (`from-internal`).
@@ -94,6 +97,7 @@ impl AmiSourceConfig {
             ping_timeout: Duration::from_secs(5),
             agents: ExtensionPatterns::default(),
             channel_patterns: ChannelPatterns::default(),
+            aliases: HashMap::new(),
             originate_technology: "PJSIP".into(),
             originate_context: "from-internal".into(),
             reconnect_initial: Duration::from_secs(1),
@@ -218,6 +222,7 @@ pub async fn run(
     let mut tracker = AmiTracker::new(TrackerConfig {
         agents: config.agents.clone(),
         channels: config.channel_patterns.clone(),
+        aliases: config.aliases.clone(),
         pbx: config.name.clone(),
         ..TrackerConfig::default()
     });
