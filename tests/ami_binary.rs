@@ -611,7 +611,7 @@ async fn blind_transfer_201_to_202() {
             "#1 answered 201",
             "#1 transferred 202 blind by 201 sending 0612345678",
             "#1 ringing 202",
-            "#1 ringing_stopped 202: answered",
+            "#1 answered 202",
             &format!("#1 ended answered: {NORMAL_CLEARING}"),
         ],
         &[Live {
@@ -635,6 +635,7 @@ async fn attended_transfer() {
             "#2 ringing 202",
             "#2 answered 202",
             "#1 transferred 202 attended by 201 sending 0612345678",
+            "#1 answered 202",
             "#1 resumed",
             "#2 ended answered: attended transfer completed",
             &format!("#1 ended answered: {NORMAL_CLEARING}"),

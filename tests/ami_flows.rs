@@ -307,7 +307,7 @@ async fn blind_transfer() {
             "#1 answered 201",
             "#1 transferred 202 blind by 201 sending 0612345678",
             "#1 ringing 202",
-            "#1 ringing_stopped 202: answered",
+            "#1 answered 202",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",
         ],
     )
@@ -331,6 +331,7 @@ async fn attended_transfer() {
             "#2 ringing 202",
             "#2 answered 202",
             "#1 transferred 202 attended by 201 sending 0612345678",
+            "#1 answered 202",
             "#1 resumed",
             "#2 ended answered: attended transfer completed",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",

@@ -92,7 +92,24 @@ const DEFAULT_AGENT_EXTENSIONS: &str = r"[1-9]\d{1,4}";
 struct Seen {
     events: Vec<Value>,
     live: Vec<Value>,
+    /// `GET /api/calls` once every ended call is written.
+    call_log: Vec<Value>,
     log: String,
+}
+
+/// The call log once it holds `ended` calls: the ticket writer commits
+/// after the events are out, so it is read until it caught up (bounded).
+async fn settled_call_log(fiche: &FicheProcess, ended: usize) -> anyhow::Result<Vec<Value>> {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let page = fiche.get_json("/api/calls?limit=100").await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let done = items.iter().filter(|c| !c["ended_at"].is_null()).count();
+        if done >= ended || std::time::Instant::now() >= deadline {
+            return Ok(items);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// One `fiche serve` fed by the AMI test server replaying `flow`, the flow's
@@ -134,9 +151,16 @@ async fn replay_through_fiche(flow: &Flow, pace: Pace) -> anyhow::Result<Seen> {
     gate.open();
     let events = stream.collect(GUARD, QUIET_AFTER_END).await;
     let live = fiche.live_calls().await?;
+    let ended = events.iter().filter(|e| e["type"] == "ended").count();
+    let call_log = settled_call_log(&fiche, ended).await?;
     let log = fiche.log_tail(40);
     fiche.kill().await?;
-    Ok(Seen { events, live, log })
+    Ok(Seen {
+        events,
+        live,
+        call_log,
+        log,
+    })
 }
 
 /// The live table must say what the events said: rung phones, answerer, transfers.
@@ -180,6 +204,41 @@ fn check_live(seen: &Seen) -> Result<(), String> {
             "live state {} outcome {}, events {:?}",
             live["state"], live["outcome"], main.outcome
         ));
+    }
+    // The next day, the call log must tell who took the call.
+    match seen.call_log.iter().find(|c| c["id"] == first_id) {
+        None => wrong.push(format!("call {first_id} is not in the call log")),
+        Some(logged) => {
+            if logged["rang"] != serde_json::json!(main.rang) {
+                wrong.push(format!(
+                    "logged rang {}, events {:?}",
+                    logged["rang"], main.rang
+                ));
+            }
+            if logged["answered_by"].as_str() != answered.as_deref() {
+                wrong.push(format!(
+                    "logged answered_by {}, events {answered:?}",
+                    logged["answered_by"]
+                ));
+            }
+            let logged_transfers: Vec<[Option<String>; 4]> = logged["transfers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    ["kind", "by", "transferee", "to"].map(|k| t[k].as_str().map(str::to_owned))
+                })
+                .collect();
+            if logged_transfers != main.transfers {
+                wrong.push(format!(
+                    "logged transfers {logged_transfers:?}, events {:?}",
+                    main.transfers
+                ));
+            }
+            if logged["outcome"].as_str() != main.outcome.as_deref() {
+                wrong.push(format!("logged outcome {}", logged["outcome"]));
+            }
+        }
     }
     if wrong.is_empty() {
         Ok(())

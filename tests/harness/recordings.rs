@@ -146,6 +146,8 @@ pub struct CallReport {
     pub answered: Option<Option<String>>,
     /// Each `transferred` event as `(kind, by, transferee, to)`.
     pub transfers: Vec<[Option<String>; 4]>,
+    /// Who the caller talks to in the end: the last answer or transfer target.
+    pub final_party: Option<String>,
     /// `ended`'s outcome.
     pub outcome: Option<String>,
 }
@@ -189,19 +191,30 @@ pub fn reports(events: &[Value]) -> Result<Vec<CallReport>, String> {
                     }
                 }
             }
-            "answered" if call.answered.is_none() => {
-                call.answered = Some(text(&event["extension"]));
+            "answered" => {
+                let extension = text(&event["extension"]);
+                if call.answered.is_none() {
+                    call.answered = Some(extension.clone());
+                }
+                if extension.is_some() {
+                    call.final_party = extension;
+                }
             }
             "parties_updated" => {
                 call.caller_number = text(&event["caller"]["number"]);
                 call.caller_name = text(&event["caller"]["name"]);
             }
-            "transferred" => call.transfers.push([
-                text(&event["kind"]),
-                text(&event["by"]),
-                text(&event["transferee"]),
-                text(&event["to"]),
-            ]),
+            "transferred" => {
+                if let Some(to) = text(&event["to"]) {
+                    call.final_party = Some(to);
+                }
+                call.transfers.push([
+                    text(&event["kind"]),
+                    text(&event["by"]),
+                    text(&event["transferee"]),
+                    text(&event["to"]),
+                ]);
+            }
             "ended" => call.outcome = text(&event["outcome"]),
             _ => {}
         }
@@ -372,12 +385,7 @@ fn check_one(expect: &Value, events: &[Value]) -> Result<(), String> {
         }
     }
     if let Some(party) = expect["final_party"].as_str() {
-        let last = main
-            .transfers
-            .iter()
-            .rev()
-            .find_map(|[_, _, _, to]| to.clone())
-            .or_else(|| main.answered.clone().flatten());
+        let last = main.final_party.clone();
         if !last
             .as_ref()
             .is_some_and(|l| names(party, &aliases).contains(l))

@@ -158,7 +158,18 @@ impl LiveCalls {
             }
             CallEventKind::Answered { extension } => {
                 if matches!(call.state, CallState::Answered | CallState::Held) {
-                    return false;
+                    // A later answer: a transfer target or a picker took the call over.
+                    let Some(extension) = extension else {
+                        return false;
+                    };
+                    if call.agent_extension.as_ref() == Some(extension) {
+                        return false;
+                    }
+                    call.ringing_extensions.clear();
+                    if call.direction == Direction::Inbound || call.agent_extension.is_some() {
+                        call.agent_extension = Some(extension.clone());
+                    }
+                    return true;
                 }
                 call.state = CallState::Answered;
                 call.answered_at = Some(event.at);
@@ -328,6 +339,78 @@ mod tests {
         assert_eq!(t.prune(at(9)), 0);
         assert_eq!(t.prune(at(10)), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_transfer_target_who_answers_takes_the_call_over() {
+        let mut t = LiveCalls::new();
+        t.apply(&started());
+        t.apply(&ev(
+            1,
+            CallEventKind::Ringing {
+                extension: ext("201"),
+            },
+        ));
+        t.apply(&ev(
+            2,
+            CallEventKind::Answered {
+                extension: Some(ext("201")),
+            },
+        ));
+        assert!(t.apply(&ev(
+            5,
+            CallEventKind::Transferred(Transfer {
+                kind: crate::model::TransferKind::Blind,
+                by: Some(ext("201")),
+                transferee: Some(ext("0612345678")),
+                to: Some(ext("401")),
+            })
+        )));
+        t.apply(&ev(
+            6,
+            CallEventKind::Ringing {
+                extension: ext("202"),
+            },
+        ));
+        t.apply(&ev(
+            6,
+            CallEventKind::Ringing {
+                extension: ext("203"),
+            },
+        ));
+        assert!(t.apply(&ev(
+            8,
+            CallEventKind::Answered {
+                extension: Some(ext("203"))
+            }
+        )));
+        assert!(
+            !t.apply(&ev(
+                8,
+                CallEventKind::Answered {
+                    extension: Some(ext("203"))
+                }
+            )),
+            "the same answer twice changes nothing"
+        );
+        let call = t
+            .get(&CallId::from_source_key(Source::Hep, "c1"))
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            call.answered_by.as_deref(),
+            Some("201"),
+            "the first answerer stays"
+        );
+        assert_eq!(
+            call.agent_extension.as_deref(),
+            Some("203"),
+            "not the group number"
+        );
+        assert!(call.ringing_extensions.is_empty());
+        assert_eq!(call.answered_at, Some(at(2)));
+        assert_eq!(call.transfers.len(), 1);
+        assert_eq!(call.rang_extensions, ["201", "202", "203"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The call log: one row per call, written idempotently as a call progresses.
 
 use chrono::{DateTime, Utc};
-use fiche_pbx::model::{CallId, Direction, Outcome, Source};
+use fiche_pbx::model::{CallId, Direction, Outcome, Source, Transfer};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -41,6 +41,14 @@ pub struct Call {
     pub remote_e164: Option<String>,
     /// The agent extension that answered, or that placed the call.
     pub agent_extension: Option<String>,
+    /// Every extension that rang, in order (empty on upsert: left alone).
+    #[serde(default)]
+    pub rang: Vec<String>,
+    /// The first phone that answered, whatever transfers came after.
+    pub answered_by: Option<String>,
+    /// Each transfer, in order (empty on upsert: left alone).
+    #[serde(default)]
+    pub transfers: Vec<Transfer>,
     /// Queue or ring group, when the source tells.
     pub queue: Option<String>,
     /// The matched customer.
@@ -118,6 +126,9 @@ pub(crate) struct CallRow {
     callee_number: Option<String>,
     remote_e164: Option<String>,
     agent_extension: Option<String>,
+    rang: Option<String>,
+    answered_by: Option<String>,
+    transfers: Option<String>,
     queue: Option<String>,
     customer_id: Option<i64>,
     started_at: DateTime<Utc>,
@@ -139,6 +150,14 @@ impl TryFrom<CallRow> for Call {
         };
         let direction = parse_direction(&row.direction)?;
         let outcome = parse_outcome(row.outcome.as_deref())?;
+        let rang = match row.rang.as_deref() {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(text).map_err(|_| corrupt("rang", text))?,
+        };
+        let transfers = match row.transfers.as_deref() {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(text).map_err(|_| corrupt("transfers", text))?,
+        };
         Ok(Call {
             id: CallId(row.id.0),
             source,
@@ -150,6 +169,9 @@ impl TryFrom<CallRow> for Call {
             callee_number: row.callee_number,
             remote_e164: row.remote_e164,
             agent_extension: row.agent_extension,
+            rang,
+            answered_by: row.answered_by,
+            transfers,
             queue: row.queue,
             customer_id: row.customer_id.map(CustomerId),
             started_at: row.started_at,
@@ -161,9 +183,34 @@ impl TryFrom<CallRow> for Call {
     }
 }
 
-const CALL_COLUMNS: &str = "id, source, source_key, direction, caller_number, caller_name, \
-     caller_withheld, callee_number, remote_e164, agent_extension, queue, customer_id, \
-     started_at, answered_at, ended_at, outcome, cause";
+pub(crate) const CALL_COLUMNS: &str = "id, source, source_key, direction, caller_number, \
+     caller_name, caller_withheld, callee_number, remote_e164, agent_extension, rang, answered_by, \
+     transfers, queue, customer_id, started_at, answered_at, ended_at, outcome, cause";
+
+/// Most phones or transfers kept per call: a call that rings a hundred
+/// phones is a broadcast, and the log keeps the first ones.
+const MAX_PARTIES: usize = 64;
+
+/// `rang` as stored: a JSON array of bounded extensions, NULL when empty.
+fn rang_json(rang: &[String]) -> Option<String> {
+    if rang.is_empty() {
+        return None;
+    }
+    let bounded: Vec<Option<String>> = rang
+        .iter()
+        .take(MAX_PARTIES)
+        .map(|e| bounded(&Some(e.clone())))
+        .collect();
+    serde_json::to_string(&bounded).ok()
+}
+
+/// `transfers` as stored: a JSON array, NULL when empty.
+fn transfers_json(transfers: &[Transfer]) -> Option<String> {
+    if transfers.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&transfers[..transfers.len().min(MAX_PARTIES)]).ok()
+}
 
 /// `text` cut to [`MAX_FIELD_CHARS`] characters, NULs removed (PostgreSQL refuses them).
 fn bounded(text: &Option<String>) -> Option<String> {
@@ -224,9 +271,10 @@ impl TicketTx {
         on_tx!(self, |tx, dialect| {
             let inserted = sqlx::query(&dialect.sql(
                 "INSERT INTO calls (id, source, source_key, direction, caller_number, caller_name, \
-                 caller_withheld, callee_number, remote_e164, agent_extension, queue, customer_id, \
-                 started_at, answered_at, ended_at, outcome, cause, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 caller_withheld, callee_number, remote_e164, agent_extension, rang, answered_by, \
+                 transfers, queue, customer_id, started_at, answered_at, ended_at, outcome, cause, \
+                 updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (source, source_key) DO NOTHING",
             ))
             .bind(id)
@@ -239,6 +287,9 @@ impl TicketTx {
             .bind(bounded(&call.callee_number))
             .bind(&call.remote_e164)
             .bind(bounded(&call.agent_extension))
+            .bind(rang_json(&call.rang))
+            .bind(bounded(&call.answered_by))
+            .bind(transfers_json(&call.transfers))
             .bind(bounded(&call.queue))
             .bind(call.customer_id.map(|c| c.0))
             .bind(stored_time(call.started_at))
@@ -261,6 +312,9 @@ impl TicketTx {
                      callee_number = COALESCE(?, callee_number), \
                      remote_e164 = COALESCE(?, remote_e164), \
                      agent_extension = COALESCE(?, agent_extension), \
+                     rang = COALESCE(?, rang), \
+                     answered_by = COALESCE(?, answered_by), \
+                     transfers = COALESCE(?, transfers), \
                      queue = COALESCE(?, queue), \
                      customer_id = COALESCE(?, customer_id), \
                      answered_at = COALESCE(?, answered_at), \
@@ -277,6 +331,9 @@ impl TicketTx {
                 .bind(bounded(&call.callee_number))
                 .bind(&call.remote_e164)
                 .bind(bounded(&call.agent_extension))
+                .bind(rang_json(&call.rang))
+                .bind(bounded(&call.answered_by))
+                .bind(transfers_json(&call.transfers))
                 .bind(bounded(&call.queue))
                 .bind(call.customer_id.map(|c| c.0))
                 .bind(call.answered_at.map(stored_time))

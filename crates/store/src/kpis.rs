@@ -79,9 +79,7 @@ pub struct CallQuery {
     pub offset: u32,
 }
 
-const LOG_COLUMNS: &str = "id, source, source_key, direction, caller_number, caller_name, \
-     caller_withheld, callee_number, remote_e164, agent_extension, queue, customer_id, \
-     started_at, answered_at, ended_at, outcome, cause";
+const LOG_COLUMNS: &str = crate::calls::CALL_COLUMNS;
 
 fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds().max(0) as f64 / 1000.0

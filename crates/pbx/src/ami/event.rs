@@ -300,6 +300,23 @@ impl<'a> AmiEvent<'a> {
                 dest: ChannelSnapshot::read(m, "Dest")?,
                 dial_string: field("DialString"),
             },
+            // Asterisk 1.8–11: one `Dial` event with a `SubEvent`, the
+            // destination named `Destination`. Its `End` names no destination;
+            // the legs' own `Hangup` causes tell the same.
+            "Dial" if field("SubEvent").eq_ignore_ascii_case("Begin") => {
+                let mut dest = ChannelSnapshot::read(m, "Dest")?;
+                if dest.channel.is_empty() {
+                    dest.channel = field("Destination");
+                }
+                AmiEvent::DialBegin {
+                    caller: snap(),
+                    dest,
+                    dial_string: m
+                        .get("DialString")
+                        .or(m.get("Dialstring"))
+                        .unwrap_or_default(),
+                }
+            }
             "DialState" => AmiEvent::DialState {
                 dest: ChannelSnapshot::read(m, "Dest")?,
                 status: field("DialStatus"),
@@ -421,6 +438,34 @@ mod tests {
         assert_eq!(dest.channel, "PJSIP/201-00000002");
         assert_eq!(dest.unique_id, "1.2");
         assert_eq!(dial_string, "201");
+    }
+
+    #[test]
+    fn an_asterisk_11_dial_begin_is_a_dial_begin() {
+        let m = AmiMessage::from_fields(&[
+            ("Event", "Dial"),
+            ("SubEvent", "Begin"),
+            ("Channel", "SIP/150010002-00000077"),
+            ("UniqueID", "1.239"),
+            ("Destination", "Local/ID7@route-0000003b;1"),
+            ("DestUniqueID", "1.240"),
+            ("Dialstring", "ID7@route"),
+        ]);
+        let AmiEvent::DialBegin {
+            caller,
+            dest,
+            dial_string,
+        } = AmiEvent::from_message(&m)
+        else {
+            panic!("not a DialBegin");
+        };
+        assert_eq!(caller.map(|c| c.unique_id), Some("1.239"));
+        assert_eq!(caller.map(|c| c.linked_id), Some("1.239"));
+        assert_eq!(dest.channel, "Local/ID7@route-0000003b;1");
+        assert_eq!(dest.unique_id, "1.240");
+        assert_eq!(dial_string, "ID7@route");
+        let end = AmiMessage::from_fields(&[("Event", "Dial"), ("SubEvent", "End")]);
+        assert_eq!(AmiEvent::from_message(&end), AmiEvent::Other("Dial"));
     }
 
     #[test]

@@ -197,6 +197,9 @@ struct Call {
     /// Ringing legs cancelled, withdrawn unless the call ends by the deadline.
     cancelled: Vec<(Extension, Timestamp)>,
     answered: bool,
+    /// The agent who answered last: the first answerer, then whoever took
+    /// the call over (a transfer target, a picker).
+    talking_to: Option<Extension>,
     held: bool,
     abandoned: Option<(String, Option<u32>)>,
     /// The last failed dial attempt: its outcome and why.
@@ -231,6 +234,7 @@ impl Call {
             ringing: Vec::new(),
             cancelled: Vec::new(),
             answered: false,
+            talking_to: None,
             held: false,
             abandoned: None,
             dial_failure: None,
@@ -256,6 +260,9 @@ pub struct AmiTracker {
     calls: HashMap<String, Call>,
     out: VecDeque<CallEvent>,
     originates: Vec<ExpectedOriginate>,
+    /// Local channel pairs by base name (`Local/201@ctx-0000002a`): the
+    /// Uniqueids of the `;1` and `;2` halves.
+    local_pairs: HashMap<String, [Option<String>; 2]>,
     generation: u64,
     resyncing: bool,
 }
@@ -391,6 +398,7 @@ impl AmiTracker {
             calls: HashMap::new(),
             out: VecDeque::new(),
             originates: Vec::new(),
+            local_pairs: HashMap::new(),
             generation: 0,
             resyncing: false,
         }
@@ -699,7 +707,7 @@ impl AmiTracker {
         let mut stopped: Vec<(String, Extension)> = Vec::new();
         let mut touched_calls: Vec<String> = Vec::new();
         for uid in gone {
-            let Some(channel) = self.channels.remove(&uid) else {
+            let Some(channel) = self.forget_channel(&uid) else {
                 continue;
             };
             let key = channel.linked_id;
@@ -784,9 +792,21 @@ impl AmiTracker {
         Extension::new(mapped)
     }
 
+    /// Removes a channel, and its place in the Local pair index.
+    fn forget_channel(&mut self, uid: &str) -> Option<Channel> {
+        let channel = self.channels.remove(uid)?;
+        if channel.local {
+            self.index_local(&channel.name, uid, false);
+        }
+        Some(channel)
+    }
+
     /// Records a channel we have not seen yet, creating its call record.
     fn insert_channel(&mut self, s: &ChannelSnapshot<'_>) {
         let local = is_local(s.channel);
+        if local {
+            self.index_local(s.channel, s.unique_id, true);
+        }
         let phone = self.phone_of(s.channel);
         self.channels.insert(
             s.unique_id.to_owned(),
@@ -872,7 +892,7 @@ impl AmiTracker {
         current
     }
 
-    /// The `;1` half of `uid` when `uid` is the `half` half of a Local pair.
+    /// The other half of `uid` when `uid` is the `half` half of a Local pair.
     fn local_sibling(&self, uid: &str, half: u8) -> Option<&str> {
         let channel = self.channels.get(uid)?;
         if !channel.local {
@@ -882,17 +902,26 @@ impl AmiTracker {
         if this != half {
             return None;
         }
-        let call = self.calls.get(&channel.linked_id)?;
-        call.channels
-            .iter()
-            .filter(|u| u.as_str() != uid)
-            .find(|u| {
-                self.channels
-                    .get(u.as_str())
-                    .and_then(|c| local_half(&c.name))
-                    .is_some_and(|(b, h)| b == base && h != half)
-            })
-            .map(String::as_str)
+        let pair = self.local_pairs.get(base)?;
+        pair[usize::from(2 - half)].as_deref()
+    }
+
+    /// Remembers (or forgets) a Local half in the pair index.
+    fn index_local(&mut self, name: &str, uid: &str, present: bool) {
+        let Some((base, half)) = local_half(name) else {
+            return;
+        };
+        let slot = usize::from(half - 1);
+        if present {
+            self.local_pairs.entry(base.to_owned()).or_default()[slot] = Some(uid.to_owned());
+        } else if let Some(pair) = self.local_pairs.get_mut(base) {
+            if pair[slot].as_deref() == Some(uid) {
+                pair[slot] = None;
+            }
+            if pair.iter().all(Option::is_none) {
+                self.local_pairs.remove(base);
+            }
+        }
     }
 
     /// True when what `uid` dials rings the click-to-dial agent, not the customer.
@@ -1313,14 +1342,16 @@ impl AmiTracker {
         if !call.started {
             return;
         }
-        if call.answered {
-            // A second answer: a transfer target picking up. Its pop is done.
-            if let Some(extension) = extension {
-                self.stop_ringing(now, key, &extension, "answered");
-            }
+        if call.answered && (extension.is_none() || call.talking_to == extension) {
+            // The far end, or the agent already talking: nothing new.
             return;
         }
+        // A later answer is a transfer target or a picker taking the call
+        // over: she is who the caller talks to now, and keeps her card.
         call.answered = true;
+        if extension.is_some() {
+            call.talking_to.clone_from(&extension);
+        }
         call.cancelled.clear();
         let others: Vec<Extension> = call
             .ringing
@@ -1367,9 +1398,18 @@ impl AmiTracker {
             return;
         };
         // A dialled channel belongs to its dialler's call. One that already
-        // lives in another call is a phone picking this call up.
+        // lives in another call is a phone picking this call up (or, on
+        // Asterisk 11, which has no Linkedid, every dialled channel).
         if dest_key != key {
             self.move_channel(now, dest.unique_id, &dest_key, &key);
+        }
+        // The `;2` half of a dialled Local channel carries the dial on.
+        let sibling = self.local_sibling(dest.unique_id, 1).map(str::to_owned);
+        if let Some(sibling) = sibling {
+            let from = self.channels.get(&sibling).map(|c| c.linked_id.clone());
+            if let Some(from) = from.filter(|f| f != &key) {
+                self.move_channel(now, &sibling, &from, &key);
+            }
         }
         let originator_side = self.dials_for_originator(caller_uid);
         if let Some(c) = self.channels.get_mut(dest.unique_id) {
@@ -1485,7 +1525,7 @@ impl AmiTracker {
         if unannounced_last_leg {
             self.present(now, &key, Some(s.unique_id));
         }
-        let Some(channel) = self.channels.remove(s.unique_id) else {
+        let Some(channel) = self.forget_channel(s.unique_id) else {
             return;
         };
         let Some(call) = self.calls.get_mut(&key) else {
@@ -1729,7 +1769,7 @@ impl AmiTracker {
             return;
         };
         for uid in &call.channels {
-            self.channels.remove(uid);
+            self.forget_channel(uid);
         }
         let (outcome, cause) = if call.answered {
             (

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use fiche_hub::Priority;
 use fiche_matcher::{format_display, normalise, NumberKind};
-use fiche_pbx::{CallId, Direction, Outcome};
+use fiche_pbx::{CallId, Direction, Outcome, Transfer};
 use fiche_store::{
     Assignee, Call, Customer, CustomerId, DraftSaved, NewPhone, NewTicketEvent, Ticket,
     TicketDraft, TicketEvent, TicketId, TicketKind, TicketPatch, TicketQuery, TicketStatus, UserId,
@@ -58,6 +58,12 @@ struct LastCall {
     direction: Direction,
     outcome: Option<Outcome>,
     agent_extension: Option<String>,
+    /// Every phone that rang, in order.
+    rang: Vec<String>,
+    /// The first phone that answered.
+    answered_by: Option<String>,
+    /// Each transfer: kind, who transferred, who was sent on, to whom.
+    transfers: Vec<Transfer>,
     started_at: DateTime<Utc>,
     duration_secs: Option<i64>,
     wait_secs: Option<i64>,
@@ -104,6 +110,9 @@ fn last_call(call: &Call) -> LastCall {
         direction: call.direction,
         outcome: call.outcome,
         agent_extension: call.agent_extension.clone(),
+        rang: call.rang.clone(),
+        answered_by: call.answered_by.clone(),
+        transfers: call.transfers.clone(),
         started_at: call.started_at,
         duration_secs: match (call.answered_at, call.ended_at) {
             (Some(a), Some(e)) => Some((e - a).num_seconds().max(0)),

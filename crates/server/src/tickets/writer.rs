@@ -20,7 +20,7 @@ use super::{summary, CallKind, TicketsConfig};
 use chrono::{DateTime, Duration, Utc};
 use fiche_hub::Hub;
 use fiche_matcher::{format_display, normalise, NumberKind};
-use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source};
+use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Transfer};
 use fiche_store::{
     Call, CustomerId, NewTicket, Store, StoreError, Ticket, TicketKind, TicketStatus, TicketTx,
     UserId,
@@ -49,6 +49,9 @@ struct Track {
     answered_at: Option<DateTime<Utc>>,
     agent: Option<String>,
     rang: Vec<String>,
+    /// The first phone that answered.
+    answered_by: Option<String>,
+    transfers: Vec<Transfer>,
     remote_e164: Option<String>,
     remote_display: String,
     customer_id: Option<CustomerId>,
@@ -247,6 +250,8 @@ impl TicketWriter {
                     answered_at: None,
                     agent: None,
                     rang: Vec::new(),
+                    answered_by: None,
+                    transfers: Vec::new(),
                     remote_e164: None,
                     remote_display: String::new(),
                     customer_id: None,
@@ -287,6 +292,9 @@ impl TicketWriter {
                     return Ok(false);
                 };
                 track.answered_at.get_or_insert(event.at);
+                if track.answered_by.is_none() {
+                    track.answered_by = extension.as_ref().map(|e| e.to_string());
+                }
                 if let Some(extension) = extension {
                     if track.direction != Direction::Outbound || track.agent.is_none() {
                         track.agent = Some(extension.to_string());
@@ -353,9 +361,14 @@ impl TicketWriter {
                 }
                 Ok(changed)
             }
-            CallEventKind::Held | CallEventKind::Resumed | CallEventKind::Transferred { .. } => {
+            CallEventKind::Transferred(transfer) => {
+                self.touch(event.call_id);
+                if let Some(track) = self.tracks.get_mut(&event.call_id) {
+                    track.transfers.push(transfer.clone());
+                }
                 Ok(false)
             }
+            CallEventKind::Held | CallEventKind::Resumed => Ok(false),
             CallEventKind::RingingStopped { .. } => Ok(false),
         }
     }
@@ -392,7 +405,9 @@ impl TicketWriter {
             started_at: call.started_at,
             answered_at: call.answered_at,
             agent: call.agent_extension,
-            rang: Vec::new(),
+            rang: call.rang,
+            answered_by: call.answered_by,
+            transfers: call.transfers,
             remote_e164: None,
             remote_display: String::new(),
             customer_id: None,
@@ -645,6 +660,9 @@ fn call_row(id: CallId, track: &Track) -> Call {
         callee_number: track.callee.number.clone(),
         remote_e164: track.remote_e164.clone(),
         agent_extension: track.agent.clone(),
+        rang: track.rang.clone(),
+        answered_by: track.answered_by.clone(),
+        transfers: track.transfers.clone(),
         queue: None,
         customer_id: track.customer_id,
         started_at: track.started_at,

@@ -1,7 +1,7 @@
 //! The call log: idempotent upserts keyed by (source, source_key).
 
 use chrono::{DateTime, Duration, Utc};
-use fiche_pbx::model::{CallId, Direction, Outcome, Source};
+use fiche_pbx::model::{CallId, Direction, Extension, Outcome, Source, Transfer, TransferKind};
 use fiche_store::{Call, CallUpsert, CustomerId, StoreError};
 
 use crate::customers::dupont;
@@ -23,6 +23,9 @@ fn ringing(key: &str, customer_id: Option<CustomerId>) -> Call {
         callee_number: Some("201".into()),
         remote_e164: Some("+33612345678".into()),
         agent_extension: None,
+        rang: Vec::new(),
+        answered_by: None,
+        transfers: Vec::new(),
         queue: None,
         customer_id,
         started_at: at(0),
@@ -79,6 +82,43 @@ async fn replaying_a_call_never_duplicates_it(db: &TestDb) {
     assert!(numbers.iter().all(|n| n.last_contact_at == Some(at(0))));
 }
 store_test!(replaying_a_call_never_duplicates_it);
+
+async fn who_took_the_call_is_kept_in_the_log(db: &TestDb) {
+    let start = ringing("who-took-it", None);
+    db.store.upsert_call(&start).await.unwrap();
+    let mut answered = start.clone();
+    answered.rang = vec!["201".into(), "202".into()];
+    answered.answered_by = Some("202".into());
+    db.store.upsert_call(&answered).await.unwrap();
+    let mut ended = start.clone();
+    ended.rang = vec!["201".into(), "202".into(), "203".into()];
+    ended.transfers = vec![Transfer {
+        kind: TransferKind::Blonde,
+        by: Extension::new("202"),
+        transferee: Extension::new("0612345678"),
+        to: Extension::new("203"),
+    }];
+    ended.ended_at = Some(at(90));
+    ended.outcome = Some(Outcome::Answered);
+    db.store.upsert_call(&ended).await.unwrap();
+    // A write that knows nothing of the parties (a replayed start) keeps them.
+    db.store.upsert_call(&start).await.unwrap();
+
+    let stored = db.store.get_call(start.id).await.unwrap().unwrap();
+    assert_eq!(stored.rang, ["201", "202", "203"]);
+    assert_eq!(stored.answered_by.as_deref(), Some("202"));
+    assert_eq!(stored.transfers, ended.transfers);
+    let (_, log) = db
+        .store
+        .list_calls(&fiche_store::CallQuery::default())
+        .await
+        .unwrap();
+    let logged = log.iter().find(|c| c.id == start.id).unwrap();
+    assert_eq!(logged.answered_by.as_deref(), Some("202"));
+    assert_eq!(logged.transfers.len(), 1);
+    assert_eq!(logged.transfers[0].to.as_deref(), Some("203"));
+}
+store_test!(who_took_the_call_is_kept_in_the_log);
 
 async fn the_same_key_from_two_sources_is_two_calls(db: &TestDb) {
     let hep = ringing("1699999999.42", None);
