@@ -6,6 +6,12 @@
 //! fresh Uniqueids so every copy is a new set of calls, sent as CRLF bytes in
 //! 4 KiB reads as a socket would deliver them.
 //!
+//! A second workload replays the real recordings of
+//! `../shared/recordings/ami/` (cacofonisk's production Asterisk flows and the
+//! raw manager streams), each copy with its Uniqueids and Linkedids renamed so
+//! that every copy is a new set of calls; `FICHE_AMI_RECORDINGS` names
+//! another folder.
+//!
 //! Run: `cargo bench -p fiche-pbx --bench ami`. "elements/s" = AMI events per
 //! second (every message counts, noise included), twice: in wall-clock time and
 //! in the CPU time of the benchmark thread (the per-core figure, meaningful on a
@@ -54,6 +60,79 @@ fn stream() -> (Vec<u8>, u64) {
     (out.into_bytes(), messages)
 }
 
+/// Copies of the real recordings in the second workload.
+const RECORDED_COPIES: usize = 100;
+
+/// The real recordings as one CRLF stream, and its number of messages.
+fn recorded_stream() -> (Vec<u8>, u64) {
+    let dir = std::env::var("FICHE_AMI_RECORDINGS").unwrap_or_else(|_| {
+        format!(
+            "{}/../../../shared/recordings/ami",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "json" || ext == "txt")
+                && !path.ends_with("expectations.json")
+        })
+        .collect();
+    paths.sort();
+    let mut flows: Vec<Vec<(String, String)>> = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            let list: Vec<serde_json::Map<String, serde_json::Value>> =
+                serde_json::from_slice(&bytes).unwrap_or_default();
+            for object in list {
+                flows.push(
+                    object
+                        .into_iter()
+                        .filter(|(k, v)| !(k == "content" && v.as_str() == Some("")))
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(s) => (k, s),
+                            other => (k, other.to_string()),
+                        })
+                        .collect(),
+                );
+            }
+        } else {
+            let mut framer = AmiFramer::new();
+            let mut buf = BytesMut::from(&bytes[..]);
+            buf.extend_from_slice(b"\r\n\r\n");
+            while let Ok(Some(message)) = framer.decode(&mut buf) {
+                flows.push(
+                    message
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                );
+            }
+        }
+    }
+    let mut out = String::from("Asterisk Call Manager/9.0.0\r\n");
+    let mut messages = 0;
+    for copy in 0..RECORDED_COPIES {
+        for fields in &flows {
+            for (key, value) in fields {
+                let lower = key.to_ascii_lowercase();
+                let renamed = lower.ends_with("uniqueid") || lower.ends_with("linkedid");
+                if renamed && !value.is_empty() {
+                    out.push_str(&format!("{key}: c{copy}-{value}\r\n"));
+                } else {
+                    out.push_str(&format!("{key}: {value}\r\n"));
+                }
+            }
+            out.push_str("\r\n");
+            messages += 1;
+        }
+    }
+    (out.into_bytes(), messages)
+}
+
 fn replay(stream: &[u8]) -> usize {
     let mut framer = AmiFramer::new();
     let mut tracker = AmiTracker::new(TrackerConfig::default());
@@ -95,6 +174,19 @@ fn bench<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     group.sample_size(20);
     group.bench_function("parse_and_track", |b| b.iter(|| replay(black_box(&stream))));
     group.bench_function("frame_only", |b| b.iter(|| frame_only(black_box(&stream))));
+    group.finish();
+
+    let (recorded, messages) = recorded_stream();
+    assert!(
+        replay(&recorded) > 0,
+        "the real recordings produce call events"
+    );
+    let mut group = c.benchmark_group(format!("{group_name}_real_recordings"));
+    group.throughput(Throughput::Elements(messages));
+    group.sample_size(20);
+    group.bench_function("parse_and_track", |b| {
+        b.iter(|| replay(black_box(&recorded)))
+    });
     group.finish();
 }
 

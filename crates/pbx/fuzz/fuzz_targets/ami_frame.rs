@@ -17,14 +17,30 @@ fuzz_target!(|data: &[u8]| {
     let mut framer = AmiFramer::new();
     // Compiling the default patterns once keeps the fuzzer fast.
     static CONFIG: OnceLock<TrackerConfig> = OnceLock::new();
-    let mut tracker = AmiTracker::new(CONFIG.get_or_init(TrackerConfig::default).clone());
-    let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+    let mut tracker = AmiTracker::new(
+        CONFIG
+            .get_or_init(|| TrackerConfig {
+                // Phones named by an account, as on the recorded platform.
+                aliases: [("150010001", "201"), ("150010002", "202"), ("150010003", "203")]
+                    .into_iter()
+                    .map(|(a, e)| (a.to_owned(), e.to_owned()))
+                    .collect(),
+                ..TrackerConfig::default()
+            })
+            .clone(),
+    );
+    let mut now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
     let mut buf = BytesMut::new();
     for piece in input.chunks(chunk) {
         buf.extend_from_slice(piece);
         loop {
             match framer.decode(&mut buf) {
                 Ok(Some(message)) => {
+                    // Time moves on so that presentation and cancel timers fire.
+                    now += chrono::Duration::milliseconds(250);
+                    if let Some(due) = tracker.next_timeout().filter(|d| *d <= now) {
+                        tracker.handle_timeout(due);
+                    }
                     tracker.handle(now, &AmiEvent::from_message(&message));
                     while tracker.poll_event().is_some() {}
                 }
@@ -34,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(buf.len() <= MAX_MESSAGE_LEN + chunk + 1);
     }
+    tracker.handle_timeout(now + chrono::Duration::hours(1));
     tracker.resync_begin();
     tracker.resync_end(now);
     while tracker.poll_event().is_some() {}
