@@ -170,8 +170,11 @@ impl Store {
                 durations.push(secs(answered, ended));
             }
         }
-        if kpis.calls_in > 0 {
-            kpis.answered_rate = Some(f64::from(answered_in) / f64::from(kpis.calls_in));
+        // Calls still ringing are neither answered nor missed yet: counting
+        // them would lower the rate for as long as a phone rings.
+        let settled = answered_in + kpis.missed;
+        if settled > 0 {
+            kpis.answered_rate = Some(f64::from(answered_in) / f64::from(settled));
         }
         kpis.average_wait_secs = mean(&waits);
         kpis.average_duration_secs = mean(&durations);

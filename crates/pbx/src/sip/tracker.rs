@@ -259,7 +259,10 @@ impl SipTracker {
         self.dedup.insert(now, hash, self.config.max_dedup_entries);
         match &facts.kind {
             MessageKind::Request { method, .. } => match method {
-                rsip::Method::Invite if facts.to_tag.is_none() => {
+                // An INVITE inside a dialog Fiche never saw start (a call set up
+                // before Fiche listened, refreshed by a re-INVITE) is a live call
+                // all the same: it starts one, as an initial INVITE would.
+                rsip::Method::Invite if facts.to_tag.is_none() || !self.is_live(facts.call_id) => {
                     self.on_initial_invite(now, &facts)
                 }
                 rsip::Method::Invite | rsip::Method::Update => self.on_offer_in_dialog(now, &facts),

@@ -258,7 +258,9 @@ async fn figures_and_call_log_cover_the_range(db: &TestDb) {
     out.outcome = Some(Outcome::Busy);
     out.ended_at = Some(at(14, 1));
     let other_day = call("old", Direction::Inbound, at(-5, 0));
-    for c in [&answered, &missed, &out, &other_day] {
+    // Still ringing when the figures are read: neither answered nor missed yet.
+    let ringing = call("rng", Direction::Inbound, at(11, 59));
+    for c in [&answered, &missed, &out, &other_day, &ringing] {
         db.store.upsert_call(c).await.unwrap();
     }
     db.store
@@ -278,8 +280,12 @@ async fn figures_and_call_log_cover_the_range(db: &TestDb) {
         )
         .await
         .unwrap();
-    assert_eq!((kpis.calls_in, kpis.calls_out, kpis.missed), (2, 1, 1));
-    assert_eq!(kpis.answered_rate, Some(0.5));
+    assert_eq!((kpis.calls_in, kpis.calls_out, kpis.missed), (3, 1, 1));
+    assert_eq!(
+        kpis.answered_rate,
+        Some(0.5),
+        "answered / (answered + missed): the ringing call counts in neither"
+    );
     assert_eq!(kpis.missed_not_called_back, 1);
     assert_eq!(kpis.overdue_callbacks, 1);
     assert_eq!(kpis.oldest_overdue_due_at, Some(at(10, 0)));
@@ -289,7 +295,8 @@ async fn figures_and_call_log_cover_the_range(db: &TestDb) {
     // Local time is UTC+1: 09:00Z counts in hour 10.
     assert_eq!(kpis.calls_per_hour[10], 2);
     assert_eq!(kpis.calls_per_hour[15], 1);
-    assert_eq!(kpis.calls_per_hour.iter().sum::<u32>(), 3);
+    assert_eq!(kpis.calls_per_hour[12], 1);
+    assert_eq!(kpis.calls_per_hour.iter().sum::<u32>(), 4);
 
     let (total, calls) = db
         .store
@@ -301,8 +308,8 @@ async fn figures_and_call_log_cover_the_range(db: &TestDb) {
         })
         .await
         .unwrap();
-    assert_eq!(total, 2);
-    assert_eq!(calls[0].id, missed.id, "newest first");
+    assert_eq!(total, 3);
+    assert_eq!(calls[0].id, ringing.id, "newest first");
     let (total, calls) = db
         .store
         .list_calls(&CallQuery {
