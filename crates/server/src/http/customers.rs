@@ -4,6 +4,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::CurrentUser;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -159,10 +160,14 @@ async fn update(
     Ok(Json(customer))
 }
 
+/// Deletes a customer and their phones: supervisors and admins only, since
+/// the file is shared and a deletion cannot be undone.
 async fn remove(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
+    user.require_supervisor()?;
     state.store.delete_customer(CustomerId(id)).await?;
     state.unindex_customer(CustomerId(id));
     Ok(StatusCode::NO_CONTENT)

@@ -7,6 +7,9 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::CurrentUser;
+use crate::authz::{
+    live_call_concerns, logged_call_concerns, may_assign, may_change_ticket, sees_everything,
+};
 use crate::tickets::{priority_name, priority_value, summary};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -283,6 +286,11 @@ async fn change(
     input: Result<Json<PatchInput>, JsonRejection>,
 ) -> Result<Json<ApiTicket>, ApiError> {
     let Json(input) = input?;
+    let current = state.store.get_ticket(TicketId(id)).await?;
+    may_change_ticket(&user, current.assignee_user_id)?;
+    if let Some(to) = input.assignee_user_id {
+        may_assign(&user, to.map(UserId))?;
+    }
     let patch = TicketPatch {
         status: input.status,
         reason: input.reason,
@@ -342,6 +350,8 @@ async fn add_note(
     input: Result<Json<NoteInput>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TicketEvent>), ApiError> {
     let Json(input) = input?;
+    let ticket = state.store.get_ticket(TicketId(id)).await?;
+    may_change_ticket(&user, ticket.assignee_user_id)?;
     let body = input.body.trim();
     if body.is_empty() || body.chars().count() > MAX_NOTE_CHARS {
         return Err(ApiError::Invalid {
@@ -418,9 +428,36 @@ async fn save_for_call(
             message: "nothing to save: give a note, reason, priority, due_at or status".into(),
         });
     }
-    // Only calls that exist: ringing now, or stored.
-    if state.live.get(&call_id).is_none() && state.store.get_call(call_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("call {} not found", call_id.0)));
+    // Only calls that exist (ringing now, or stored), and, for an agent, only
+    // the calls that concern her: a save on a colleague's ringing call would
+    // otherwise land on the colleague's ticket, or pre-close its callback.
+    let live = state.live.get(&call_id);
+    let logged = match live {
+        Some(_) => None,
+        None => Some(
+            state
+                .store
+                .get_call(call_id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("call {} not found", call_id.0)))?,
+        ),
+    };
+    if !sees_everything(&user) {
+        let concerns = match (&live, &logged) {
+            (Some(call), _) => live_call_concerns(&user.extensions, call),
+            (None, Some(call)) => logged_call_concerns(&user.extensions, call),
+            (None, None) => false,
+        };
+        if !concerns {
+            // What the save would change, the call's ticket, may still be hers.
+            let Some(ticket) = state.store.ticket_for_call(call_id).await? else {
+                return Err(ApiError::Forbidden(
+                    "this call does not concern you: it rings at, or was handled by, a colleague"
+                        .into(),
+                ));
+            };
+            may_change_ticket(&user, ticket.assignee_user_id)?;
+        }
     }
     match state
         .store
