@@ -47,6 +47,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Ticket changes made through the API, for the webhook outbox.
     pub tickets_feed: crate::tickets::TicketFeed,
+    /// Origins besides the server's own whose pages may open the websockets.
+    pub allowed_origins: Arc<Vec<String>>,
 }
 
 impl AppState {
