@@ -95,7 +95,7 @@ async fn log(
         number,
         outcome: params.outcome,
         direction: params.direction,
-        limit: params.limit,
+        limit: super::page_limit(params.limit)?,
         offset: params.offset,
     };
     let (total, items) = state.store.list_calls(&query).await?;

@@ -5,14 +5,14 @@
 //! existing customer".
 
 use super::error::ApiError;
-use super::AppState;
+use super::{ApiPath, AppState};
 use crate::auth::CurrentUser;
 use crate::authz::{
     live_call_concerns, logged_call_concerns, may_assign, may_change_ticket, sees_everything,
 };
 use crate::tickets::{priority_name, priority_value, summary};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -234,7 +234,7 @@ async fn list(
         customer_id: params.customer_id.map(CustomerId),
         q: params.q,
         overdue_at: params.overdue.then(Utc::now),
-        limit: params.limit,
+        limit: super::page_limit(params.limit)?,
         offset: params.offset,
     };
     let (total, tickets) = state.store.list_tickets(&query).await?;
@@ -249,7 +249,7 @@ async fn list(
 async fn read(
     State(state): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<ApiTicket>, ApiError> {
     let ticket = state.store.get_ticket(TicketId(id)).await?;
     let names = names(&state, std::slice::from_ref(&ticket)).await?;
@@ -282,7 +282,7 @@ struct PatchInput {
 async fn change(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<PatchInput>, JsonRejection>,
 ) -> Result<Json<ApiTicket>, ApiError> {
     let Json(input) = input?;
@@ -346,7 +346,7 @@ struct NoteInput {
 async fn add_note(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<NoteInput>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TicketEvent>), ApiError> {
     let Json(input) = input?;
@@ -400,7 +400,7 @@ enum CallTicketSaved {
 async fn save_for_call(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(call_id): Path<CallId>,
+    ApiPath(call_id): ApiPath<CallId>,
     input: Result<Json<CallTicketInput>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CallTicketSaved>), ApiError> {
     let Json(input) = input?;
@@ -488,7 +488,7 @@ struct PhoneInput {
 async fn attach_phone(
     State(state): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<PhoneInput>, JsonRejection>,
 ) -> Result<Json<Customer>, ApiError> {
     let Json(input) = input?;
