@@ -286,6 +286,8 @@ async fn change(
     input: Result<Json<PatchInput>, JsonRejection>,
 ) -> Result<Json<ApiTicket>, ApiError> {
     let Json(input) = input?;
+    // Checked on the ticket as read now, outside the update's transaction: a
+    // supervisor's reassignment landing in between lets this one change through.
     let current = state.store.get_ticket(TicketId(id)).await?;
     may_change_ticket(&user, current.assignee_user_id)?;
     if let Some(to) = input.assignee_user_id {
