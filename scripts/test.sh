@@ -9,6 +9,9 @@ step() { printf '\n== %s ==\n' "$*"; }
 need_apt=()
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+# schemathesis (the OpenAPI check) goes in a virtualenv under target/.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   step "installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -43,6 +46,15 @@ cargo build -p fiche-server --locked
 
 step "tests: unit, store (SQLite and PostgreSQL), end to end (Kamailio + sipp)"
 cargo test --workspace --locked
+
+step "docs/openapi.yaml against the running server (schemathesis, 10 examples per operation)"
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=target/schemathesis-venv
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+python3 scripts/openapi-check.py "$SCHEMATHESIS_VENV/bin/schemathesis" 10
 
 step "browser tests (chromium + playwright-core, real fiche, Kamailio + sipp)"
 scripts/browser-tests.sh

@@ -85,3 +85,154 @@ async fn the_first_start_prints_a_one_time_admin_password_and_nothing_works_with
         200
     );
 }
+
+/// `POST /api/login` through a client at `forwarded_for` (as a proxy would say
+/// it in `X-Forwarded-For`; `None`: no header): the status.
+async fn login_from(port: u16, forwarded_for: Option<&str>, login: &str, password: &str) -> u16 {
+    let body = serde_json::json!({ "login": login, "password": password }).to_string();
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|ip| vec![("X-Forwarded-For", ip)])
+        .unwrap_or_default();
+    http::request_with(port, "POST", "/api/login", &headers, None, Some(&body))
+        .await
+        .expect("POST /api/login")
+        .0
+}
+
+/// Starts Fiche with `toml`, adds agent `claire`; the process and the admin's token.
+async fn start_with_claire(scratch: &Scratch, toml: &str) -> (FicheProcess, String) {
+    let fiche = FicheProcess::start(scratch, "fiche", &AmiSetup::Toml(toml.into()), &[])
+        .await
+        .expect("starting fiche");
+    let admin = fiche_e2e::auth::admin_token(fiche.http_port())
+        .await
+        .expect("admin logs in");
+    let body = serde_json::json!({"login": "claire", "display_name": "Claire", "role": "agent",
+                                  "extensions": ["201"], "password": "claire-password"})
+    .to_string();
+    let (status, answer) = http::request(
+        fiche.http_port(),
+        "POST",
+        "/api/users",
+        Some(&admin),
+        Some(&body),
+    )
+    .await
+    .expect("POST /api/users");
+    assert_eq!(status, 201, "{answer}");
+    (fiche, admin)
+}
+
+#[tokio::test]
+async fn twenty_failed_logins_from_one_client_behind_the_proxy_do_not_stop_another_client() {
+    let scratch = Scratch::create().expect("scratch folder");
+    let toml = "[auth]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n";
+    let (fiche, _) = start_with_claire(&scratch, toml).await;
+    let port = fiche.http_port();
+    // Someone at 203.0.113.7 tries 20 logins, one guess each.
+    for i in 0..20 {
+        let status = login_from(port, Some("203.0.113.7"), &format!("intrus{i}"), "guess").await;
+        assert_eq!(status, 401, "attempt {i}");
+    }
+    assert_eq!(
+        login_from(port, Some("203.0.113.7"), "claire", "claire-password").await,
+        429,
+        "that client is paused, even with a right password it never used"
+    );
+    // Claire, at another desk behind the same proxy, logs in.
+    assert_eq!(
+        login_from(port, Some("203.0.113.8"), "claire", "claire-password").await,
+        200
+    );
+    // Hops are read from the right: the client cannot hide behind an address
+    // it writes itself in front of the proxy's.
+    assert_eq!(
+        login_from(port, Some("198.51.100.1, 203.0.113.7"), "intrus99", "guess").await,
+        429
+    );
+}
+
+#[tokio::test]
+async fn one_address_never_locks_out_the_accounts_that_logged_in_from_it() {
+    let scratch = Scratch::create().expect("scratch folder");
+    // No trusted proxy: every request is from 127.0.0.1, like an office behind one NAT.
+    let (fiche, _) = start_with_claire(&scratch, "").await;
+    let port = fiche.http_port();
+    assert_eq!(
+        login_from(port, None, "claire", "claire-password").await,
+        200
+    );
+    for i in 0..20 {
+        assert_eq!(
+            login_from(port, None, &format!("intrus{i}"), "guess").await,
+            401
+        );
+    }
+    // New logins from that address wait; X-Forwarded-For from a client that is
+    // not a trusted proxy changes nothing.
+    assert_eq!(login_from(port, None, "intrus20", "guess").await, 429);
+    assert_eq!(
+        login_from(port, Some("198.51.100.9"), "intrus21", "guess").await,
+        429
+    );
+    // Claire and the admin, who logged in from it before, still do.
+    assert_eq!(
+        login_from(port, None, "claire", "claire-password").await,
+        200
+    );
+    assert_eq!(
+        login_from(port, None, "admin", fiche_e2e::auth::ADMIN_PASSWORD).await,
+        200
+    );
+    // Claire's own limit still holds: five wrong passwords pause her login.
+    for _ in 0..5 {
+        assert_eq!(login_from(port, None, "claire", "wrong").await, 401);
+    }
+    assert_eq!(
+        login_from(port, None, "claire", "claire-password").await,
+        429
+    );
+}
+
+/// The status of a websocket upgrade of `path` as `token`, sent with `origin`.
+async fn upgrade_from(port: u16, path: &str, token: &str, origin: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .expect("a websocket request");
+    let headers = request.headers_mut();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    headers.insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("{path}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cross_origin_websocket_is_refused() {
+    let scratch = Scratch::create().expect("scratch folder");
+    let toml = "[websocket]\nallowed_origins = [\"https://crm.example.com\"]\n";
+    let (fiche, admin) = start_with_claire(&scratch, toml).await;
+    let port = fiche.http_port();
+    let own = format!("http://127.0.0.1:{port}");
+    for path in ["/ws", "/ws/events"] {
+        assert_eq!(
+            upgrade_from(port, path, &admin, "https://evil.example").await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            upgrade_from(port, path, &admin, "http://127.0.0.1:1").await,
+            403,
+            "{path}: another port is another origin"
+        );
+        assert_eq!(upgrade_from(port, path, &admin, &own).await, 101, "{path}");
+        assert_eq!(
+            upgrade_from(port, path, &admin, "https://crm.example.com").await,
+            101,
+            "{path}"
+        );
+    }
+}

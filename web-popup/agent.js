@@ -486,17 +486,24 @@ async function closeCallback(ticket) {
 
 // ---------- ticket search ----------
 
+/** Whether the server lets this user change `tk`: agents change only the tickets
+ * assigned to them or to nobody (docs/authorization.md); the others get no button. */
+function mayChange(tk) {
+  if (!user || user.role !== "agent") return true;
+  return tk.assignee_user_id === null || tk.assignee_user_id === undefined || tk.assignee_user_id === user.id;
+}
+
 function ticketRow(tk) {
   const pill = el("span", { class: `pill ${tk.status}` }, t(`status_${tk.status}`));
-  const toggle = el("button", { type: "button", class: "link status-toggle" });
+  const toggle = mayChange(tk) ? el("button", { type: "button", class: "link status-toggle" }) : null;
   const show = (status) => {
     pill.className = `pill ${status}`;
     pill.textContent = t(`status_${status}`);
-    toggle.textContent = status === "closed" ? t("reopen") : t("close_short");
+    if (toggle) toggle.textContent = status === "closed" ? t("reopen") : t("close_short");
   };
   show(tk.status);
   // A ticket closed too soon (the customer calls back about it) is reopened here.
-  toggle.addEventListener("click", async () => {
+  if (toggle) toggle.addEventListener("click", async () => {
     const wanted = tk.status === "closed" ? "open" : "closed";
     toggle.disabled = true;
     try {

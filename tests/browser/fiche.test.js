@@ -332,7 +332,9 @@ describe("Fiche in the browser", () => {
     await claire.screenshot({ path: join(artifactsDir, "agent-customer-file.png"), fullPage: true });
 
     // A ticket closed from the file can be reopened from it, and the server keeps each change.
-    const row = dialog.locator(".rows .row").first();
+    // Claire only gets the button on tickets she may change (hers or nobody's), not
+    // on the ring-group call Malik took.
+    const row = dialog.locator(".rows .row").filter({ has: claire.locator("button.status-toggle") }).first();
     const id = await row.getAttribute("data-ticket-id");
     const before = (await fiche.api("GET", `/api/tickets/${id}`, tokens.claire)).body.status;
     const after = before === "closed" ? "open" : "closed";

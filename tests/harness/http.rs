@@ -35,6 +35,23 @@ pub async fn request(
         .with_context(|| format!("{method} {path} timed out"))?
 }
 
+/// [`request`] with extra header lines (`X-Forwarded-For`, `Origin`, …).
+pub async fn request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        send_with(port, method, path, headers, token, json),
+    )
+    .await
+    .with_context(|| format!("{method} {path} timed out"))?
+}
+
 async fn send(
     port: u16,
     method: &str,
@@ -42,9 +59,23 @@ async fn send(
     token: Option<&str>,
     json: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
+    send_with(port, method, path, &[], token, json).await
+}
+
+async fn send_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }

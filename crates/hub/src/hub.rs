@@ -486,6 +486,21 @@ impl Hub {
         self.state().calls.get(id).cloned()
     }
 
+    /// The calls a socket of `viewer` is shown in its snapshot, oldest first:
+    /// every known call for supervisors and admins, the calls ringing at or
+    /// handled at the viewer's extensions for agents. `/api/calls/live` answers
+    /// agents with this, so REST never shows them more than their websocket.
+    pub fn visible_calls(&self, viewer: &Viewer) -> Vec<LiveCall> {
+        let state = self.state();
+        let mut calls: Vec<&LiveCall> = state
+            .visible_call_ids(viewer)
+            .iter()
+            .filter_map(|i| state.calls.get(i))
+            .collect();
+        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        calls.into_iter().cloned().collect()
+    }
+
     /// The agents and their current state.
     pub fn agents(&self) -> Vec<AgentView> {
         self.state().agents.values().cloned().collect()
@@ -645,11 +660,13 @@ impl State {
             .get(&viewer.user_id)
             .copied()
             .unwrap_or(0);
+        let mut calls: Vec<&LiveCall> = self
+            .visible_call_ids(viewer)
+            .iter()
+            .filter_map(|i| self.calls.get(i))
+            .collect();
+        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         let body = if viewer.role.sees_board() {
-            // Every known call has a meta entry, ended ones until pruned.
-            let mut calls: Vec<&LiveCall> =
-                self.meta.keys().filter_map(|i| self.calls.get(i)).collect();
-            calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
             ServerMessage::Snapshot(Snapshot {
                 role: viewer.role,
                 extensions: &viewer.extensions,
@@ -660,14 +677,6 @@ impl State {
             })
             .to_body()
         } else {
-            let mut ids: Vec<CallId> = Vec::new();
-            for ext in &viewer.extensions {
-                ids.extend(self.active_by_extension.get(ext).into_iter().flatten());
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            let mut calls: Vec<&LiveCall> = ids.iter().filter_map(|i| self.calls.get(i)).collect();
-            calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
             ServerMessage::Snapshot(Snapshot {
                 role: viewer.role,
                 extensions: &viewer.extensions,
@@ -679,6 +688,22 @@ impl State {
             .to_body()
         };
         self.deliver(vec![id], body, config);
+    }
+
+    /// Ids of the calls `viewer` may see: every known call (each has a meta
+    /// entry, ended ones until pruned) for the board, the calls active at the
+    /// viewer's extensions for agents.
+    fn visible_call_ids(&self, viewer: &Viewer) -> Vec<CallId> {
+        if viewer.role.sees_board() {
+            return self.meta.keys().copied().collect();
+        }
+        let mut ids: Vec<CallId> = Vec::new();
+        for ext in &viewer.extensions {
+            ids.extend(self.active_by_extension.get(ext).into_iter().flatten());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn call_card<'a>(&'a self, call: &'a LiveCall) -> CallCard<'a> {

@@ -228,12 +228,19 @@ pub struct WebsocketConfig {
     /// unanswered until the next is closed (it reconnects).
     #[serde(default = "default_ping_secs")]
     pub ping_secs: u64,
+    /// Origins (`scheme://host[:port]`) whose pages may open the websockets,
+    /// besides the server's own (`FICHE_ALLOWED_ORIGINS`, comma-separated). A
+    /// browser's websocket from any other origin is refused with 403, so a
+    /// page elsewhere cannot use a logged-in agent's cookie.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for WebsocketConfig {
     fn default() -> Self {
         Self {
             ping_secs: default_ping_secs(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -460,6 +467,23 @@ impl Config {
                 })
                 .collect::<anyhow::Result<_>>()?;
         }
+        if let Some(v) = set("FICHE_TRUSTED_PROXIES") {
+            self.auth.trusted_proxies = v
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .with_context(|| format!("FICHE_TRUSTED_PROXIES: bad network {n:?}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if let Some(v) = set("FICHE_ALLOWED_ORIGINS") {
+            self.websocket.allowed_origins = v
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
         if let Some(v) = set("FICHE_HEP_AUTH_KEY") {
             self.hep.auth_key = Some(v);
         }
@@ -627,6 +651,11 @@ mod tests {
         assert_eq!(
             example.customers.sync_interval_ms,
             defaults.customers.sync_interval_ms
+        );
+        assert_eq!(example.auth.trusted_proxies, defaults.auth.trusted_proxies);
+        assert_eq!(
+            example.websocket.allowed_origins,
+            defaults.websocket.allowed_origins
         );
         assert_eq!(example.websocket.ping_secs, defaults.websocket.ping_secs);
     }

@@ -4,6 +4,7 @@
 //! so tests drive the app without a process.
 
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod cti;

@@ -243,8 +243,12 @@ pub async fn run(
         hub,
         events: events_tx,
         ami: Arc::new(ami_commands),
-        auth: Arc::new(crate::auth::Auth::new(config.auth.session_ttl())),
+        auth: Arc::new(
+            crate::auth::Auth::new(config.auth.session_ttl())
+                .trusting(config.auth.trusted_proxies.clone()),
+        ),
         tickets_feed,
+        allowed_origins: Arc::new(config.websocket.allowed_origins.clone()),
     };
     // Read before the users, so that the watcher starts from what is loaded.
     let users_stamp = state.store.users_stamp().await.ok();

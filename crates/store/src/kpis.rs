@@ -67,6 +67,9 @@ pub struct CallQuery {
     pub to: Option<DateTime<Utc>>,
     /// Agent extension.
     pub agent: Option<String>,
+    /// Only calls handled at one of these extensions (an agent's own log);
+    /// `Some` of an empty list matches nothing.
+    pub agent_in: Option<Vec<String>>,
     /// Remote number (E.164) or a part of caller/callee numbers.
     pub number: Option<String>,
     /// How it ended.
@@ -183,7 +186,15 @@ impl Store {
 
     /// The call log, newest first, and how many calls match in all.
     pub async fn list_calls(&self, query: &CallQuery) -> Result<(u64, Vec<Call>)> {
-        let mut conditions: Vec<&'static str> = Vec::new();
+        // Placeholders only: the extensions themselves are bound with the texts.
+        let agent_in = query
+            .agent_in
+            .as_ref()
+            .map(|extensions| match extensions.len() {
+                0 => "1 = 0".to_owned(),
+                n => format!("agent_extension IN ({})", vec!["?"; n].join(", ")),
+            });
+        let mut conditions: Vec<&str> = Vec::new();
         let mut texts: Vec<String> = Vec::new();
         let mut times: Vec<DateTime<Utc>> = Vec::new();
         // Times are bound first, then texts, so conditions are ordered the same way.
@@ -198,6 +209,10 @@ impl Store {
         if let Some(agent) = &query.agent {
             conditions.push("agent_extension = ?");
             texts.push(agent.clone());
+        }
+        if let (Some(extensions), Some(condition)) = (&query.agent_in, &agent_in) {
+            conditions.push(condition);
+            texts.extend(extensions.iter().cloned());
         }
         if let Some(number) = query
             .number

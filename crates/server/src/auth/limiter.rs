@@ -88,6 +88,55 @@ impl Limiter {
     }
 }
 
+/// Logins that succeeded from each client, remembered for a while: a client
+/// blocked for its failures still lets these logins through (each keeps its
+/// own per-login limit), so one address never locks every account.
+///
+/// In memory and bounded like [`Limiter`]: when full, the oldest is forgotten.
+#[derive(Debug)]
+pub struct KnownClients {
+    keep: Duration,
+    pairs: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl KnownClients {
+    /// Remembers each success for `keep`.
+    pub fn new(keep: Duration) -> Self {
+        Self {
+            keep,
+            pairs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `login` succeeded from `client` within `keep` before `now`.
+    pub fn knows(&self, client: &str, login: &str, now: Instant) -> bool {
+        let pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        pairs
+            .get(&(client.to_owned(), login.to_owned()))
+            .is_some_and(|at| now.saturating_duration_since(*at) < self.keep)
+    }
+
+    /// `login` succeeded from `client` at `now`.
+    pub fn remember(&self, client: &str, login: &str, now: Instant) {
+        let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (client.to_owned(), login.to_owned());
+        if pairs.len() >= MAX_KEYS && !pairs.contains_key(&key) {
+            let keep = self.keep;
+            pairs.retain(|_, at| now.saturating_duration_since(*at) < keep);
+            if pairs.len() >= MAX_KEYS {
+                if let Some(oldest) = pairs
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+                {
+                    pairs.remove(&oldest);
+                }
+            }
+        }
+        pairs.insert(key, now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +166,21 @@ mod tests {
         );
         limiter.clear("claire");
         assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn a_login_is_known_at_a_client_for_a_while_after_it_succeeded_there() {
+        let known = KnownClients::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        known.remember("192.0.2.1", "claire", t0);
+        assert!(known.knows("192.0.2.1", "claire", t0 + Duration::from_secs(59)));
+        assert!(!known.knows("192.0.2.1", "claire", t0 + Duration::from_secs(60)));
+        assert!(!known.knows("192.0.2.2", "claire", t0));
+        assert!(!known.knows("192.0.2.1", "malik", t0));
+        for i in 0..MAX_KEYS + 5 {
+            known.remember(&format!("c{i}"), "x", t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(known.pairs.lock().unwrap().len(), MAX_KEYS);
     }
 
     #[test]

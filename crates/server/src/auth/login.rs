@@ -43,18 +43,24 @@ async fn login(
     if login_key.is_empty() || login_key.chars().count() > MAX_LOGIN_CHARS {
         return Err(ApiError::Unauthorized("bad login or password".into()));
     }
-    let address_key = peer.map(|Extension(ConnectInfo(addr))| addr.ip().to_string());
+    let address_key =
+        peer.map(|Extension(ConnectInfo(addr))| state.auth.client(addr.ip(), &headers).to_string());
     let now = Instant::now();
+    // A client's block spares the logins that already succeeded from it: one
+    // office address, where someone keeps failing, must not lock everyone out.
+    let client_blocked = address_key.as_deref().and_then(|key| {
+        if state.auth.known_clients.knows(key, &login_key, now) {
+            None
+        } else {
+            state.auth.per_address.blocked(key, now)
+        }
+    });
     let blocked = state
         .auth
         .per_login
         .blocked(&login_key, now)
         .into_iter()
-        .chain(
-            address_key
-                .as_deref()
-                .and_then(|key| state.auth.per_address.blocked(key, now)),
-        )
+        .chain(client_blocked)
         .max();
     if let Some(wait) = blocked {
         return Ok(too_many(wait));
@@ -89,6 +95,12 @@ async fn login(
         }
     };
     state.auth.per_login.clear(&login_key);
+    if let Some(key) = &address_key {
+        state
+            .auth
+            .known_clients
+            .remember(key, &login_key, Instant::now());
+    }
     let token = state.auth.open_session(&state.store, user.id).await?;
     if let Err(error) = state
         .store

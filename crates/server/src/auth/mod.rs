@@ -13,13 +13,13 @@ mod limiter;
 pub(crate) mod login;
 
 pub use first_run::ensure_first_admin;
-pub use limiter::Limiter;
+pub use limiter::{KnownClients, Limiter};
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,6 +31,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -63,6 +64,10 @@ const SESSIONS_PER_CHECK: usize = 500;
 const FAILURES_PER_LOGIN: u32 = 5;
 const FAILURES_PER_ADDRESS: u32 = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// A login that succeeded from a client is spared that client's block for
+/// this long: colleagues behind one office address keep logging in while
+/// someone there (or a script) fails.
+const KNOWN_CLIENT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The `[auth]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,12 +76,19 @@ pub struct AuthConfig {
     /// Hours a session lasts after its last use (1 to 720).
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for the
+    /// per-client login limit (`FICHE_TRUSTED_PROXIES`, comma-separated).
+    /// Empty: the connection's address is the client, and `X-Forwarded-For`
+    /// is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             session_hours: default_session_hours(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -189,6 +201,10 @@ pub struct Auth {
     cache: Mutex<HashMap<String, Cached>>,
     pub(crate) per_login: Limiter,
     pub(crate) per_address: Limiter,
+    /// (client, login) pairs that logged in successfully, spared the client's block.
+    pub(crate) known_clients: KnownClients,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Open hub sockets by session, each with its user. Ordered, so the
     /// periodic check walks it a page at a time.
     sockets: Mutex<BTreeMap<SessionKey, Vec<(ConnectionId, i64)>>>,
@@ -210,9 +226,22 @@ impl Auth {
             cache: Mutex::new(HashMap::new()),
             per_login: Limiter::new(FAILURES_PER_LOGIN, FAILURE_WINDOW),
             per_address: Limiter::new(FAILURES_PER_ADDRESS, FAILURE_WINDOW),
+            known_clients: KnownClients::new(KNOWN_CLIENT_FOR),
+            trusted_proxies: Vec::new(),
             sockets: Mutex::new(BTreeMap::new()),
             socket_permits: std::sync::Arc::new(Semaphore::new(MAX_SOCKETS)),
         }
+    }
+
+    /// The same, believing `X-Forwarded-For` from these proxies.
+    pub fn trusting(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The client behind a connection from `peer`: see [`client_address`].
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_address(peer, headers, &self.trusted_proxies)
     }
 
     /// Session lifetime.
@@ -451,6 +480,44 @@ pub(crate) fn request_token(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
+/// The client of a request that came from `peer`. When `peer` is a trusted
+/// proxy, `X-Forwarded-For` (each proxy appends the address it got the request
+/// from) is read from the right: the first address that is not itself a
+/// trusted proxy is the client. A value that is not an address stops the walk
+/// at the last address believed. From any other peer the header is ignored: a
+/// client could write anything in it.
+pub(crate) fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        let parsed = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<std::net::SocketAddr>().map(|a| a.ip()));
+        let Ok(ip) = parsed else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
+}
+
 /// Whether the client reached us over TLS (directly or through a proxy that says so).
 pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
     headers
@@ -459,13 +526,14 @@ pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
-/// Routes reachable without a session.
-fn is_public(method: &Method, path: &str) -> bool {
+/// Routes reachable without a session. The login and CTI routes are public
+/// whatever the method, so that a wrong method is answered 405 by the router.
+fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/healthz" | "/login.html" | "/login.js" | "/style.css" | "/i18n.js" | "/favicon.ico"
-    ) || (method == Method::POST && path == "/api/login")
-        || (method == Method::POST && path.starts_with("/api/v1/cti/"))
+    ) || path == "/api/login"
+        || path.starts_with("/api/v1/cti/")
 }
 
 /// Pages that send an unauthenticated browser to the login page.
@@ -481,7 +549,7 @@ pub async fn require_session(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if is_public(request.method(), path) {
+    if is_public(path) {
         return next.run(request).await;
     }
     let page = is_page(path);
@@ -572,15 +640,54 @@ mod tests {
 
     #[test]
     fn only_login_health_and_cti_are_public() {
-        assert!(is_public(&Method::GET, "/healthz"));
-        assert!(is_public(&Method::POST, "/api/login"));
-        assert!(is_public(&Method::POST, "/api/v1/cti/abc"));
-        assert!(is_public(&Method::GET, "/login.html"));
-        assert!(!is_public(&Method::GET, "/api/login"));
-        assert!(!is_public(&Method::GET, "/api/calls/live"));
-        assert!(!is_public(&Method::GET, "/ws"));
-        assert!(!is_public(&Method::GET, "/app.js"));
-        assert!(!is_public(&Method::GET, "/"));
+        assert!(is_public("/healthz"));
+        assert!(is_public("/api/login"));
+        assert!(is_public("/api/v1/cti/abc"));
+        assert!(is_public("/login.html"));
+        // Any method: the router answers 405 for the ones these routes lack.
+        assert!(is_public("/api/login"));
+        assert!(!is_public("/api/calls/live"));
+        assert!(!is_public("/ws"));
+        assert!(!is_public("/app.js"));
+        assert!(!is_public("/"));
+    }
+
+    #[test]
+    fn the_client_is_read_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let table = [
+            // (peer, X-Forwarded-For, client)
+            ("192.0.2.1", None, "192.0.2.1"),
+            ("192.0.2.1", Some("203.0.113.7"), "192.0.2.1"),
+            ("127.0.0.1", None, "127.0.0.1"),
+            ("127.0.0.1", Some("203.0.113.7"), "203.0.113.7"),
+            (
+                "127.0.0.1",
+                Some("198.51.100.1, 203.0.113.7"),
+                "203.0.113.7",
+            ),
+            ("127.0.0.1", Some("203.0.113.7, 10.1.2.3"), "203.0.113.7"),
+            ("127.0.0.1", Some("203.0.113.7:5000"), "203.0.113.7"),
+            ("127.0.0.1", Some("[2001:db8::1]:443"), "2001:db8::1"),
+            ("127.0.0.1", Some("203.0.113.7, unknown"), "127.0.0.1"),
+            ("127.0.0.1", Some("unknown, 10.1.2.3"), "10.1.2.3"),
+            ("::ffff:127.0.0.1", Some("203.0.113.9"), "203.0.113.9"),
+        ];
+        for (peer, forwarded, client) in table {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = forwarded {
+                headers.insert("x-forwarded-for", value.parse().unwrap());
+            }
+            assert_eq!(
+                client_address(ip(peer), &headers, &trusted),
+                ip(client),
+                "{peer} {forwarded:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::kpis::instant;
 use super::AppState;
 use crate::auth::CurrentUser;
+use crate::authz::{call_log_scope, CallLogScope};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -21,9 +22,15 @@ use tokio::sync::oneshot;
 /// How long a click-to-call waits for Asterisk's answer.
 const ORIGINATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Live calls and calls ended within the linger time, oldest first.
-pub(super) async fn live(State(state): State<AppState>) -> Json<Vec<LiveCall>> {
-    Json(state.live.snapshot())
+/// Live calls and calls ended within the linger time, oldest first. Agents get
+/// what their websocket shows them (the hub decides): the calls ringing at or
+/// handled at their extensions.
+pub(super) async fn live(State(state): State<AppState>, user: CurrentUser) -> Json<Vec<LiveCall>> {
+    if crate::authz::sees_everything(&user) {
+        Json(state.live.snapshot())
+    } else {
+        Json(state.hub.visible_calls(&user.viewer()))
+    }
 }
 
 /// The call log and click-to-call, with their full paths.
@@ -57,17 +64,21 @@ struct CallPage {
 
 async fn log(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Json<CallPage>, ApiError> {
     let Query(params) = params?;
     // A whole number in any format is searched in its E.164 form too.
-    let number = params.number.map(|n| {
-        normalise(&n, &state.policy)
-            .e164()
-            .map(str::to_owned)
-            .unwrap_or(n)
-    });
+    let e164 = params
+        .number
+        .as_deref()
+        .and_then(|n| normalise(n, &state.policy).e164().map(str::to_owned));
+    let scope = call_log_scope(&user, e164.is_some(), params.agent.as_deref())?;
+    let agent_in = match scope {
+        CallLogScope::All | CallLogScope::Number => None,
+        CallLogScope::OwnExtensions(extensions) => Some(extensions),
+    };
+    let number = e164.or(params.number);
     let query = CallQuery {
         from: params
             .from
@@ -80,10 +91,11 @@ async fn log(
             .map(|t| instant("to", t, true))
             .transpose()?,
         agent: params.agent,
+        agent_in,
         number,
         outcome: params.outcome,
         direction: params.direction,
-        limit: params.limit,
+        limit: super::page_limit(params.limit)?,
         offset: params.offset,
     };
     let (total, items) = state.store.list_calls(&query).await?;

@@ -3,9 +3,10 @@
 //! "who is calling from this number" from the in-memory index.
 
 use super::error::ApiError;
-use super::AppState;
+use super::{ApiPath, AppState};
+use crate::auth::CurrentUser;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -102,6 +103,7 @@ async fn search(
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<CustomerPage>, ApiError> {
     let Query(params) = params?;
+    let limit = super::page_limit(params.limit)?;
     let text = params.q.filter(|q| !q.trim().is_empty());
     // A query that is a whole number in any format also finds its E.164 form.
     let e164 = text
@@ -110,7 +112,7 @@ async fn search(
     let query = |text, e164| CustomerQuery {
         text,
         e164,
-        limit: params.limit.min(500),
+        limit,
         offset: params.offset,
     };
     if let Some(e164) = e164 {
@@ -129,7 +131,7 @@ async fn search(
 
 async fn read(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Customer>, ApiError> {
     Ok(Json(state.store.get_customer(CustomerId(id)).await?))
 }
@@ -149,7 +151,7 @@ async fn create(
 
 async fn update(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<CustomerInput>, JsonRejection>,
 ) -> Result<Json<Customer>, ApiError> {
     let Json(input) = input?;
@@ -159,10 +161,14 @@ async fn update(
     Ok(Json(customer))
 }
 
+/// Deletes a customer and their phones: supervisors and admins only, since
+/// the file is shared and a deletion cannot be undone.
 async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
+    user.require_supervisor()?;
     state.store.delete_customer(CustomerId(id)).await?;
     state.unindex_customer(CustomerId(id));
     Ok(StatusCode::NO_CONTENT)

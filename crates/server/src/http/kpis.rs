@@ -41,12 +41,15 @@ pub(super) fn instant(field: &str, text: &str, end: bool) -> Result<DateTime<Utc
         .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc)))
 }
 
-/// Figures of the calls started in the range (default: today, local time).
+/// Figures of the calls started in the range (default: today, local time);
+/// supervisors and admins only.
 pub(super) async fn kpis(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     params: Result<Query<Range>, QueryRejection>,
 ) -> Result<Json<Figures>, ApiError> {
+    // The figures are the board's: agents do not get them on the websocket either.
+    user.require_supervisor()?;
     let Query(range) = params?;
     let now = Utc::now();
     let (today_from, today_to, today) = local_day(now);

@@ -47,6 +47,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Ticket changes made through the API, for the webhook outbox.
     pub tickets_feed: crate::tickets::TicketFeed,
+    /// Origins besides the server's own whose pages may open the websockets.
+    pub allowed_origins: Arc<Vec<String>>,
 }
 
 impl AppState {
@@ -78,6 +80,43 @@ impl AppState {
             .unwrap_or_else(PoisonError::into_inner)
             .remove_customer(fiche_matcher::CustomerId(id.0));
     }
+}
+
+/// A path parameter (`/api/tickets/{id}`) whose parse failure is answered with
+/// the API's JSON 400, like a bad body or query, rather than axum's plain text.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(error::ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// Largest page a list route returns (`limit`); 0 asks for the default of 50.
+pub(crate) const MAX_LIMIT: u32 = 500;
+
+/// `limit` of a list, refused above [`MAX_LIMIT`] rather than cut silently,
+/// so a client asking for more learns it gets less.
+pub(crate) fn page_limit(limit: u32) -> Result<u32, error::ApiError> {
+    if limit > MAX_LIMIT {
+        return Err(error::ApiError::Invalid {
+            field: "limit".into(),
+            message: format!("at most {MAX_LIMIT}"),
+        });
+    }
+    Ok(limit)
 }
 
 /// The application: API routes, then the web pages from `web_root`.

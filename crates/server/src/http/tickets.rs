@@ -5,11 +5,14 @@
 //! existing customer".
 
 use super::error::ApiError;
-use super::AppState;
+use super::{ApiPath, AppState};
 use crate::auth::CurrentUser;
+use crate::authz::{
+    live_call_concerns, logged_call_concerns, may_assign, may_change_ticket, sees_everything,
+};
 use crate::tickets::{priority_name, priority_value, summary};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -240,7 +243,7 @@ async fn list(
         customer_id: params.customer_id.map(CustomerId),
         q: params.q,
         overdue_at: params.overdue.then(Utc::now),
-        limit: params.limit,
+        limit: super::page_limit(params.limit)?,
         offset: params.offset,
     };
     let (total, tickets) = state.store.list_tickets(&query).await?;
@@ -255,7 +258,7 @@ async fn list(
 async fn read(
     State(state): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<ApiTicket>, ApiError> {
     let ticket = state.store.get_ticket(TicketId(id)).await?;
     let names = names(&state, std::slice::from_ref(&ticket)).await?;
@@ -288,10 +291,17 @@ struct PatchInput {
 async fn change(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<PatchInput>, JsonRejection>,
 ) -> Result<Json<ApiTicket>, ApiError> {
     let Json(input) = input?;
+    // Checked on the ticket as read now, outside the update's transaction: a
+    // supervisor's reassignment landing in between lets this one change through.
+    let current = state.store.get_ticket(TicketId(id)).await?;
+    may_change_ticket(&user, current.assignee_user_id)?;
+    if let Some(to) = input.assignee_user_id {
+        may_assign(&user, to.map(UserId))?;
+    }
     let patch = TicketPatch {
         status: input.status,
         reason: input.reason,
@@ -347,10 +357,12 @@ struct NoteInput {
 async fn add_note(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<NoteInput>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TicketEvent>), ApiError> {
     let Json(input) = input?;
+    let ticket = state.store.get_ticket(TicketId(id)).await?;
+    may_change_ticket(&user, ticket.assignee_user_id)?;
     let body = input.body.trim();
     if body.is_empty() || body.chars().count() > MAX_NOTE_CHARS {
         return Err(ApiError::Invalid {
@@ -399,7 +411,7 @@ enum CallTicketSaved {
 async fn save_for_call(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(call_id): Path<CallId>,
+    ApiPath(call_id): ApiPath<CallId>,
     input: Result<Json<CallTicketInput>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CallTicketSaved>), ApiError> {
     let Json(input) = input?;
@@ -427,9 +439,36 @@ async fn save_for_call(
             message: "nothing to save: give a note, reason, priority, due_at or status".into(),
         });
     }
-    // Only calls that exist: ringing now, or stored.
-    if state.live.get(&call_id).is_none() && state.store.get_call(call_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("call {} not found", call_id.0)));
+    // Only calls that exist (ringing now, or stored), and, for an agent, only
+    // the calls that concern her: a save on a colleague's ringing call would
+    // otherwise land on the colleague's ticket, or pre-close its callback.
+    let live = state.live.get(&call_id);
+    let logged = match live {
+        Some(_) => None,
+        None => Some(
+            state
+                .store
+                .get_call(call_id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("call {} not found", call_id.0)))?,
+        ),
+    };
+    if !sees_everything(&user) {
+        let concerns = match (&live, &logged) {
+            (Some(call), _) => live_call_concerns(&user.extensions, call),
+            (None, Some(call)) => logged_call_concerns(&user.extensions, call),
+            (None, None) => false,
+        };
+        if !concerns {
+            // What the save would change, the call's ticket, may still be hers.
+            let Some(ticket) = state.store.ticket_for_call(call_id).await? else {
+                return Err(ApiError::Forbidden(
+                    "this call does not concern you: it rings at, or was handled by, a colleague"
+                        .into(),
+                ));
+            };
+            may_change_ticket(&user, ticket.assignee_user_id)?;
+        }
     }
     match state
         .store
@@ -460,7 +499,7 @@ struct PhoneInput {
 async fn attach_phone(
     State(state): State<AppState>,
     _user: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     input: Result<Json<PhoneInput>, JsonRejection>,
 ) -> Result<Json<Customer>, ApiError> {
     let Json(input) = input?;

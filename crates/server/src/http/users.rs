@@ -4,10 +4,10 @@
 //! admin cannot be demoted or disabled (nobody could manage users any more).
 
 use super::error::ApiError;
-use super::AppState;
+use super::{ApiPath, AppState};
 use crate::auth::CurrentUser;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
@@ -101,7 +101,7 @@ async fn create(
 async fn update(
     State(state): State<AppState>,
     admin: CurrentUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     body: Result<Json<UserChanges>, JsonRejection>,
 ) -> Result<Json<User>, ApiError> {
     admin.require_admin()?;

@@ -7,11 +7,12 @@
 //! 401 otherwise). A socket that cannot keep up is closed with code 1013 ("try
 //! again later") rather than buffered: the page reconnects and resyncs.
 
+use super::error::ApiError;
 use super::AppState;
 use crate::auth::CurrentUser;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fiche_hub::PumpEnd;
 use futures_util::{SinkExt, StreamExt};
@@ -46,13 +47,62 @@ fn sized(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_frame_size(MAX_INCOMING_MESSAGE)
 }
 
+/// Ok when a websocket upgrade comes from the server's own pages, or from a
+/// page of `allowed` (`[websocket] allowed_origins`). Browsers always send
+/// `Origin` on a websocket, and the session cookie goes with it whatever page
+/// opens the socket: without this check any site an agent visits could read
+/// her pops. The server's own origin is the host the browser asked for (its
+/// `Host`); the scheme is not compared, since a TLS proxy in front changes it.
+/// A request without `Origin` is not a browser's (an integration's client) and
+/// needs its token anyway.
+pub(crate) fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let refused = || {
+        ApiError::Forbidden(
+            "cross-origin websocket refused: open Fiche's own page, or add the page's origin to \
+             [websocket] allowed_origins"
+                .into(),
+        )
+    };
+    let origin = origin
+        .to_str()
+        .map_err(|_| refused())?
+        .trim()
+        .trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return Ok(());
+    }
+    let authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(refused)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(refused)?;
+    if !authority.is_empty() && authority.eq_ignore_ascii_case(host.trim()) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
 /// `GET /ws`: the hub socket of the logged-in user.
 pub(super) async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
+    headers: HeaderMap,
     user: CurrentUser,
     digest: Option<axum::Extension<crate::auth::SessionDigest>>,
 ) -> Response {
+    if let Err(refused) = check_origin(&headers, &state.allowed_origins) {
+        return refused.into_response();
+    }
     // The session layer names the session of every request it lets through.
     let Some(session) = digest.and_then(|axum::Extension(d)| d.key()) else {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -178,8 +228,10 @@ fn hub_socket(
 pub(super) async fn upgrade_events(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
+    headers: HeaderMap,
     user: CurrentUser,
-) -> Result<Response, super::error::ApiError> {
+) -> Result<Response, ApiError> {
+    check_origin(&headers, &state.allowed_origins)?;
     user.require_supervisor()?;
     let Ok(permit) = state.auth.socket_permits.clone().try_acquire_owned() else {
         return Ok((StatusCode::SERVICE_UNAVAILABLE, "too many sockets").into_response());
@@ -232,6 +284,38 @@ async fn stream_events(socket: WebSocket, state: AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_servers_own_origin_and_the_allowed_ones_open_a_socket() {
+        let allowed = ["https://crm.example.com".to_owned()];
+        let check = |origin: Option<&str>, host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, host.parse().unwrap());
+            if let Some(origin) = origin {
+                headers.insert(header::ORIGIN, origin.parse().unwrap());
+            }
+            check_origin(&headers, &allowed).is_ok()
+        };
+        let table = [
+            (None, "fiche.example.com", true),
+            (Some("https://fiche.example.com"), "fiche.example.com", true),
+            (Some("http://127.0.0.1:8080"), "127.0.0.1:8080", true),
+            (Some("HTTPS://Fiche.Example.com"), "fiche.example.com", true),
+            (Some("https://crm.example.com/"), "fiche.example.com", true),
+            (Some("https://evil.example"), "fiche.example.com", false),
+            (Some("http://127.0.0.1:9999"), "127.0.0.1:8080", false),
+            (
+                Some("https://fiche.example.com.evil.example"),
+                "fiche.example.com",
+                false,
+            ),
+            (Some("null"), "fiche.example.com", false),
+            (Some("https://"), "", false),
+        ];
+        for (origin, host, expected) in table {
+            assert_eq!(check(origin, host), expected, "{origin:?} on {host}");
+        }
+    }
 
     fn future_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()

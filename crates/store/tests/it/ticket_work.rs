@@ -320,6 +320,19 @@ async fn figures_and_call_log_cover_the_range(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!((total, calls[0].id), (1, answered.id));
+    // An agent's own log: the calls handled at any of her extensions, none without one.
+    for (extensions, expected) in [(vec!["209", "201"], 1), (vec!["209"], 0), (vec![], 0)] {
+        let (total, _) = db
+            .store
+            .list_calls(&CallQuery {
+                agent_in: Some(extensions.iter().map(|e| (*e).to_owned()).collect()),
+                direction: Some(Direction::Inbound),
+                ..CallQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(total, expected, "{extensions:?}");
+    }
     let (total, _) = db
         .store
         .list_calls(&CallQuery {
