@@ -3,7 +3,9 @@
 
 use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
-use crate::pipeline::{self, LiveTable, Outputs, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
+use crate::pipeline::{
+    self, LiveTable, Outputs, ACKNOWLEDGED_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY,
+};
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
@@ -89,6 +91,7 @@ pub async fn run(
         ExtensionPatterns::new(&config.calls.agent_extensions).context("calls.agent_extensions")?;
     let tasks = TaskTracker::new();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let (acknowledged_tx, acknowledged_rx) = mpsc::channel(ACKNOWLEDGED_QUEUE_CAPACITY);
     let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
     let live = LiveTable::default();
 
@@ -221,6 +224,7 @@ pub async fn run(
     )?);
     tasks.spawn(pipeline::run(
         events_rx,
+        acknowledged_rx,
         live.clone(),
         outputs,
         config.calls.ended_linger(),
@@ -229,9 +233,10 @@ pub async fn run(
 
     let cti = crate::cti::CtiContext::new(
         store.clone(),
-        events_tx.clone(),
+        acknowledged_tx,
         crate::cti::translator_config(&config, &agents),
     );
+    tasks.spawn(cti.clone().run_expiry(shutdown.clone()));
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
     let state = AppState {
         live,
