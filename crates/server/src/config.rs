@@ -267,6 +267,53 @@ pub struct HepConfig {
     /// When set, packets must carry this HEP auth key (chunk 0x000e) (`FICHE_HEP_AUTH_KEY`).
     #[serde(default)]
     pub auth_key: Option<String>,
+    /// Most TCP connections open at once; a new one beyond closes the one idle
+    /// the longest (never refused).
+    #[serde(default = "default_tcp_max_connections")]
+    pub tcp_max_connections: usize,
+    /// Most TCP connections open at once from one address; a new one beyond
+    /// closes that address's connection idle the longest.
+    #[serde(default = "default_tcp_max_per_source")]
+    pub tcp_max_connections_per_source: usize,
+    /// A TCP connection that sends nothing for this many seconds is closed.
+    #[serde(default = "default_tcp_idle_timeout")]
+    pub tcp_idle_timeout_secs: u64,
+    /// A HEP packet begun over TCP must be complete within this many seconds,
+    /// or its connection is closed.
+    #[serde(default = "default_tcp_partial_timeout")]
+    pub tcp_partial_timeout_secs: u64,
+}
+
+impl HepConfig {
+    /// The TCP listener's limits.
+    pub fn tcp_limits(&self) -> fiche_pbx::driver::hep::TcpLimits {
+        fiche_pbx::driver::hep::TcpLimits {
+            max_connections: self.tcp_max_connections.max(1),
+            max_per_source: self.tcp_max_connections_per_source.max(1),
+            idle_timeout: Duration::from_secs(self.tcp_idle_timeout_secs.max(1)),
+            partial_timeout: Duration::from_secs(self.tcp_partial_timeout_secs.max(1)),
+        }
+    }
+}
+
+fn default_tcp_max_connections() -> usize {
+    fiche_pbx::driver::hep::TcpLimits::default().max_connections
+}
+
+fn default_tcp_max_per_source() -> usize {
+    fiche_pbx::driver::hep::TcpLimits::default().max_per_source
+}
+
+fn default_tcp_idle_timeout() -> u64 {
+    fiche_pbx::driver::hep::TcpLimits::default()
+        .idle_timeout
+        .as_secs()
+}
+
+fn default_tcp_partial_timeout() -> u64 {
+    fiche_pbx::driver::hep::TcpLimits::default()
+        .partial_timeout
+        .as_secs()
 }
 
 impl Default for HepConfig {
@@ -277,6 +324,10 @@ impl Default for HepConfig {
             tcp: true,
             allow: default_allow(),
             auth_key: None,
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_connections_per_source: default_tcp_max_per_source(),
+            tcp_idle_timeout_secs: default_tcp_idle_timeout(),
+            tcp_partial_timeout_secs: default_tcp_partial_timeout(),
         }
     }
 }

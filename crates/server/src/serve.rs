@@ -115,6 +115,7 @@ pub async fn run(
         tasks.spawn(hep_driver::run_tcp(
             listener,
             filter,
+            config.hep.tcp_limits(),
             captures_tx.clone(),
             shutdown.clone(),
         ));
