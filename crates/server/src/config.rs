@@ -343,6 +343,16 @@ pub struct CallsConfig {
     /// A call with no signalling for this many seconds ends as failed, "signal lost".
     #[serde(default = "default_silence_timeout")]
     pub silence_timeout_secs: u64,
+    /// A call not yet answered (setup, ringing) with no signalling for this many
+    /// seconds ends the same way: a flood of setups never answered is forgotten
+    /// far sooner than answered calls.
+    #[serde(default = "default_ringing_timeout")]
+    pub ringing_timeout_secs: u64,
+    /// Most calls in the live table (`/api/calls/live`); beyond, the oldest
+    /// unanswered or ended ones are dropped from it (their events still reach
+    /// the call log).
+    #[serde(default = "default_live_max")]
+    pub live_max: usize,
     /// Ended calls stay in `/api/calls/live` for this many seconds.
     #[serde(default = "default_ended_linger")]
     pub ended_linger_secs: u64,
@@ -353,6 +363,8 @@ impl Default for CallsConfig {
         Self {
             agent_extensions: default_agent_extensions(),
             silence_timeout_secs: default_silence_timeout(),
+            ringing_timeout_secs: default_ringing_timeout(),
+            live_max: default_live_max(),
             ended_linger_secs: default_ended_linger(),
         }
     }
@@ -442,6 +454,12 @@ fn default_agent_extensions() -> Vec<String> {
 }
 fn default_silence_timeout() -> u64 {
     4 * 3600
+}
+fn default_ringing_timeout() -> u64 {
+    300
+}
+fn default_live_max() -> usize {
+    10_000
 }
 fn default_ended_linger() -> u64 {
     60
@@ -633,6 +651,12 @@ mod tests {
             example.calls.ended_linger_secs,
             defaults.calls.ended_linger_secs
         );
+        assert_eq!(
+            example.calls.ringing_timeout_secs,
+            defaults.calls.ringing_timeout_secs
+        );
+        assert_eq!(example.calls.live_max, defaults.calls.live_max);
+        assert_eq!(example.hep.tcp_limits(), defaults.hep.tcp_limits());
         assert!(
             example.ami.is_empty(),
             "the example's AMI section is commented out"

@@ -138,6 +138,18 @@ pub struct Acknowledged {
 pub struct LiveTable(Arc<RwLock<LiveCalls>>);
 
 impl LiveTable {
+    /// An empty table of at most `max` calls (see [`LiveCalls::with_max`]).
+    pub fn with_max(max: usize) -> Self {
+        Self(Arc::new(RwLock::new(LiveCalls::with_max(max))))
+    }
+
+    /// How many calls the table holds, and at most `limit` of them, oldest
+    /// first, after skipping `offset`.
+    pub fn page(&self, offset: usize, limit: usize) -> (usize, Vec<LiveCall>) {
+        let table = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        (table.len(), table.page(offset, limit))
+    }
+
     /// Every call in the table, oldest first.
     pub fn snapshot(&self) -> Vec<LiveCall> {
         self.0

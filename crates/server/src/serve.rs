@@ -93,7 +93,7 @@ pub async fn run(
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (acknowledged_tx, acknowledged_rx) = mpsc::channel(ACKNOWLEDGED_QUEUE_CAPACITY);
     let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-    let live = LiveTable::default();
+    let live = LiveTable::with_max(config.calls.live_max);
 
     // Phone-system sources.
     let filter = Arc::new(HepFilter {
@@ -124,6 +124,7 @@ pub async fn run(
     let tracker_config = SipTrackerConfig {
         agents: agents.clone(),
         silence_timeout: Duration::from_secs(config.calls.silence_timeout_secs),
+        ringing_timeout: Duration::from_secs(config.calls.ringing_timeout_secs),
         ..SipTrackerConfig::default()
     };
     tasks.spawn(hep_driver::run_tracker(

@@ -380,8 +380,11 @@ pub fn translator_config(
         policy,
         agents: agents.clone(),
         blocked,
-        silence_timeout: chrono::Duration::seconds(
-            i64::try_from(config.calls.silence_timeout_secs).unwrap_or(i64::MAX / 1000),
-        ),
+        silence_timeout: seconds(config.calls.silence_timeout_secs),
+        ringing_timeout: seconds(config.calls.ringing_timeout_secs),
     }
+}
+
+fn seconds(secs: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
 }
