@@ -34,6 +34,10 @@ pub const ACKNOWLEDGED_QUEUE_CAPACITY: usize = 1024;
 /// closed (it reconnects and reloads the live table) rather than slowing others.
 pub const FANOUT_CAPACITY: usize = 1024;
 
+/// Call-event log lines written per second at most; beyond, events are counted
+/// and summed up in one line, so a flood of calls cannot flood the log.
+const LOG_LINES_PER_SECOND: u32 = 200;
+
 /// How often ended calls past their linger time are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
@@ -133,6 +137,44 @@ pub struct Acknowledged {
     pub receipt: Receipt,
 }
 
+/// The log lines left this second (see [`LOG_LINES_PER_SECOND`]).
+#[derive(Debug)]
+struct LogBudget {
+    second: std::time::Instant,
+    used: u32,
+    skipped: u64,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        Self {
+            second: std::time::Instant::now(),
+            used: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Whether this event may be logged.
+    fn allow(&mut self) -> bool {
+        if self.second.elapsed() >= Duration::from_secs(1) {
+            if self.skipped > 0 {
+                warn!(
+                    skipped = self.skipped,
+                    "call events not logged: more than {LOG_LINES_PER_SECOND} in a second"
+                );
+            }
+            *self = Self::new();
+        }
+        if self.used < LOG_LINES_PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
+}
+
 /// The shared live-call table.
 #[derive(Debug, Clone, Default)]
 pub struct LiveTable(Arc<RwLock<LiveCalls>>);
@@ -211,16 +253,17 @@ pub async fn run(
 ) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut carded = HashSet::new();
+    let mut budget = LogBudget::new();
     let mut events_open = true;
     let mut acknowledged_open = true;
     while events_open || acknowledged_open {
         tokio::select! {
             event = events.recv(), if events_open => match event {
-                Some(event) => handle(event, None, &table, &mut outputs, &mut carded).await,
+                Some(event) => handle(event, None, &table, &mut outputs, (&mut carded, &mut budget)).await,
                 None => events_open = false,
             },
             item = acknowledged.recv(), if acknowledged_open => match item {
-                Some(item) => handle_acknowledged(item, &table, &mut outputs, &mut carded).await,
+                Some(item) => handle_acknowledged(item, &table, &mut outputs, (&mut carded, &mut budget)).await,
                 None => acknowledged_open = false,
             },
             _ = prune.tick() => {
@@ -233,10 +276,10 @@ pub async fn run(
                 events.close();
                 acknowledged.close();
                 while let Some(event) = events.recv().await {
-                    handle(event, None, &table, &mut outputs, &mut carded).await;
+                    handle(event, None, &table, &mut outputs, (&mut carded, &mut budget)).await;
                 }
                 while let Some(item) = acknowledged.recv().await {
-                    handle_acknowledged(item, &table, &mut outputs, &mut carded).await;
+                    handle_acknowledged(item, &table, &mut outputs, (&mut carded, &mut budget)).await;
                 }
                 return;
             }
@@ -244,15 +287,26 @@ pub async fn run(
     }
 }
 
+/// What the pipeline remembers between events: the calls whose card is made,
+/// and the log lines left this second.
+type Memory<'a> = (&'a mut HashSet<CallId>, &'a mut LogBudget);
+
 async fn handle_acknowledged(
     item: Acknowledged,
     table: &LiveTable,
     outputs: &mut Outputs,
-    carded: &mut HashSet<CallId>,
+    (carded, budget): Memory<'_>,
 ) {
     let Acknowledged { events, receipt } = item;
     for event in events {
-        handle(event, Some(&receipt), table, outputs, carded).await;
+        handle(
+            event,
+            Some(&receipt),
+            table,
+            outputs,
+            (&mut *carded, &mut *budget),
+        )
+        .await;
     }
     // The pipeline's own part: each sink holds a clone until its write is
     // durable. A request that reported nothing new (a repeated hangup) is
@@ -265,11 +319,12 @@ async fn handle(
     receipt: Option<&Receipt>,
     table: &LiveTable,
     outputs: &mut Outputs,
-    carded: &mut HashSet<CallId>,
+    (carded, budget): Memory<'_>,
 ) {
     let span = info_span!("call", id = %event.call_id, source = %event.source);
     let _entered = span.enter();
     match &event.kind {
+        _ if !budget.allow() => {}
         // Numbers and names are untrusted: `?` escapes them in the log line.
         CallEventKind::CallStarted {
             direction,

@@ -42,7 +42,9 @@ pub struct TcpLimits {
     /// beyond it closes the one idle the longest. Default 256.
     pub max_connections: usize,
     /// Most connections open at once from one source address; a new one beyond
-    /// it closes that source's connection idle the longest. Default 16.
+    /// it closes that source's connection idle the longest. Default 64: a proxy
+    /// may open one connection per worker process, and closing a working one
+    /// can lose what it was sending.
     pub max_per_source: usize,
     /// A connection that sends nothing for this long is closed (the PBX
     /// reconnects when it has something to send). Default 10 minutes.
@@ -56,7 +58,7 @@ impl Default for TcpLimits {
     fn default() -> Self {
         Self {
             max_connections: 256,
-            max_per_source: 16,
+            max_per_source: 64,
             idle_timeout: Duration::from_secs(600),
             partial_timeout: Duration::from_secs(10),
         }
