@@ -383,3 +383,29 @@ async fn handle(
         outputs.sinks.remove(i);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_is_durable_once_every_holder_settled_it() {
+        let (receipt, mut answer) = Receipt::new();
+        let (writer, outbox) = (receipt.clone(), receipt.clone());
+        receipt.durable();
+        writer.durable();
+        assert!(answer.try_recv().is_err(), "the outbox still holds it");
+        outbox.durable();
+        assert_eq!(answer.try_recv(), Ok(true));
+    }
+
+    #[test]
+    fn a_receipt_dropped_unsettled_anywhere_fails() {
+        let (receipt, mut answer) = Receipt::new();
+        let writer = receipt.clone();
+        receipt.durable();
+        // A failed write, or a sink gone with the event queued.
+        drop(writer);
+        assert_eq!(answer.try_recv(), Ok(false));
+    }
+}

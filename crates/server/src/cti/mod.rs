@@ -196,9 +196,7 @@ async fn receive(
         // Perhaps a call that started before Fiche restarted: the call log has it.
         match recall(&context, &name, &request).await {
             Ok(Some(known)) => {
-                if let Err(response) = wait_durable(durable.take()).await {
-                    return response;
-                }
+                // An unknown call made no events: nothing of the first try to wait for.
                 (reply, durable) = match translate(&context, &name, &request, Some(known)).await {
                     Ok(translated) => translated,
                     Err(response) => return response,
@@ -215,6 +213,12 @@ async fn receive(
         }
     }
     if let Err(response) = wait_durable(durable).await {
+        // The translator moved on, the database did not: forgotten, the call's
+        // state comes from the call log again, so the phone system's retry of
+        // this request makes its events again instead of passing as a repeat.
+        if let Some((key, _)) = Translator::call_key(&name, &request) {
+            context.0.translator.lock().await.forget(&key);
+        }
         return response;
     }
     match reply {

@@ -166,6 +166,12 @@ impl Translator {
         self.calls.contains_key(key)
     }
 
+    /// Forgets the call `key`: its next request takes its state from the call
+    /// log again (what was committed), as after a restart.
+    pub fn forget(&mut self, key: &str) {
+        self.calls.remove(key);
+    }
+
     /// Tracks again a call started before a restart, from what the call log
     /// knows, so that its `answer` and `hangup` are taken. The phones that rang
     /// are not stored: the called extension stands for them. A call already
