@@ -3,9 +3,12 @@
 //! `/api/calls/live`), calls that span a Fiche restart, and outbound webhooks
 //! (call events and ticket changes) delivered to receivers started here, over
 //! HTTP and over HTTPS with a private CA — including across a receiver outage
-//! and a Fiche restart.
+//! and a Fiche restart. Acknowledged calls survive `kill -9`, on SQLite and on
+//! PostgreSQL.
 //!
-//! Needs `cargo build -p fiche-server` first; nothing installed.
+//! Needs `cargo build -p fiche-server` first, and PostgreSQL at
+//! `FICHE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
+//! for the PostgreSQL crash test.
 
 use anyhow::{bail, Context};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
@@ -27,9 +30,14 @@ use fiche_e2e::auth::ADMIN_PASSWORD;
 
 /// `fiche cti token add NAME` on the scratch database: the printed token.
 fn add_token(scratch: &Scratch, name: &str) -> anyhow::Result<String> {
+    add_token_on(&database_url(scratch), name)
+}
+
+/// `fiche cti token add NAME` on the database at `url`: the printed token.
+fn add_token_on(url: &str, name: &str) -> anyhow::Result<String> {
     let output = std::process::Command::new(fiche_binary()?)
         .args(["cti", "token", "add", name])
-        .env("FICHE_DATABASE_URL", database_url(scratch))
+        .env("FICHE_DATABASE_URL", url)
         .env_remove("FICHE_CONFIG")
         .output()?;
     if !output.status.success() {
@@ -1082,4 +1090,137 @@ async fn https_targets_trust_a_private_ca_from_ca_file() {
         ["call_started", "ringing", "ended"]
     );
     drop(fiche);
+}
+
+/// Calls posted in the crash test: each is killed right after its hangup's reply.
+const CRASHED_CALLS: usize = 20;
+
+/// A phone system never sends a request Fiche acknowledged again. Each of
+/// `CRASHED_CALLS` calls is posted whole (newCall, answer, hangup), then Fiche is
+/// killed (`SIGKILL`, no drain) the instant the hangup's `{}` arrives; after a
+/// last restart on the same database, every call is ended and has its ticket.
+async fn acknowledged_calls_survive_kill_9(scratch: &Scratch, url: &str) {
+    let token = add_token_on(url, "pbx1").unwrap();
+    let extra = [("FICHE_DATABASE_URL", url.to_owned())];
+    let ok = (200, json!({}));
+    for n in 0..CRASHED_CALLS {
+        let fiche = FicheProcess::start(
+            scratch,
+            &format!("fiche-{n}"),
+            &AmiSetup::Toml(CONFIG.to_owned()),
+            &extra,
+        )
+        .await
+        .unwrap();
+        let client = Client {
+            port: fiche.http_port(),
+            session: None,
+        };
+        for body in [
+            format!("event=newCall&direction=in&from=06123456{n:02}&to=201&callId=K{n}"),
+            format!("event=answer&callId=K{n}&answeringNumber=201"),
+            format!("event=hangup&callId=K{n}&cause=normalClearing"),
+        ] {
+            assert_eq!(client.post_form(&token, &body).await, ok, "{body}");
+        }
+        fiche.kill().await.unwrap();
+    }
+    let fiche = FicheProcess::start(
+        scratch,
+        "fiche-after",
+        &AmiSetup::Toml(CONFIG.to_owned()),
+        &extra,
+    )
+    .await
+    .unwrap();
+    let (ended, ticketed) = crashed_calls_written(url).await.unwrap();
+    assert_eq!(
+        (ended, ticketed),
+        (CRASHED_CALLS as i64, CRASHED_CALLS as i64),
+        "ended CTI calls and their tickets after {CRASHED_CALLS} crashes"
+    );
+    drop(fiche);
+}
+
+/// CTI calls ended in the call log, and those of them with a ticket, read
+/// straight from the database.
+async fn crashed_calls_written(url: &str) -> anyhow::Result<(i64, i64)> {
+    const ENDED: &str = "SELECT COUNT(*) FROM calls WHERE source = 'cti' AND ended_at IS NOT NULL";
+    const TICKETED: &str = "SELECT COUNT(*) FROM calls c WHERE c.source = 'cti' \
+        AND c.ended_at IS NOT NULL AND EXISTS (SELECT 1 FROM tickets t WHERE t.call_id = c.id)";
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await?;
+        let ended = sqlx::query_scalar(ENDED).fetch_one(&pool).await?;
+        let ticketed = sqlx::query_scalar(TICKETED).fetch_one(&pool).await?;
+        pool.close().await;
+        Ok((ended, ticketed))
+    } else {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let ended = sqlx::query_scalar(ENDED).fetch_one(&pool).await?;
+        let ticketed = sqlx::query_scalar(TICKETED).fetch_one(&pool).await?;
+        pool.close().await;
+        Ok((ended, ticketed))
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_cti_calls_survive_a_crash_on_sqlite() {
+    let scratch = Scratch::create().unwrap();
+    acknowledged_calls_survive_kill_9(&scratch, &database_url(&scratch)).await;
+}
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A PostgreSQL schema of its own, dropped at the end.
+struct PgSchema {
+    server: String,
+    schema: String,
+    url: String,
+}
+
+impl PgSchema {
+    async fn create() -> PgSchema {
+        let server = std::env::var("FICHE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let schema = format!(
+            "e2e_cti_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default()
+        );
+        let admin = sqlx::PgPool::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is required ({server}): {e}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{separator}options[search_path]={schema}");
+        PgSchema {
+            server,
+            schema,
+            url,
+        }
+    }
+
+    async fn drop_schema(self) {
+        if let Ok(admin) = sqlx::PgPool::connect(&self.server).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_cti_calls_survive_a_crash_on_postgres() {
+    let scratch = Scratch::create().unwrap();
+    let schema = PgSchema::create().await;
+    acknowledged_calls_survive_kill_9(&scratch, &schema.url).await;
+    schema.drop_schema().await;
 }

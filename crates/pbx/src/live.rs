@@ -72,15 +72,61 @@ pub struct LiveCall {
 }
 
 /// Table of live (and recently ended) calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LiveCalls {
     calls: HashMap<CallId, LiveCall>,
+    /// Most calls held; see [`LiveCalls::with_max`].
+    max: usize,
+}
+
+impl Default for LiveCalls {
+    fn default() -> Self {
+        Self::with_max(usize::MAX)
+    }
 }
 
 impl LiveCalls {
-    /// An empty table.
+    /// An empty table with no bound but the sources' own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table of at most `max` calls. A call that starts when it is
+    /// full takes the place of the call that ended first, else of the oldest
+    /// call not answered (a flood of setups replaces itself); when every call is
+    /// answered and live, the new one is left out of the table.
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            calls: HashMap::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Makes room for one call; false when every call is answered and live.
+    /// Linear in the table, and only run once it is full.
+    fn make_room(&mut self) -> bool {
+        if self.calls.len() < self.max {
+            return true;
+        }
+        let ended = self
+            .calls
+            .values()
+            .filter_map(|c| c.ended_at.map(|at| (at, c.id)))
+            .min();
+        let unanswered = || {
+            self.calls
+                .values()
+                .filter(|c| matches!(c.state, CallState::Setup | CallState::Ringing))
+                .map(|c| (c.started_at, c.id))
+                .min()
+        };
+        match ended.or_else(unanswered) {
+            Some((_, id)) => {
+                self.calls.remove(&id);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Applies one event. Events for a call never started are ignored (a
@@ -94,7 +140,7 @@ impl LiveCalls {
             diverted_from,
         } = &event.kind
         {
-            if self.calls.contains_key(&event.call_id) {
+            if self.calls.contains_key(&event.call_id) || !self.make_room() {
                 return false;
             }
             let agent_extension = match direction {
@@ -222,9 +268,20 @@ impl LiveCalls {
 
     /// Every call in the table, oldest first.
     pub fn snapshot(&self) -> Vec<LiveCall> {
-        let mut calls: Vec<LiveCall> = self.calls.values().cloned().collect();
+        self.page(0, usize::MAX)
+    }
+
+    /// At most `limit` calls, oldest first, after skipping `offset`; only
+    /// those are copied.
+    pub fn page(&self, offset: usize, limit: usize) -> Vec<LiveCall> {
+        let mut calls: Vec<&LiveCall> = self.calls.values().collect();
         calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         calls
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Calls not yet ended.
@@ -423,5 +480,57 @@ mod tests {
             }
         )));
         assert!(t.is_empty());
+    }
+
+    fn started_as(key: &str, s: i64) -> CallEvent {
+        let mut event = started();
+        event.call_id = CallId::from_source_key(Source::Hep, key);
+        event.at = at(s);
+        if let CallEventKind::CallStarted { source_key, .. } = &mut event.kind {
+            *source_key = key.to_owned();
+        }
+        event
+    }
+
+    #[test]
+    fn a_full_table_drops_ended_then_oldest_unanswered_calls_never_answered_ones() {
+        let mut t = LiveCalls::with_max(3);
+        for (key, s) in [("answered", 0), ("setup-old", 1), ("ended", 2)] {
+            assert!(t.apply(&started_as(key, s)));
+        }
+        let mut answer = started_as("answered", 3);
+        answer.kind = CallEventKind::Answered { extension: None };
+        assert!(t.apply(&answer));
+        let mut end = started_as("ended", 4);
+        end.kind = CallEventKind::Ended {
+            outcome: Outcome::Missed,
+            cause: "cancel".into(),
+        };
+        assert!(t.apply(&end));
+        let keys = |t: &LiveCalls| -> Vec<String> {
+            t.snapshot().into_iter().map(|c| c.source_key).collect()
+        };
+        assert!(t.apply(&started_as("flood-1", 5)));
+        assert_eq!(
+            keys(&t),
+            ["answered", "setup-old", "flood-1"],
+            "the ended call left first"
+        );
+        assert!(t.apply(&started_as("flood-2", 6)));
+        assert_eq!(
+            keys(&t),
+            ["answered", "flood-1", "flood-2"],
+            "then the oldest setup"
+        );
+        assert_eq!(t.page(1, 1).len(), 1);
+        assert_eq!(t.page(1, 1)[0].source_key, "flood-1");
+        let mut full = LiveCalls::with_max(1);
+        assert!(full.apply(&started_as("answered", 0)));
+        assert!(full.apply(&answer));
+        assert!(
+            !full.apply(&started_as("new", 1)),
+            "an answered live call is never dropped"
+        );
+        assert_eq!(keys(&full), ["answered"]);
     }
 }

@@ -109,7 +109,7 @@ async fn run(label: &str, store: fiche_store::Store, events: &[CallEvent], calls
     );
     let (tx, rx) = tokio::sync::mpsc::channel(events.len());
     for event in events {
-        let _ = tx.send(event.clone()).await;
+        let _ = tx.send(event.clone().into()).await;
     }
     drop(tx);
     let started = Instant::now();

@@ -19,7 +19,7 @@
 
 use crate::auth::CurrentUser;
 use crate::http::error::ApiError;
-use fiche_pbx::LiveCall;
+use fiche_pbx::{Extension, LiveCall};
 use fiche_store::{Call, Role, UserId};
 
 /// Whether `user` sees and changes everything (supervisors and admins).
@@ -63,7 +63,7 @@ pub fn may_assign(user: &CurrentUser, to: Option<UserId>) -> Result<(), ApiError
 /// note before its callback exists). A call answered by a colleague stops
 /// concerning her, as on the websocket.
 pub fn live_call_concerns(extensions: &[String], call: &LiveCall) -> bool {
-    let mine = |ext: &String| extensions.contains(ext);
+    let mine = |ext: &Extension| extensions.iter().any(|e| e == ext.as_str());
     call.ringing_extensions.iter().any(mine)
         || call.agent_extension.as_ref().is_some_and(mine)
         || call.transferred_to.iter().any(mine)
@@ -71,8 +71,9 @@ pub fn live_call_concerns(extensions: &[String], call: &LiveCall) -> bool {
 }
 
 /// Whether a call of the log (no longer live) concerns the agent owning
-/// `extensions`: she answered or placed it. The log does not keep where a call
-/// rang; a missed call's callback is reached through its ticket instead.
+/// `extensions`: she answered or placed it. Where it rang (`rang`) is kept
+/// for the record, not for access: a missed call's callback is reached
+/// through its ticket instead.
 pub fn logged_call_concerns(extensions: &[String], call: &Call) -> bool {
     call.agent_extension
         .as_ref()
@@ -164,7 +165,7 @@ mod tests {
     }
 
     fn call(ringing: &[&str], rang: &[&str], agent: Option<&str>, answered: bool) -> LiveCall {
-        let strings = |list: &[&str]| list.iter().map(|e| (*e).to_owned()).collect();
+        let strings = |list: &[&str]| list.iter().filter_map(|e| Extension::new(e)).collect();
         let party = Party {
             number: Some("+33612345678".into()),
             name: None,
@@ -184,8 +185,10 @@ mod tests {
             callee: party,
             ringing_extensions: strings(ringing),
             rang_extensions: strings(rang),
-            agent_extension: agent.map(str::to_owned),
+            agent_extension: agent.and_then(Extension::new),
+            answered_by: None,
             transferred_to: Vec::new(),
+            transfers: Vec::new(),
             diverted_from: Vec::new(),
             started_at: chrono::Utc::now(),
             answered_at: answered.then(chrono::Utc::now),
@@ -234,7 +237,7 @@ mod tests {
             assert_eq!(live_call_concerns(&claire, &call), expected, "{case}");
         }
         let mut transferred = call(&[], &["202"], Some("202"), true);
-        transferred.transferred_to.push("201".into());
+        transferred.transferred_to.extend(Extension::new("201"));
         assert!(
             live_call_concerns(&claire, &transferred),
             "transferred to her"

@@ -275,6 +275,53 @@ pub struct HepConfig {
     /// When set, packets must carry this HEP auth key (chunk 0x000e) (`FICHE_HEP_AUTH_KEY`).
     #[serde(default)]
     pub auth_key: Option<String>,
+    /// Most TCP connections open at once; a new one beyond closes the one idle
+    /// the longest (never refused).
+    #[serde(default = "default_tcp_max_connections")]
+    pub tcp_max_connections: usize,
+    /// Most TCP connections open at once from one address; a new one beyond
+    /// closes that address's connection idle the longest.
+    #[serde(default = "default_tcp_max_per_source")]
+    pub tcp_max_connections_per_source: usize,
+    /// A TCP connection that sends nothing for this many seconds is closed.
+    #[serde(default = "default_tcp_idle_timeout")]
+    pub tcp_idle_timeout_secs: u64,
+    /// A HEP packet begun over TCP must be complete within this many seconds,
+    /// or its connection is closed.
+    #[serde(default = "default_tcp_partial_timeout")]
+    pub tcp_partial_timeout_secs: u64,
+}
+
+impl HepConfig {
+    /// The TCP listener's limits.
+    pub fn tcp_limits(&self) -> fiche_pbx::driver::hep::TcpLimits {
+        fiche_pbx::driver::hep::TcpLimits {
+            max_connections: self.tcp_max_connections.max(1),
+            max_per_source: self.tcp_max_connections_per_source.max(1),
+            idle_timeout: Duration::from_secs(self.tcp_idle_timeout_secs.max(1)),
+            partial_timeout: Duration::from_secs(self.tcp_partial_timeout_secs.max(1)),
+        }
+    }
+}
+
+fn default_tcp_max_connections() -> usize {
+    fiche_pbx::driver::hep::TcpLimits::default().max_connections
+}
+
+fn default_tcp_max_per_source() -> usize {
+    fiche_pbx::driver::hep::TcpLimits::default().max_per_source
+}
+
+fn default_tcp_idle_timeout() -> u64 {
+    fiche_pbx::driver::hep::TcpLimits::default()
+        .idle_timeout
+        .as_secs()
+}
+
+fn default_tcp_partial_timeout() -> u64 {
+    fiche_pbx::driver::hep::TcpLimits::default()
+        .partial_timeout
+        .as_secs()
 }
 
 impl Default for HepConfig {
@@ -285,6 +332,10 @@ impl Default for HepConfig {
             tcp: true,
             allow: default_allow(),
             auth_key: None,
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_connections_per_source: default_tcp_max_per_source(),
+            tcp_idle_timeout_secs: default_tcp_idle_timeout(),
+            tcp_partial_timeout_secs: default_tcp_partial_timeout(),
         }
     }
 }
@@ -300,6 +351,16 @@ pub struct CallsConfig {
     /// A call with no signalling for this many seconds ends as failed, "signal lost".
     #[serde(default = "default_silence_timeout")]
     pub silence_timeout_secs: u64,
+    /// A call not yet answered (setup, ringing) with no signalling for this many
+    /// seconds ends the same way: a flood of setups never answered is forgotten
+    /// far sooner than answered calls.
+    #[serde(default = "default_ringing_timeout")]
+    pub ringing_timeout_secs: u64,
+    /// Most calls in the live table (`/api/calls/live`); beyond, the oldest
+    /// unanswered or ended ones are dropped from it (their events still reach
+    /// the call log).
+    #[serde(default = "default_live_max")]
+    pub live_max: usize,
     /// Ended calls stay in `/api/calls/live` for this many seconds.
     #[serde(default = "default_ended_linger")]
     pub ended_linger_secs: u64,
@@ -310,6 +371,8 @@ impl Default for CallsConfig {
         Self {
             agent_extensions: default_agent_extensions(),
             silence_timeout_secs: default_silence_timeout(),
+            ringing_timeout_secs: default_ringing_timeout(),
+            live_max: default_live_max(),
             ended_linger_secs: default_ended_linger(),
         }
     }
@@ -405,6 +468,12 @@ fn default_agent_extensions() -> Vec<String> {
 }
 fn default_silence_timeout() -> u64 {
     4 * 3600
+}
+fn default_ringing_timeout() -> u64 {
+    300
+}
+fn default_live_max() -> usize {
+    10_000
 }
 fn default_ended_linger() -> u64 {
     60
@@ -636,6 +705,12 @@ mod tests {
             example.calls.ended_linger_secs,
             defaults.calls.ended_linger_secs
         );
+        assert_eq!(
+            example.calls.ringing_timeout_secs,
+            defaults.calls.ringing_timeout_secs
+        );
+        assert_eq!(example.calls.live_max, defaults.calls.live_max);
+        assert_eq!(example.hep.tcp_limits(), defaults.hep.tcp_limits());
         assert!(
             example.ami.is_empty(),
             "the example's AMI section is commented out"

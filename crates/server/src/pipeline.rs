@@ -3,33 +3,195 @@
 //!
 //! One task owns the order of events; readers of the live table take a short
 //! read lock and never hold it across an await.
+//!
+//! A source that acknowledges what it reports (the CTI webhook's reply) sends
+//! its events with a [`Receipt`]: every sink holds a clone until the event is
+//! durable in it (the ticket writer until its transaction commits, the webhook
+//! outbox until the delivery is stored), and the source hears back once the
+//! last clone is gone. Sinks already batch what is queued, so concurrent
+//! requests share one commit (group commit).
 
 use crate::tickets::cards::CardMaker;
 use chrono::Utc;
 use fiche_hub::Hub;
 use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, LiveCall, LiveCalls};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn};
 
 /// Capacity of the sources → pipeline channel; sources wait when it is full.
 pub const EVENT_QUEUE_CAPACITY: usize = 4096;
 
+/// Capacity of the acknowledged sources → pipeline channel (one item per CTI
+/// request, with its events); a request waits when it is full.
+pub const ACKNOWLEDGED_QUEUE_CAPACITY: usize = 1024;
+
 /// Capacity of the websocket fan-out; a socket that falls this far behind is
 /// closed (it reconnects and reloads the live table) rather than slowing others.
 pub const FANOUT_CAPACITY: usize = 1024;
 
+/// Call-event log lines written per second at most; beyond, events are counted
+/// and summed up in one line, so a flood of calls cannot flood the log.
+const LOG_LINES_PER_SECOND: u32 = 200;
+
 /// How often ended calls past their linger time are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// Tells a source when the events it sent are durable in every sink.
+///
+/// Clones travel with the event, one per sink. A sink calls
+/// [`Receipt::durable`] on its clone once the event is durable there; a clone
+/// dropped otherwise (the write failed, the sink or the pipeline stopped with
+/// it queued) counts as a failure. When the last clone is gone, the source's
+/// [`oneshot::Receiver`] gets `true` (durable everywhere) or `false`.
+#[derive(Debug)]
+pub struct Receipt {
+    inner: Arc<ReceiptInner>,
+    /// Set by [`Receipt::durable`]; a clone dropped without it fails the receipt.
+    settled: bool,
+}
+
+#[derive(Debug)]
+struct ReceiptInner {
+    failed: AtomicBool,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+impl Drop for ReceiptInner {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            // The source may have stopped waiting (its client went away): fine.
+            let _ = done.send(!self.failed.load(Ordering::Acquire));
+        }
+    }
+}
+
+impl Clone for Receipt {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.inner.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Receipt {
+    /// A receipt, and where its answer arrives.
+    pub fn new() -> (Self, oneshot::Receiver<bool>) {
+        let (done, answer) = oneshot::channel();
+        let inner = ReceiptInner {
+            failed: AtomicBool::new(false),
+            done: Some(done),
+        };
+        let receipt = Self {
+            inner: Arc::new(inner),
+            settled: false,
+        };
+        (receipt, answer)
+    }
+
+    /// This holder's part is durable.
+    pub fn durable(mut self) {
+        self.settled = true;
+    }
+}
+
+/// A call event on its way to a sink, with the receipt of the request that
+/// reported it, when its source waits for it to be durable.
+#[derive(Debug)]
+pub struct SinkEvent {
+    /// The event.
+    pub event: CallEvent,
+    /// Settled by the sink once the event is durable there.
+    pub receipt: Option<Receipt>,
+}
+
+impl From<CallEvent> for SinkEvent {
+    fn from(event: CallEvent) -> Self {
+        Self {
+            event,
+            receipt: None,
+        }
+    }
+}
+
+/// Events from a source that acknowledges them (one CTI request), in order,
+/// and the receipt it waits on.
+#[derive(Debug)]
+pub struct Acknowledged {
+    /// The request's events (possibly none: it still waits for what came before).
+    pub events: Vec<CallEvent>,
+    /// Answered once every event is durable in every sink.
+    pub receipt: Receipt,
+}
+
+/// The log lines left this second (see [`LOG_LINES_PER_SECOND`]).
+#[derive(Debug)]
+struct LogBudget {
+    second: std::time::Instant,
+    used: u32,
+    skipped: u64,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        Self {
+            second: std::time::Instant::now(),
+            used: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Whether this event may be logged.
+    fn allow(&mut self) -> bool {
+        if self.second.elapsed() >= Duration::from_secs(1) {
+            if self.skipped > 0 {
+                warn!(
+                    skipped = self.skipped,
+                    "call events not logged: more than {LOG_LINES_PER_SECOND} in a second"
+                );
+            }
+            *self = Self::new();
+        }
+        if self.used < LOG_LINES_PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
+}
 
 /// The shared live-call table.
 #[derive(Debug, Clone, Default)]
 pub struct LiveTable(Arc<RwLock<LiveCalls>>);
 
 impl LiveTable {
+    /// An empty table of at most `max` calls (see [`LiveCalls::with_max`]).
+    pub fn with_max(max: usize) -> Self {
+        Self(Arc::new(RwLock::new(LiveCalls::with_max(max))))
+    }
+
+    /// How many calls the table holds, and at most `limit` of them, oldest
+    /// first, after skipping `offset`.
+    pub fn page(&self, offset: usize, limit: usize) -> (usize, Vec<LiveCall>) {
+        let table = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        (table.len(), table.page(offset, limit))
+    }
+
     /// Every call in the table, oldest first.
     pub fn snapshot(&self) -> Vec<LiveCall> {
         self.0
@@ -72,16 +234,18 @@ pub struct Outputs {
     /// Writers that persist or forward events (tickets, webhooks). Each gets every
     /// event in order and must keep up: a full sink slows the pipeline rather than
     /// lose an event. A sink whose receiver is gone is dropped with a warning.
-    pub sinks: Vec<mpsc::Sender<CallEvent>>,
+    pub sinks: Vec<mpsc::Sender<SinkEvent>>,
     /// Builds the pop card on a call's first `Ringing`; no cards when `None`.
     pub cards: Option<CardMaker>,
 }
 
 /// Applies events until every sender is gone or `shutdown` fires, then drains
 /// what is already queued. Dropping the sinks on return lets their writers
-/// drain in turn.
+/// drain in turn. `events` come from sources that do not wait (HEP, AMI),
+/// `acknowledged` from those that do (CTI).
 pub async fn run(
     mut events: mpsc::Receiver<CallEvent>,
+    mut acknowledged: mpsc::Receiver<Acknowledged>,
     table: LiveTable,
     mut outputs: Outputs,
     ended_linger: Duration,
@@ -89,11 +253,18 @@ pub async fn run(
 ) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut carded = HashSet::new();
-    loop {
+    let mut budget = LogBudget::new();
+    let mut events_open = true;
+    let mut acknowledged_open = true;
+    while events_open || acknowledged_open {
         tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => handle(&event, &table, &mut outputs, &mut carded).await,
-                None => return,
+            event = events.recv(), if events_open => match event {
+                Some(event) => handle(event, None, &table, &mut outputs, (&mut carded, &mut budget)).await,
+                None => events_open = false,
+            },
+            item = acknowledged.recv(), if acknowledged_open => match item {
+                Some(item) => handle_acknowledged(item, &table, &mut outputs, (&mut carded, &mut budget)).await,
+                None => acknowledged_open = false,
             },
             _ = prune.tick() => {
                 table.prune(ended_linger);
@@ -103,8 +274,12 @@ pub async fn run(
             }
             () = shutdown.cancelled() => {
                 events.close();
+                acknowledged.close();
                 while let Some(event) = events.recv().await {
-                    handle(&event, &table, &mut outputs, &mut carded).await;
+                    handle(event, None, &table, &mut outputs, (&mut carded, &mut budget)).await;
+                }
+                while let Some(item) = acknowledged.recv().await {
+                    handle_acknowledged(item, &table, &mut outputs, (&mut carded, &mut budget)).await;
                 }
                 return;
             }
@@ -112,15 +287,44 @@ pub async fn run(
     }
 }
 
-async fn handle(
-    event: &CallEvent,
+/// What the pipeline remembers between events: the calls whose card is made,
+/// and the log lines left this second.
+type Memory<'a> = (&'a mut HashSet<CallId>, &'a mut LogBudget);
+
+async fn handle_acknowledged(
+    item: Acknowledged,
     table: &LiveTable,
     outputs: &mut Outputs,
-    carded: &mut HashSet<CallId>,
+    (carded, budget): Memory<'_>,
+) {
+    let Acknowledged { events, receipt } = item;
+    for event in events {
+        handle(
+            event,
+            Some(&receipt),
+            table,
+            outputs,
+            (&mut *carded, &mut *budget),
+        )
+        .await;
+    }
+    // The pipeline's own part: each sink holds a clone until its write is
+    // durable. A request that reported nothing new (a repeated hangup) is
+    // answered here: what it repeats was made durable when first reported.
+    receipt.durable();
+}
+
+async fn handle(
+    event: CallEvent,
+    receipt: Option<&Receipt>,
+    table: &LiveTable,
+    outputs: &mut Outputs,
+    (carded, budget): Memory<'_>,
 ) {
     let span = info_span!("call", id = %event.call_id, source = %event.source);
     let _entered = span.enter();
     match &event.kind {
+        _ if !budget.allow() => {}
         // Numbers and names are untrusted: `?` escapes them in the log line.
         CallEventKind::CallStarted {
             direction,
@@ -134,7 +338,7 @@ async fn handle(
         CallEventKind::Ended { outcome, cause } => info!(?outcome, cause = ?cause, "call ended"),
         other => info!(event = other.name(), "call event"),
     }
-    table.apply(event);
+    table.apply(&event);
     // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
     let card = match (&event.kind, &outputs.cards) {
         (CallEventKind::Ringing { .. }, Some(cards)) if !carded.contains(&event.call_id) => {
@@ -153,11 +357,11 @@ async fn handle(
     if let CallEventKind::Ended { .. } = event.kind {
         carded.remove(&event.call_id);
     }
-    outputs.hub.publish_call(event, card.clone());
+    outputs.hub.publish_call(&event, card.clone());
     if let (Some(card), Some(cards)) = (card, &outputs.cards) {
         cards.enrich_later(outputs.hub.clone(), event.call_id, card);
     }
-    match serde_json::to_string(event) {
+    match serde_json::to_string(&event) {
         // No subscriber is not an error: nobody is watching.
         Ok(json) => drop(outputs.fanout.send(Arc::from(json))),
         Err(error) => warn!(%error, "call event not serialisable"),
@@ -165,12 +369,43 @@ async fn handle(
     drop(_entered);
     let mut closed = Vec::new();
     for (i, sink) in outputs.sinks.iter().enumerate() {
-        if sink.send(event.clone()).await.is_err() {
+        let item = SinkEvent {
+            event: event.clone(),
+            receipt: receipt.cloned(),
+        };
+        // A sink gone drops the item, its receipt clone unsettled: a failure.
+        if sink.send(item).await.is_err() {
             closed.push(i);
         }
     }
     for i in closed.into_iter().rev() {
         warn!("an event writer stopped; its events are no longer delivered");
         outputs.sinks.remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_is_durable_once_every_holder_settled_it() {
+        let (receipt, mut answer) = Receipt::new();
+        let (writer, outbox) = (receipt.clone(), receipt.clone());
+        receipt.durable();
+        writer.durable();
+        assert!(answer.try_recv().is_err(), "the outbox still holds it");
+        outbox.durable();
+        assert_eq!(answer.try_recv(), Ok(true));
+    }
+
+    #[test]
+    fn a_receipt_dropped_unsettled_anywhere_fails() {
+        let (receipt, mut answer) = Receipt::new();
+        let writer = receipt.clone();
+        receipt.durable();
+        // A failed write, or a sink gone with the event queued.
+        drop(writer);
+        assert_eq!(answer.try_recv(), Ok(false));
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
-use crate::pipeline::{self, LiveTable, Outputs, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY};
+use crate::pipeline::{
+    self, LiveTable, Outputs, ACKNOWLEDGED_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY,
+};
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
@@ -89,8 +91,9 @@ pub async fn run(
         ExtensionPatterns::new(&config.calls.agent_extensions).context("calls.agent_extensions")?;
     let tasks = TaskTracker::new();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let (acknowledged_tx, acknowledged_rx) = mpsc::channel(ACKNOWLEDGED_QUEUE_CAPACITY);
     let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-    let live = LiveTable::default();
+    let live = LiveTable::with_max(config.calls.live_max);
 
     // Phone-system sources.
     let filter = Arc::new(HepFilter {
@@ -112,6 +115,7 @@ pub async fn run(
         tasks.spawn(hep_driver::run_tcp(
             listener,
             filter,
+            config.hep.tcp_limits(),
             captures_tx.clone(),
             shutdown.clone(),
         ));
@@ -120,6 +124,7 @@ pub async fn run(
     let tracker_config = SipTrackerConfig {
         agents: agents.clone(),
         silence_timeout: Duration::from_secs(config.calls.silence_timeout_secs),
+        ringing_timeout: Duration::from_secs(config.calls.ringing_timeout_secs),
         ..SipTrackerConfig::default()
     };
     tasks.spawn(hep_driver::run_tracker(
@@ -221,6 +226,7 @@ pub async fn run(
     )?);
     tasks.spawn(pipeline::run(
         events_rx,
+        acknowledged_rx,
         live.clone(),
         outputs,
         config.calls.ended_linger(),
@@ -229,9 +235,10 @@ pub async fn run(
 
     let cti = crate::cti::CtiContext::new(
         store.clone(),
-        events_tx.clone(),
+        acknowledged_tx,
         crate::cti::translator_config(&config, &agents),
     );
+    tasks.spawn(cti.clone().run_expiry(shutdown.clone()));
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
     let state = AppState {
         live,

@@ -4,6 +4,14 @@
 //! every SIP message then goes through a bounded channel to the single task that
 //! owns the [`SipTracker`], which turns them into [`CallEvent`]s. One tracker task
 //! keeps per-call state free of locks and in arrival order.
+//!
+//! The TCP listener cannot be starved ([`TcpLimits`]): a connection is closed
+//! when a packet it began is not complete within the partial-packet timeout or
+//! when it sends nothing for the idle timeout, and a new connection is always
+//! accepted: when its source, or the listener, is at its limit, the connection
+//! that has waited longest since its last byte is closed first (those that never
+//! delivered a whole packet before those that did). So stalled or dead
+//! connections, however many, cannot keep the PBX out.
 
 use crate::hep::{self, HepError, HepPacket, HepStreamDecoder, HEP_MAX_PACKET};
 use crate::model::{CallEvent, Timestamp};
@@ -11,12 +19,13 @@ use crate::sip::{SipTracker, SipTrackerConfig};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -26,8 +35,35 @@ use tracing::{debug, info, warn};
 /// slowed by TCP flow control: nothing grows without bound.
 pub const SIP_QUEUE_CAPACITY: usize = 8192;
 
-/// At most this many HEP TCP connections at once; further ones wait for a slot.
-pub const MAX_TCP_CONNECTIONS: usize = 256;
+/// Limits of the HEP TCP listener, so that no peer can starve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Most connections open at once, every source together. A new connection
+    /// beyond it closes the one idle the longest. Default 256.
+    pub max_connections: usize,
+    /// Most connections open at once from one source address; a new one beyond
+    /// it closes that source's connection idle the longest. Default 64: a proxy
+    /// may open one connection per worker process, and closing a working one
+    /// can lose what it was sending.
+    pub max_per_source: usize,
+    /// A connection that sends nothing for this long is closed (the PBX
+    /// reconnects when it has something to send). Default 10 minutes.
+    pub idle_timeout: Duration,
+    /// A packet begun must be complete within this, or the connection is closed.
+    /// Default 10 s.
+    pub partial_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_per_source: 64,
+            idle_timeout: Duration::from_secs(600),
+            partial_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Who may send HEP.
 #[derive(Debug, Clone)]
@@ -210,26 +246,93 @@ pub async fn run_udp(
     }
 }
 
+/// One open TCP connection as the listener sees it.
+#[derive(Debug)]
+struct OpenConnection {
+    peer: IpAddr,
+    /// Shared with the connection's task, which updates it as bytes arrive.
+    activity: Arc<Activity>,
+    /// Cancelled to close the connection.
+    close: CancellationToken,
+}
+
+/// What a connection's task reports to the listener, without a lock.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Milliseconds since the listener started, at the last byte received.
+    last_byte_ms: std::sync::atomic::AtomicU64,
+    /// At least one whole packet came: a working sender, closed last.
+    delivered: std::sync::atomic::AtomicBool,
+}
+
+/// The open connections, to choose which one to close when full.
+#[derive(Debug, Default)]
+struct ConnectionTable {
+    open: HashMap<u64, OpenConnection>,
+    next_id: u64,
+}
+
+impl ConnectionTable {
+    /// The connection to close to make room for one more from `peer`, if any:
+    /// within the source when it is at its limit, else among all when the
+    /// listener is. Never-delivering connections go first, then the longest idle.
+    fn victim(&self, peer: IpAddr, limits: &TcpLimits) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let from_peer = self.open.values().filter(|c| c.peer == peer).count();
+        let same_source = from_peer >= limits.max_per_source.max(1);
+        if !same_source && self.open.len() < limits.max_connections.max(1) {
+            return None;
+        }
+        self.open
+            .iter()
+            .filter(|(_, c)| !same_source || c.peer == peer)
+            .min_by_key(|(_, c)| {
+                (
+                    c.activity.delivered.load(Relaxed),
+                    c.activity.last_byte_ms.load(Relaxed),
+                )
+            })
+            .map(|(id, _)| *id)
+    }
+}
+
+/// Removes a connection from the table when its task ends.
+struct Registered {
+    table: Arc<Mutex<ConnectionTable>>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .remove(&self.id);
+    }
+}
+
 /// Accepts HEP over TCP until `shutdown`; each connection is a stream of packets.
+/// Accepting never waits: see the module docs for how room is made.
 pub async fn run_tcp(
     listener: TcpListener,
     filter: Arc<HepFilter>,
+    limits: TcpLimits,
     out: mpsc::Sender<SipCapture>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let started = tokio::time::Instant::now();
+    let table = Arc::new(Mutex::new(ConnectionTable::default()));
     let connections = TaskTracker::new();
+    let mut denied = RateLimitedLog::new(Duration::from_secs(10));
+    let mut evicted = RateLimitedLog::new(Duration::from_secs(10));
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit,
-        };
-        let Ok(permit) = permit else { break };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
+                    // Out of file descriptors and the like: wait, rather than spin.
                     warn!(%error, "HEP TCP accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -237,65 +340,149 @@ pub async fn run_tcp(
             },
         };
         if !filter.allows_peer(peer.ip()) {
-            warn!(%peer, "HEP TCP connection from a network not in hep.allow refused");
+            if let Some(suppressed) = denied.tick() {
+                warn!(%peer, suppressed, "HEP TCP connection from a network not in hep.allow refused");
+            }
             continue;
         }
+        let activity = Arc::new(Activity::default());
+        activity
+            .last_byte_ms
+            .store(elapsed_ms(started), std::sync::atomic::Ordering::Relaxed);
+        let close = shutdown.child_token();
+        let id = {
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(victim) = table.victim(peer.ip(), &limits) {
+                if let Some(old) = table.open.remove(&victim) {
+                    old.close.cancel();
+                    if let Some(suppressed) = evicted.tick() {
+                        warn!(%peer, closed_peer = %old.peer, suppressed, open = table.open.len(),
+                            "HEP TCP connections full: the one idle the longest closed for a new one");
+                    }
+                }
+            }
+            let id = table.next_id;
+            table.next_id += 1;
+            table.open.insert(
+                id,
+                OpenConnection {
+                    peer: peer.ip(),
+                    activity: activity.clone(),
+                    close: close.clone(),
+                },
+            );
+            id
+        };
+        let registered = Registered {
+            table: table.clone(),
+            id,
+        };
         let filter = filter.clone();
         let out = out.clone();
-        let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let _permit = permit;
-            serve_tcp_connection(stream, peer, &filter, &out, &shutdown).await;
+            let _registered = registered;
+            let connection = TcpConnection {
+                peer,
+                filter: &filter,
+                out: &out,
+                close: &close,
+                limits: &limits,
+                activity: &activity,
+                started,
+            };
+            connection.serve(stream).await;
         });
     }
     connections.close();
     connections.wait().await;
 }
 
-async fn serve_tcp_connection(
-    mut stream: TcpStream,
+fn elapsed_ms(since: tokio::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One accepted connection's task.
+struct TcpConnection<'a> {
     peer: SocketAddr,
-    filter: &HepFilter,
-    out: &mpsc::Sender<SipCapture>,
-    shutdown: &CancellationToken,
-) {
-    debug!(%peer, "HEP TCP connection");
-    let mut decoder = HepStreamDecoder::new();
-    let mut buf = BytesMut::with_capacity(HEP_MAX_PACKET);
-    let mut complaints = Complaints::new();
-    loop {
+    filter: &'a HepFilter,
+    out: &'a mpsc::Sender<SipCapture>,
+    /// Cancelled on shutdown or when the listener makes room.
+    close: &'a CancellationToken,
+    limits: &'a TcpLimits,
+    activity: &'a Activity,
+    started: tokio::time::Instant,
+}
+
+impl TcpConnection<'_> {
+    async fn serve(&self, mut stream: TcpStream) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let peer = self.peer;
+        debug!(%peer, "HEP TCP connection");
+        let mut decoder = HepStreamDecoder::new();
+        let mut buf = BytesMut::with_capacity(HEP_MAX_PACKET);
+        let mut complaints = Complaints::new();
+        let mut last_byte = tokio::time::Instant::now();
+        // When the packet now in `buf` began; `None` between packets.
+        let mut packet_began: Option<tokio::time::Instant> = None;
         loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(packet)) => {
-                    if forward(packet, peer, filter, &mut complaints, out)
-                        .await
-                        .is_err()
-                    {
-                        return;
+            let mut decoded = false;
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(packet)) => {
+                        decoded = true;
+                        self.activity.delivered.store(true, Relaxed);
+                        if forward(packet, peer, self.filter, &mut complaints, self.out)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    complaints.decode_error(peer, &error);
-                    // A bad packet whose length was sound was consumed whole; a bad
-                    // header cannot be resynchronised on a HEP boundary: drop it.
-                    if error.breaks_framing() {
-                        info!(%peer, "HEP TCP connection closed after a malformed packet");
-                        return;
+                    Ok(None) => break,
+                    Err(error) => {
+                        complaints.decode_error(peer, &error);
+                        // A bad packet whose length was sound was consumed whole; a bad
+                        // header cannot be resynchronised on a HEP boundary: drop it.
+                        if error.breaks_framing() {
+                            info!(%peer, "HEP TCP connection closed after a malformed packet");
+                            return;
+                        }
+                        decoded = true;
                     }
                 }
             }
-        }
-        let read = tokio::select! {
-            () = shutdown.cancelled() => return,
-            read = stream.read_buf(&mut buf) => read,
-        };
-        match read {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) => {
-                debug!(%peer, %error, "HEP TCP read error");
-                return;
+            // A packet's clock starts with its first byte: bytes left after a
+            // whole packet began with the read that completed it.
+            if buf.is_empty() {
+                packet_began = None;
+            } else if decoded || packet_began.is_none() {
+                packet_began = Some(last_byte);
+            }
+            let deadline = match packet_began {
+                Some(began) => began + self.limits.partial_timeout,
+                None => last_byte + self.limits.idle_timeout,
+            };
+            let read = tokio::select! {
+                () = self.close.cancelled() => return,
+                () = tokio::time::sleep_until(deadline) => {
+                    let why = if packet_began.is_some() { "a packet left incomplete" } else { "idle" };
+                    debug!(%peer, why, "HEP TCP connection timed out");
+                    return;
+                }
+                read = stream.read_buf(&mut buf) => read,
+            };
+            match read {
+                Ok(0) => return,
+                Ok(_) => {
+                    last_byte = tokio::time::Instant::now();
+                    self.activity
+                        .last_byte_ms
+                        .store(elapsed_ms(self.started), Relaxed);
+                }
+                Err(error) => {
+                    debug!(%peer, %error, "HEP TCP read error");
+                    return;
+                }
             }
         }
     }
@@ -357,6 +544,114 @@ mod tests {
         assert!(filter.allows_peer("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!filter.allows_peer("192.0.2.1".parse().unwrap()));
         assert!(!filter.allows_peer("::1".parse().unwrap()));
+    }
+
+    /// A listener on loopback with small limits; its captures and its stop.
+    async fn listener(
+        limits: TcpLimits,
+    ) -> (
+        SocketAddr,
+        mpsc::Receiver<SipCapture>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let filter = Arc::new(HepFilter {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            auth_key: None,
+        });
+        let task = tokio::spawn(run_tcp(listener, filter, limits, tx, shutdown.clone()));
+        (addr, rx, shutdown, task)
+    }
+
+    fn sip_packet() -> Vec<u8> {
+        hep::encode(&HepPacket {
+            proto_type: Some(1),
+            payload: Bytes::from_static(b"OPTIONS sip:201@127.0.0.1 SIP/2.0\r\n\r\n"),
+            ..HepPacket::default()
+        })
+    }
+
+    /// Waits (bounded) until the server closes `stream`.
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_closes_the_stalled_one_idle_longest_and_partial_packets_time_out() {
+        use tokio::io::AsyncWriteExt;
+        let limits = TcpLimits {
+            max_connections: 8,
+            max_per_source: 2,
+            idle_timeout: Duration::from_secs(60),
+            partial_timeout: Duration::from_millis(300),
+        };
+        let (addr, mut captures, shutdown, task) = listener(limits).await;
+        let packet = sip_packet();
+        let mut oldest = TcpStream::connect(addr).await.unwrap();
+        oldest.write_all(&packet[..10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut newer = TcpStream::connect(addr).await.unwrap();
+        newer.write_all(&packet[..10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The source is at its limit: the PBX's new connection gets in.
+        let mut pbx = TcpStream::connect(addr).await.unwrap();
+        pbx.write_all(&packet).await.unwrap();
+        let capture = tokio::time::timeout(Duration::from_secs(5), captures.recv()).await;
+        assert!(
+            matches!(capture, Ok(Some(_))),
+            "the new connection is served"
+        );
+        assert!(
+            closed(&mut oldest).await,
+            "the oldest stalled one made room"
+        );
+        // The other stalled one goes at its partial-packet timeout; the PBX's stays.
+        assert!(
+            closed(&mut newer).await,
+            "a packet left half sent times out"
+        );
+        pbx.write_all(&packet).await.unwrap();
+        let capture = tokio::time::timeout(Duration::from_secs(5), captures.recv()).await;
+        assert!(
+            matches!(capture, Ok(Some(_))),
+            "the PBX's connection still works"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn packets_sent_back_to_back_never_count_as_one_slow_packet() {
+        use tokio::io::AsyncWriteExt;
+        let limits = TcpLimits {
+            partial_timeout: Duration::from_millis(200),
+            ..TcpLimits::default()
+        };
+        let (addr, mut captures, shutdown, task) = listener(limits).await;
+        let packet = sip_packet();
+        let mut pbx = TcpStream::connect(addr).await.unwrap();
+        // Each write ends mid-packet; the stream is never idle for the timeout,
+        // and no single packet takes that long.
+        let split = packet.len() / 2;
+        pbx.write_all(&packet[..split]).await.unwrap();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut chunk = packet[split..].to_vec();
+            chunk.extend_from_slice(&packet[..split]);
+            pbx.write_all(&chunk).await.unwrap();
+            let capture = tokio::time::timeout(Duration::from_secs(5), captures.recv()).await;
+            assert!(matches!(capture, Ok(Some(_))));
+        }
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -1274,6 +1274,39 @@ fn silent_calls_are_reaped() {
 }
 
 #[test]
+fn a_flood_of_setups_never_answered_is_gone_long_before_answered_calls() {
+    // One answered call, then 1,000 INVITEs that never get any answer.
+    let f = Flow::new("kept@127.0.0.1", "\"Claire Martin\"", "0612345678", "201");
+    let mut t = tracker();
+    let m = f.answered_by("201", P201, KB0, "p201");
+    run(&mut t, &m, &f.call_id);
+    for n in 0..1000 {
+        let g = Flow::new(&format!("flood-{n}@127.0.0.1"), "", "0612345678", "201");
+        let invite = g.invite();
+        t.handle(at(10), Some(invite.src), Some(invite.dst), &invite.bytes)
+            .unwrap();
+    }
+    while t.poll_event().is_some() {}
+    assert_eq!(t.active_calls(), 1001);
+    // The setups end at the ringing timeout (5 minutes), the answered call does not.
+    t.handle_timeout(at(10) + chrono::Duration::minutes(5) + chrono::Duration::seconds(1));
+    let mut lost = 0;
+    while let Some(event) = t.poll_event() {
+        assert_eq!(event.kind, ended(Outcome::Failed, "signal lost"));
+        lost += 1;
+    }
+    assert_eq!((lost, t.active_calls()), (1000, 1));
+    // Their lingering state is forgotten a little later.
+    t.handle_timeout(at(10) + chrono::Duration::minutes(7));
+    assert_eq!(t.active_calls(), 1);
+    assert!(
+        t.next_timeout()
+            .is_some_and(|d| d > at(10) + chrono::Duration::hours(3)),
+        "only the answered call's silence timer is left"
+    );
+}
+
+#[test]
 fn messages_of_a_call_keep_it_alive() {
     let f = Flow::new("alive@127.0.0.1", "\"Claire Martin\"", "0612345678", "201");
     let mut t = tracker();

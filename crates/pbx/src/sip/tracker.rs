@@ -166,6 +166,30 @@ fn payload_hash(seed: u64, bytes: &[u8]) -> u64 {
     fold(h ^ u64::from_le_bytes(tail) ^ K2, K1 ^ seed)
 }
 
+/// How often a kind of reaped call is logged at most; the others are counted.
+const REAP_LOG_EVERY: chrono::Duration = chrono::Duration::seconds(10);
+
+/// Logs a kind of reaped call at most once per [`REAP_LOG_EVERY`] of the
+/// tracker's clock, with how many went unlogged, so that a flood of setups
+/// never answered costs a few log lines, not one per call.
+#[derive(Debug, Default)]
+struct ReapLog {
+    last: Option<Timestamp>,
+    suppressed: u64,
+}
+
+impl ReapLog {
+    /// The count of unlogged occurrences to report now, or `None` to stay quiet.
+    fn tick(&mut self, now: Timestamp) -> Option<u64> {
+        if self.last.is_some_and(|last| now - last < REAP_LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -188,6 +212,10 @@ pub struct SipTracker {
     /// `host:port` of each registered Contact → the extension (REGISTER To user),
     /// for phones whose Contact user is not their extension.
     registrations: HashMap<String, String>,
+    /// Calls ended for silence, logged a few at a time.
+    silent_log: ReapLog,
+    /// Calls dropped for room, logged a few at a time.
+    dropped_log: ReapLog,
 }
 
 impl SipTracker {
@@ -204,6 +232,8 @@ impl SipTracker {
             events: VecDeque::new(),
             active: 0,
             registrations: HashMap::new(),
+            silent_log: ReapLog::default(),
+            dropped_log: ReapLog::default(),
         }
     }
 
@@ -332,7 +362,10 @@ impl SipTracker {
         let (outcome, cause) = match call.pending_end.take() {
             Some(p) if p.at <= now => (p.outcome, p.cause),
             _ => {
-                tracing::info!(call_id = %call.id, sip_call_id = ?key, "no SIP message for too long, call ended");
+                if let Some(suppressed) = self.silent_log.tick(now) {
+                    tracing::info!(call_id = %call.id, sip_call_id = ?key, answered = call.answered,
+                        suppressed, "no SIP message for too long, call ended");
+                }
                 (Outcome::Failed, "signal lost".to_owned())
             }
         };
@@ -572,11 +605,14 @@ impl SipTracker {
                 continue;
             }
             if call.ended_at.is_none() {
-                tracing::warn!(
-                    call_id = %call.id,
-                    max_calls = self.config.max_calls,
-                    "too many calls tracked, dropping the oldest unanswered one"
-                );
+                if let Some(suppressed) = self.dropped_log.tick(now) {
+                    tracing::warn!(
+                        call_id = %call.id,
+                        max_calls = self.config.max_calls,
+                        suppressed,
+                        "too many calls tracked, dropping the oldest unanswered one"
+                    );
+                }
                 self.end(
                     now,
                     &key,

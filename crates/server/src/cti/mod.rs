@@ -3,7 +3,11 @@
 //! 3CX bridges, FusionPBX scripts).
 //!
 //! Requests become the same call events as HEP and AMI (`source: "cti"`) and go
-//! into the pipeline. The token is the only credential: it is looked up by its
+//! into the pipeline. A request is answered only once its events are durable
+//! (the call's row, its ticket and its webhook deliveries committed): a phone
+//! system never sends an acknowledged request again, so what it was told is
+//! recorded must survive a crash. Concurrent requests share the writers'
+//! commits. The token is the only credential: it is looked up by its
 //! SHA-256 hash, and neither it nor the request path is ever logged. The route is
 //! merged outside the session-authenticated router (see `serve.rs`), so no
 //! request-logging layer of that router sees the path either.
@@ -11,6 +15,7 @@
 pub mod cli;
 pub mod translate;
 
+use crate::pipeline::{Acknowledged, Receipt};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,14 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
-use fiche_pbx::CallEvent;
 use fiche_store::Store;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{info, warn};
 pub use translate::{CtiError, CtiRequest, KnownCall, Reply, Translator, TranslatorConfig};
 
@@ -41,6 +45,9 @@ const TOKENS_RETRY: Duration = Duration::from_secs(1);
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// How often silent calls are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+/// How long a request waits for its events to be durable before it is
+/// answered 503 (the phone system then retries; replays are harmless).
+const DURABLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Zammad's answer to a wrong token, word for word.
 const INVALID_TOKEN: &str = "Invalid token, please contact your admin!";
 
@@ -56,10 +63,10 @@ pub struct CtiContext(Arc<Inner>);
 
 struct Inner {
     store: Store,
-    events: mpsc::Sender<CallEvent>,
+    events: mpsc::Sender<Acknowledged>,
     // One lock orders translation and sending, so one call's events reach the
     // pipeline in the order its requests were handled.
-    translator: Mutex<(Translator, Instant)>,
+    translator: Mutex<Translator>,
     tokens: Mutex<Tokens>,
 }
 
@@ -70,18 +77,42 @@ struct Tokens {
 }
 
 impl CtiContext {
-    /// A context sending events into `events`.
-    pub fn new(store: Store, events: mpsc::Sender<CallEvent>, config: TranslatorConfig) -> Self {
+    /// A context sending events into `events` (the pipeline's acknowledged input).
+    pub fn new(store: Store, events: mpsc::Sender<Acknowledged>, config: TranslatorConfig) -> Self {
         Self(Arc::new(Inner {
             store,
             events,
-            translator: Mutex::new((Translator::new(config), Instant::now())),
+            translator: Mutex::new(Translator::new(config)),
             tokens: Mutex::new(Tokens {
                 by_hash: HashMap::new(),
                 loaded_at: None,
                 touched: HashMap::new(),
             }),
         }))
+    }
+
+    /// Ends silent calls every [`EXPIRE_EVERY`] until `shutdown`, whether
+    /// requests come or not.
+    pub async fn run_expiry(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(EXPIRE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let mut translator = self.0.translator.lock().await;
+            let events = translator.expire(Utc::now());
+            if events.is_empty() {
+                continue;
+            }
+            // Nobody waits on these; the receipt is only the channel's item type.
+            let (receipt, _unheard) = Receipt::new();
+            let item = Acknowledged { events, receipt };
+            if self.0.events.send(item).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The name of the live token `token`, if any.
@@ -157,16 +188,17 @@ async fn receive(
         Ok(request) => request,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let mut reply = match translate(&context, &name, &request, None).await {
-        Ok(reply) => reply,
+    let (mut reply, mut durable) = match translate(&context, &name, &request, None).await {
+        Ok(translated) => translated,
         Err(response) => return response,
     };
     if let Err(CtiError::UnknownCall(_)) = reply {
         // Perhaps a call that started before Fiche restarted: the call log has it.
         match recall(&context, &name, &request).await {
             Ok(Some(known)) => {
-                reply = match translate(&context, &name, &request, Some(known)).await {
-                    Ok(reply) => reply,
+                // An unknown call made no events: nothing of the first try to wait for.
+                (reply, durable) = match translate(&context, &name, &request, Some(known)).await {
+                    Ok(translated) => translated,
                     Err(response) => return response,
                 };
             }
@@ -180,6 +212,15 @@ async fn receive(
             }
         }
     }
+    if let Err(response) = wait_durable(durable).await {
+        // The translator moved on, the database did not: forgotten, the call's
+        // state comes from the call log again, so the phone system's retry of
+        // this request makes its events again instead of passing as a repeat.
+        if let Some((key, _)) = Translator::call_key(&name, &request) {
+            context.0.translator.lock().await.forget(&key);
+        }
+        return response;
+    }
     match reply {
         Ok(Reply::Accepted) => Json(json!({})).into_response(),
         Ok(Reply::Reject) => {
@@ -192,23 +233,46 @@ async fn receive(
     }
 }
 
+/// What a request's events came to, for its source: answered when durable.
+type Durable = Option<oneshot::Receiver<bool>>;
+
+/// Waits until the events a request sent are durable; the 503 that ends the
+/// request when they are not (the phone system retries it).
+async fn wait_durable(durable: Durable) -> Result<(), Response> {
+    let Some(answer) = durable else {
+        return Ok(());
+    };
+    match tokio::time::timeout(DURABLE_TIMEOUT, answer).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false) | Err(_)) => {
+            warn!("CTI request not recorded; answered 503 so that the phone system retries");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not recorded, retry later",
+            ))
+        }
+        Err(_) => {
+            warn!(timeout = ?DURABLE_TIMEOUT, "CTI request not recorded in time; answered 503");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not recorded in time, retry later",
+            ))
+        }
+    }
+}
+
 /// Translates `request` (after tracking again the `restored` call, if any) and
-/// sends its events into the pipeline; the reply, or the response that ends
-/// the request.
+/// sends its events into the pipeline; the reply and what to wait on before
+/// giving it, or the response that ends the request.
 async fn translate(
     context: &CtiContext,
     name: &str,
     request: &CtiRequest,
     restored: Option<(String, KnownCall)>,
-) -> Result<Result<Reply, CtiError>, Response> {
+) -> Result<(Result<Reply, CtiError>, Durable), Response> {
     let now = Utc::now();
-    let mut guard = context.0.translator.lock().await;
-    let (translator, expired_at) = &mut *guard;
+    let mut translator = context.0.translator.lock().await;
     let mut events = Vec::new();
-    if expired_at.elapsed() >= EXPIRE_EVERY {
-        *expired_at = Instant::now();
-        events = translator.expire(now);
-    }
     if let Some((key, known)) = restored {
         translator.restore(key, &known, now);
     }
@@ -219,12 +283,16 @@ async fn translate(
         }
         Err(e) => Err(e),
     };
-    for event in events {
-        if context.0.events.send(event).await.is_err() {
-            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
-        }
+    if events.is_empty() {
+        return Ok((reply, None));
     }
-    Ok(reply)
+    // Sent under the translator's lock, so one call's events stay in order.
+    let (receipt, durable) = Receipt::new();
+    let item = Acknowledged { events, receipt };
+    if context.0.events.send(item).await.is_err() {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    Ok((reply, Some(durable)))
 }
 
 /// The call a request names, as the call log has it, when the translator does
@@ -316,8 +384,11 @@ pub fn translator_config(
         policy,
         agents: agents.clone(),
         blocked,
-        silence_timeout: chrono::Duration::seconds(
-            i64::try_from(config.calls.silence_timeout_secs).unwrap_or(i64::MAX / 1000),
-        ),
+        silence_timeout: seconds(config.calls.silence_timeout_secs),
+        ringing_timeout: seconds(config.calls.ringing_timeout_secs),
     }
+}
+
+fn seconds(secs: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
 }

@@ -120,8 +120,11 @@ pub struct TranslatorConfig {
     pub agents: ExtensionPatterns,
     /// Callers refused with `reject`, as E.164 (or as given when not a public number).
     pub blocked: HashSet<String>,
-    /// A call with no request for this long ends as failed, "signal lost".
+    /// An answered call with no request for this long ends as failed, "signal lost".
     pub silence_timeout: Duration,
+    /// A call not answered yet ends so after this long without a request: a
+    /// flood of `newCall`s never answered does not stay for the silence timeout.
+    pub ringing_timeout: Duration,
 }
 
 /// The per-call state machine.
@@ -161,6 +164,12 @@ impl Translator {
     /// Whether the call `key` is tracked.
     pub fn is_tracked(&self, key: &str) -> bool {
         self.calls.contains_key(key)
+    }
+
+    /// Forgets the call `key`: its next request takes its state from the call
+    /// log again (what was committed), as after a restart.
+    pub fn forget(&mut self, key: &str) {
+        self.calls.remove(key);
     }
 
     /// Tracks again a call started before a restart, from what the call log
@@ -222,15 +231,18 @@ impl Translator {
     }
 
     /// Forgets ended calls past [`ENDED_KEEP`] and ends calls silent for longer
-    /// than the silence timeout; returns the events of the calls so ended.
+    /// than the silence timeout (the ringing timeout while not answered);
+    /// returns the events of the calls so ended.
     pub fn expire(&mut self, now: Timestamp) -> Vec<CallEvent> {
         let mut events = Vec::new();
         let silence = self.config.silence_timeout;
+        let ringing = self.config.ringing_timeout;
         self.calls.retain(|_, call| {
             if call.ended || call.blocked {
                 return now - call.last_seen < ENDED_KEEP;
             }
-            if now - call.last_seen < silence {
+            let limit = if call.answered { silence } else { ringing };
+            if now - call.last_seen < limit {
                 return true;
             }
             events.push(event(
@@ -623,6 +635,7 @@ mod tests {
             agents: ExtensionPatterns::new([r"2\d\d"]).unwrap(),
             blocked: ["+33899123456".to_owned()].into_iter().collect(),
             silence_timeout: Duration::hours(4),
+            ringing_timeout: Duration::minutes(5),
         })
     }
 
@@ -1100,5 +1113,42 @@ mod tests {
             }
         ));
         assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn unanswered_calls_expire_after_the_ringing_timeout_answered_ones_after_the_silence() {
+        let mut t = translator();
+        for call in ["ringing", "answered"] {
+            t.handle(
+                "p",
+                &req(&[
+                    ("event", "newCall"),
+                    ("direction", "in"),
+                    ("from", "0612345678"),
+                    ("to", "201"),
+                    ("callId", call),
+                ]),
+                at(0),
+            )
+            .unwrap();
+        }
+        t.handle(
+            "p",
+            &req(&[("event", "answer"), ("callId", "answered")]),
+            at(1),
+        )
+        .unwrap();
+        assert!(t.expire(at(4 * 60)).is_empty(), "within 5 minutes");
+        let lost = t.expire(at(5 * 60 + 1));
+        assert_eq!(lost.len(), 1);
+        assert_eq!(
+            lost[0].call_id,
+            Translator::call_key("p", &req(&[("callId", "ringing")]))
+                .unwrap()
+                .1
+        );
+        assert_eq!(t.tracked(), 1, "the answered call stays");
+        assert!(t.expire(at(3 * 3600)).is_empty());
+        assert_eq!(t.expire(at(4 * 3600 + 2)).len(), 1);
     }
 }

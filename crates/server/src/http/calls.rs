@@ -22,15 +22,51 @@ use tokio::sync::oneshot;
 /// How long a click-to-call waits for Asterisk's answer.
 const ORIGINATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Live calls and calls ended within the linger time, oldest first. Agents get
-/// what their websocket shows them (the hub decides): the calls ringing at or
-/// handled at their extensions.
-pub(super) async fn live(State(state): State<AppState>, user: CurrentUser) -> Json<Vec<LiveCall>> {
-    if crate::authz::sees_everything(&user) {
-        Json(state.live.snapshot())
-    } else {
-        Json(state.hub.visible_calls(&user.viewer()))
+/// Calls `/api/calls/live` answers when no `limit` is given.
+const LIVE_DEFAULT_LIMIT: usize = 1000;
+/// Largest `limit` of `/api/calls/live`: one answer stays a few MB at most.
+const LIVE_MAX_LIMIT: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LiveParams {
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
+/// Live calls and calls ended within the linger time, oldest first, one page
+/// at a time (`limit`, `offset`); `X-Total-Count` says how many there are.
+/// Agents get what their websocket shows them (the hub decides): the calls
+/// ringing at or handled at their extensions.
+pub(super) async fn live(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    params: Result<Query<LiveParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params?;
+    let limit = params.limit.unwrap_or(LIVE_DEFAULT_LIMIT);
+    if limit == 0 || limit > LIVE_MAX_LIMIT {
+        return Err(ApiError::Invalid {
+            field: "limit".into(),
+            message: format!("must be between 1 and {LIVE_MAX_LIMIT}"),
+        });
     }
+    let (total, page): (usize, Vec<LiveCall>) = if crate::authz::sees_everything(&user) {
+        state.live.page(params.offset, limit)
+    } else {
+        let visible = state.hub.visible_calls(&user.viewer());
+        let total = visible.len();
+        (
+            total,
+            visible
+                .into_iter()
+                .skip(params.offset)
+                .take(limit)
+                .collect(),
+        )
+    };
+    Ok(([("x-total-count", total.to_string())], Json(page)).into_response())
 }
 
 /// The call log and click-to-call, with their full paths.

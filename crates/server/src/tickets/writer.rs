@@ -6,7 +6,10 @@
 //! costs one wake-up and one commit. Ticket changes reach the hub and the feed
 //! only once their batch is committed. When a batch fails, it is rolled back
 //! (the writer's memory of the calls too) and written again event by event, so
-//! one bad event loses only itself. The writer drains everything queued before it
+//! one bad event loses only itself. An event that came with a receipt (a CTI
+//! request waiting to reply) has it settled once its transaction committed, so
+//! the phone system is answered only when the call's row and ticket are on
+//! disk; the batch is the group commit. The writer drains everything queued before it
 //! stops: the pipeline drops its sender on shutdown and the writer returns once
 //! the channel is empty.
 //!
@@ -17,6 +20,7 @@
 
 use super::cards::CardMaker;
 use super::{summary, CallKind, TicketsConfig};
+use crate::pipeline::SinkEvent;
 use chrono::{DateTime, Duration, Utc};
 use fiche_hub::Hub;
 use fiche_matcher::{format_display, normalise, NumberKind};
@@ -28,7 +32,7 @@ use fiche_store::{
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use tokio::sync::{mpsc, Notify};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Capacity of the pipeline → writer channel.
 pub const WRITER_QUEUE_CAPACITY: usize = 4096;
@@ -113,25 +117,41 @@ impl TicketWriter {
     }
 
     /// Writes events until the sender is gone and the queue is empty.
-    pub async fn run(mut self, mut events: mpsc::Receiver<CallEvent>) {
+    pub async fn run(mut self, mut events: mpsc::Receiver<SinkEvent>) {
         let mut batch = Vec::with_capacity(BATCH_MAX);
         // Counts left by an earlier run reach the pages before any new call.
         self.push_open_callbacks().await;
         while events.recv_many(&mut batch, BATCH_MAX).await > 0 {
+            // Receipts are settled only after a commit; those left in the batch
+            // when it is cleared (events not written) tell their source so.
             let tickets_changed = match self.write(&batch).await {
-                Ok(changed) => changed,
+                Ok(changed) => {
+                    settle(&mut batch);
+                    // How long the oldest event waited between its source and the
+                    // disk: a crash within that time loses it (HEP's crash window).
+                    if let Some(oldest) = batch.iter().map(|item| item.event.at).min() {
+                        let waited_us =
+                            (Utc::now() - oldest).num_microseconds().unwrap_or(i64::MAX);
+                        debug!(events = batch.len(), waited_us, "batch committed");
+                    }
+                    changed
+                }
                 Err(error) if batch.len() == 1 => {
-                    let event = &batch[0];
+                    let event = &batch[0].event;
                     warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written");
                     false
                 }
                 Err(error) => {
                     warn!(%error, events = batch.len(), "batch not written; writing its events one by one");
                     let mut changed = false;
-                    for event in &batch {
-                        match self.write(std::slice::from_ref(event)).await {
-                            Ok(c) => changed |= c,
+                    for item in &mut batch {
+                        match self.write(std::slice::from_ref(item)).await {
+                            Ok(c) => {
+                                changed |= c;
+                                settle(std::slice::from_mut(item));
+                            }
                             Err(error) => {
+                                let event = &item.event;
                                 warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written")
                             }
                         }
@@ -150,7 +170,7 @@ impl TicketWriter {
     /// Writes `events` in one transaction, then publishes the tickets they
     /// changed; true when a ticket changed. On error nothing is written and the
     /// calls' tracks are as before.
-    async fn write(&mut self, events: &[CallEvent]) -> Result<bool, StoreError> {
+    async fn write(&mut self, events: &[SinkEvent]) -> Result<bool, StoreError> {
         self.journal.clear();
         self.changed_tickets.clear();
         self.created_tickets.clear();
@@ -197,11 +217,11 @@ impl TicketWriter {
         }
     }
 
-    async fn write_in_one(&mut self, events: &[CallEvent]) -> Result<bool, StoreError> {
+    async fn write_in_one(&mut self, events: &[SinkEvent]) -> Result<bool, StoreError> {
         let mut tx = self.store.begin_tickets().await?;
         let mut changed = false;
-        for event in events {
-            changed |= self.apply(&mut tx, event).await?;
+        for item in events {
+            changed |= self.apply(&mut tx, &item.event).await?;
         }
         tx.commit().await?;
         Ok(changed)
@@ -644,6 +664,15 @@ impl TicketWriter {
                 self.callback_users = now;
             }
             Err(error) => warn!(%error, "open callbacks not counted"),
+        }
+    }
+}
+
+/// Tells the sources of committed events that they are durable.
+fn settle(items: &mut [SinkEvent]) {
+    for item in items {
+        if let Some(receipt) = item.receipt.take() {
+            receipt.durable();
         }
     }
 }

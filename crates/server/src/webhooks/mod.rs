@@ -12,6 +12,7 @@
 pub mod payload;
 
 use crate::config::{WebhookConfig, WebhookKind};
+use crate::pipeline::SinkEvent;
 use anyhow::{bail, Context};
 use fiche_hub::TicketSummary;
 use fiche_pbx::CallEvent;
@@ -114,7 +115,7 @@ pub fn start(
     tickets: Option<mpsc::Receiver<TicketSummary>>,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> anyhow::Result<Option<mpsc::Sender<CallEvent>>> {
+) -> anyhow::Result<Option<mpsc::Sender<SinkEvent>>> {
     if configs.is_empty() {
         return Ok(None);
     }
@@ -145,7 +146,7 @@ async fn write(
     targets: Vec<Target>,
     wakers: Vec<Arc<Notify>>,
     store: Store,
-    mut events: mpsc::Receiver<CallEvent>,
+    mut events: mpsc::Receiver<SinkEvent>,
     mut tickets: Option<mpsc::Receiver<TicketSummary>>,
 ) {
     let mut zammad = payload::ZammadCalls::default();
@@ -156,10 +157,12 @@ async fn write(
             // A call's events first: the ticket a call made follows the call.
             biased;
             event = events.recv(), if events_open => {
-                let Some(event) = event else {
+                let Some(SinkEvent { event, receipt }) = event else {
                     events_open = false;
                     continue;
                 };
+                // The event's deliveries are stored before its source is answered.
+                let mut stored = true;
                 if has_zammad && zammad.needs_parties(&event) {
                     recall_parties(&store, &mut zammad, &event).await;
                 }
@@ -174,9 +177,12 @@ async fn write(
                         continue;
                     }
                     let key = event.call_id.to_string();
-                    push(&store, target, waker, &key, &event_type, &body).await;
+                    stored &= push(&store, target, waker, &key, &event_type, &body).await;
                 }
                 zammad.forget_ended();
+                if let (true, Some(receipt)) = (stored, receipt) {
+                    receipt.durable();
+                }
             }
             ticket = recv_ticket(&mut tickets), if tickets.is_some() => {
                 let Some(ticket) = ticket else {
@@ -190,7 +196,8 @@ async fn write(
                     if target.kind == WebhookKind::Zammad || !target.wants(&event_type) {
                         continue;
                     }
-                    push(&store, target, waker, &key, &event_type, &body).await;
+                    // A lost ticket change is logged by `push`; nothing waits on it.
+                    let _stored = push(&store, target, waker, &key, &event_type, &body).await;
                 }
             }
         }
@@ -224,7 +231,7 @@ async fn recall_parties(store: &Store, zammad: &mut payload::ZammadCalls, event:
 }
 
 /// Queues one delivery for `target` (retrying database errors a few times) and
-/// wakes its delivery task.
+/// wakes its delivery task; false when the delivery could not be stored.
 async fn push(
     store: &Store,
     target: &Target,
@@ -232,7 +239,7 @@ async fn push(
     ordering_key: &str,
     event_type: &str,
     body: &str,
-) {
+) -> bool {
     let entry = NewOutboxEntry {
         target: &target.name,
         ordering_key: Some(ordering_key),
@@ -240,13 +247,13 @@ async fn push(
         payload: body,
     };
     let mut attempt = 1;
-    loop {
+    let stored = loop {
         match store.outbox_push(&entry, target.max_rows).await {
-            Ok(0) => break,
+            Ok(0) => break true,
             Ok(dropped) => {
                 warn!(target = %target.name, dropped, max = target.max_rows,
                     "webhook outbox full: oldest deliveries dropped");
-                break;
+                break true;
             }
             Err(e) if attempt < WRITE_ATTEMPTS => {
                 warn!(target = %target.name, error = %e, attempt, "webhook outbox write failed, retrying");
@@ -256,11 +263,12 @@ async fn push(
             Err(e) => {
                 error!(target = %target.name, error = %e, key = %ordering_key, event = %event_type,
                     "webhook outbox write failed; this delivery is lost");
-                break;
+                break false;
             }
         }
-    }
+    };
     waker.notify_one();
+    stored
 }
 
 /// What one attempt came to.

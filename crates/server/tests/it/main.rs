@@ -335,6 +335,30 @@ async fn a_call_over_hep_udp_reaches_the_websocket_and_the_live_table() {
     assert_eq!(call["caller"]["withheld"], false);
     assert_eq!(call["callee"]["number"], "201");
     assert!(call["answered_at"].is_string() && call["ended_at"].is_string());
+
+    // The table comes in pages: the size in X-Total-Count, a bounded limit.
+    let token = Some(fiche.token.as_str());
+    let past = fiche
+        .send("GET", "/api/calls/live?limit=1&offset=1", token, None)
+        .await;
+    assert_eq!((past.status, past.body.as_str()), (200, "[]"));
+    assert!(
+        past.head
+            .to_ascii_lowercase()
+            .contains("x-total-count: 1\r\n"),
+        "{}",
+        past.head
+    );
+    for query in ["limit=0", "limit=10001", "limit=x", "page=2"] {
+        let refused = fiche
+            .send("GET", &format!("/api/calls/live?{query}"), token, None)
+            .await;
+        assert!(
+            (400..500).contains(&refused.status),
+            "{query}: {}",
+            refused.status
+        );
+    }
     fiche.stop().await;
 }
 

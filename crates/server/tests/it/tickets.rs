@@ -509,7 +509,7 @@ async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
     // as one batch (up to its batch size).
     let (tx, rx) = tokio::sync::mpsc::channel(events.len().max(1));
     for event in events {
-        tx.send(event.clone()).await.unwrap();
+        tx.send(event.clone().into()).await.unwrap();
     }
     drop(tx);
     writer.run(rx).await;
