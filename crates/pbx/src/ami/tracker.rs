@@ -1153,7 +1153,35 @@ impl AmiTracker {
         self.channels.get(s.unique_id).map(|c| c.linked_id.clone())
     }
 
+    /// Moves a channel, and what it dialled (its Local other half, the legs
+    /// dialled from there, …), from one call to another: a dial subtree
+    /// belongs to one call.
     fn move_channel(&mut self, now: Timestamp, uid: &str, from: &str, to: &str) {
+        let mut pending = vec![uid.to_owned()];
+        let mut moved = 0;
+        while let Some(next) = pending.pop() {
+            if moved >= MAX_DIAL_HOPS * 4 {
+                break;
+            }
+            moved += 1;
+            self.move_one(now, &next, from, to);
+            let Some(call) = self.calls.get(from) else {
+                break;
+            };
+            let sibling = self.local_sibling(&next, 1).map(str::to_owned);
+            for child in call.channels.iter() {
+                let dialled_here = self
+                    .channels
+                    .get(child)
+                    .is_some_and(|c| c.dialed_by.as_deref() == Some(next.as_str()));
+                if dialled_here || sibling.as_deref() == Some(child.as_str()) {
+                    pending.push(child.clone());
+                }
+            }
+        }
+    }
+
+    fn move_one(&mut self, now: Timestamp, uid: &str, from: &str, to: &str) {
         if let Some(channel) = self.channels.get_mut(uid) {
             channel.linked_id = to.to_owned();
             channel.stale_linked_id = Some(from.to_owned());
@@ -1403,7 +1431,9 @@ impl AmiTracker {
         if dest_key != key {
             self.move_channel(now, dest.unique_id, &dest_key, &key);
         }
-        // The `;2` half of a dialled Local channel carries the dial on.
+        // The `;2` half of a dialled Local channel carries the dial on: it
+        // moved with its `;1` half. One that lives apart (Asterisk 11 gives
+        // each half its own id) joins too.
         let sibling = self.local_sibling(dest.unique_id, 1).map(str::to_owned);
         if let Some(sibling) = sibling {
             let from = self.channels.get(&sibling).map(|c| c.linked_id.clone());
@@ -1603,13 +1633,20 @@ impl AmiTracker {
 
     fn on_attended_transfer(&mut self, now: Timestamp, facts: AttendedTransferFacts<'_, '_>) {
         let orig_key = facts.orig_transferer.and_then(|s| self.touch(now, s));
+        if let Some(s) = facts.second_transferer {
+            self.touch(now, s);
+        }
         let transferee_key = facts.transferee.and_then(|s| self.touch(now, s));
-        let Some(key) = orig_key.or(transferee_key) else {
+        if let Some(s) = facts.transfer_target {
+            self.touch(now, s);
+        }
+        let Some(transferer_key) = orig_key.or(transferee_key) else {
             return;
         };
         let first_transferer = facts.orig_transferer.map(|s| s.unique_id);
         let second_transferer = facts.second_transferer.map(|s| s.unique_id);
         let transferers = [first_transferer, second_transferer];
+        let known_real = |uid: &str| self.channels.get(uid).is_some_and(|c| !c.local);
         let real_in_bridge = |bridge: &str, exclude: &[Option<&str>]| -> Vec<String> {
             if bridge.is_empty() {
                 return Vec::new();
@@ -1627,67 +1664,107 @@ impl AmiTracker {
             uids.sort_by_key(|u| uid_order(u));
             uids.into_iter().cloned().collect()
         };
-        // Who was sent on: whoever shared the first bridge with the transferer
-        // (Asterisk 13–15 name neither side; newer versions do).
-        let mut transferees = real_in_bridge(facts.orig_bridge, &transferers);
-        if transferees.is_empty() {
-            if let Some(t) = facts.transferee {
-                transferees.push(t.unique_id.to_owned());
-            }
+        // Who was sent on: named by newer Asterisk; else whoever shared the
+        // first bridge with the transferer (13–15 name neither side); else
+        // the other real leg of the transferer's call.
+        let mut transferee = facts
+            .transferee
+            .map(|t| t.unique_id)
+            .filter(|u| known_real(u) && !transferers.contains(&Some(u)))
+            .map(str::to_owned);
+        if transferee.is_none() {
+            transferee = real_in_bridge(facts.orig_bridge, &transferers)
+                .into_iter()
+                .next();
         }
-        if transferees.is_empty() {
-            if let Some(call) = self.calls.get(&key) {
-                transferees = call
-                    .channels
+        if transferee.is_none() {
+            transferee = self.calls.get(&transferer_key).and_then(|call| {
+                call.channels
                     .iter()
-                    .filter(|u| {
-                        first_transferer != Some(u.as_str())
-                            && self.channels.get(u.as_str()).is_some_and(|c| !c.local)
-                    })
+                    .find(|u| !transferers.contains(&Some(u.as_str())) && known_real(u))
                     .cloned()
-                    .collect();
-            }
+            });
         }
-        // The target: whoever shared the consultation bridge with the
-        // transferer, else (a blonde transfer, still ringing) the other real
-        // leg of the consultation call.
+        // The target: named by newer Asterisk; else whoever shared the
+        // consultation bridge with the transferer; else (a blonde transfer,
+        // still ringing) the other real leg of the consultation call.
         let mut exclude: Vec<Option<&str>> = transferers.to_vec();
-        exclude.extend(transferees.iter().map(|u| Some(u.as_str())));
-        let mut targets = real_in_bridge(facts.second_bridge, &exclude);
+        exclude.push(transferee.as_deref());
+        let mut targets: Vec<String> = facts
+            .transfer_target
+            .map(|t| t.unique_id)
+            .filter(|u| known_real(u) && !exclude.contains(&Some(u)))
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
         if targets.is_empty() {
-            if let Some(t) = facts.transfer_target {
-                targets.push(t.unique_id.to_owned());
-            }
+            targets = real_in_bridge(facts.second_bridge, &exclude);
         }
+        let second_call = second_transferer
+            .and_then(|u| self.channels.get(u))
+            .map(|c| c.linked_id.clone());
         if targets.is_empty() {
-            let second_call = second_transferer
-                .and_then(|u| self.channels.get(u))
-                .map(|c| c.linked_id.clone());
-            if let Some(call) = second_call.and_then(|k| self.calls.get(&k)) {
+            // Every phone the consultation call still rings (a ring group).
+            if let Some(call) = second_call.as_ref().and_then(|k| self.calls.get(k)) {
                 targets = call
                     .channels
                     .iter()
-                    .filter(|u| {
-                        !exclude.contains(&Some(u.as_str()))
-                            && self.channels.get(u.as_str()).is_some_and(|c| !c.local)
-                    })
+                    .filter(|u| !exclude.contains(&Some(u.as_str())) && known_real(u))
                     .cloned()
                     .collect();
+                targets.sort_by_key(|u| uid_order(u));
             }
         }
         let target = targets.first().cloned();
-        let target_answered = target
-            .as_deref()
-            .and_then(|u| self.channels.get(u))
-            .is_some_and(|c| c.state == 6);
+        let call_of = |uid: &Option<String>| {
+            uid.as_deref()
+                .and_then(|u| self.channels.get(u))
+                .map(|c| c.linked_id.clone())
+        };
+        // The transfer belongs to the call the two parties end up in: the one
+        // Asterisk already joined them in, else the transferee's (the target
+        // joins it, as Asterisk will re-stamp it).
+        let (transferee_call, target_call) = (call_of(&transferee), call_of(&target));
+        let key = match (&transferee_call, &target_call) {
+            (Some(a), Some(b)) if a == b => a.clone(),
+            (Some(a), _) => a.clone(),
+            _ => transferer_key,
+        };
+        // Said from that call's side: its own party was sent on to the other
+        // one. When Asterisk moved the transferee in before the event, the
+        // roles swap (the target was this call's party all along).
+        let moved_in = |uid: &Option<String>| {
+            uid.as_deref()
+                .and_then(|u| self.channels.get(u))
+                .is_some_and(|c| c.stale_linked_id.is_some())
+        };
+        let (sent, to_uid) =
+            if transferee_call == target_call && moved_in(&transferee) && !moved_in(&target) {
+                (target.clone(), transferee.clone())
+            } else {
+                (transferee.clone(), target.clone())
+            };
+        let target_answered = targets
+            .iter()
+            .any(|u| self.channels.get(u).is_some_and(|c| c.state == 6));
         let kind = if target.is_some() && !target_answered {
             TransferKind::Blonde
         } else {
             TransferKind::Attended
         };
-        let to = target
-            .as_deref()
-            .and_then(|u| self.party_name(u))
+        // Several phones still ringing: the number the transferer dialled
+        // (the group), not one of them.
+        let dialled_group = (targets.len() > 1)
+            .then(|| {
+                second_call
+                    .as_ref()
+                    .and_then(|k| self.calls.get(k))
+                    .and_then(|call| call.callee.number.as_deref())
+                    .and_then(Extension::new)
+            })
+            .flatten();
+        let to = dialled_group
+            .or_else(|| to_uid.as_deref().and_then(|u| self.party_name(u)))
             .or_else(|| {
                 facts
                     .second_transferer
@@ -1699,20 +1776,21 @@ impl AmiTracker {
             by: first_transferer
                 .or(second_transferer)
                 .and_then(|u| self.party_name(u)),
-            transferee: transferees.first().and_then(|u| self.party_name(u)),
+            transferee: sent.as_deref().and_then(|u| self.party_name(u)),
             to,
         };
         self.emit_for(now, &key, CallEventKind::Transferred(transfer));
-        // Asterisk will re-stamp the target with our Linkedid; move it now so the
-        // consultation call ends as soon as the transferer's leg hangs up.
-        if let Some(uid) = target {
+        // Asterisk will re-stamp the targets with the call's Linkedid; move
+        // them now so the consultation call ends as soon as the transferer
+        // hangs up, and phones still ringing ring for the transferred caller.
+        for uid in targets {
             let from = self.channels.get(&uid).map(|c| c.linked_id.clone());
             if let Some(from) = from.filter(|f| f != &key) {
                 if let Some(call) = self.calls.get_mut(&from) {
                     call.end_note = Some("attended transfer completed".to_owned());
                 }
                 self.move_channel(now, &uid, &from, &key);
-                if !target_answered {
+                if self.channels.get(&uid).is_some_and(|c| c.state != 6) {
                     self.ring_leg(now, &key, &uid);
                 }
             }
