@@ -41,6 +41,14 @@ if cargo tree -p fiche-pbx -e normal --prefix none | grep -E '^tokio( |-)' ; the
   exit 1
 fi
 
+step "the store and the hub know no phone protocol (no fiche-pbx in their dependencies)"
+for crate in fiche-store fiche-hub fiche-model; do
+  if cargo tree -p "$crate" -e normal --prefix none | grep -E '^fiche-pbx ' ; then
+    echo "$crate depends on fiche-pbx: the shared words live in fiche-model" >&2
+    exit 1
+  fi
+done
+
 step "build the fiche binary for the end-to-end suites"
 cargo build -p fiche-server --locked
 

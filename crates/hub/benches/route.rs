@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration as ChronoDuration};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fiche_hub::{AgentInfo, Card, Connection, CustomerCard, Hub, HubConfig, Role, Viewer};
-use fiche_pbx::{
+use fiche_model::{
     CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
 };
 use std::time::{Duration, Instant};

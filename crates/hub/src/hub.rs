@@ -17,7 +17,7 @@ use crate::protocol::{
     Snapshot, TicketSummary, Viewer,
 };
 use crate::queue::{PushError, Queue, Status};
-use fiche_pbx::{CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, Timestamp};
+use fiche_model::{CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -8,7 +8,7 @@
 //! to three agents and ten supervisors costs one `serde_json` pass.
 
 use chrono::NaiveDate;
-use fiche_pbx::{CallId, Direction, LiveCall, Outcome, Timestamp};
+use fiche_model::{CallId, Direction, LiveCall, Outcome, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
@@ -16,24 +16,7 @@ use std::sync::{Arc, LazyLock};
 /// Version of the message format, the `v` of every server message.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// What a connected user may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sees the calls that ring at, or are handled by, their own extensions.
-    Agent,
-    /// Sees the whole board.
-    Supervisor,
-    /// Sees the whole board (and manages users, which is not the hub's business).
-    Admin,
-}
-
-impl Role {
-    /// Supervisors and admins receive the whole board.
-    pub fn sees_board(self) -> bool {
-        matches!(self, Role::Supervisor | Role::Admin)
-    }
-}
+pub use fiche_model::Role;
 
 /// The user behind one socket, as the server authenticated it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,43 +152,9 @@ pub enum HistoryItem {
     },
 }
 
-/// Where a ticket stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketStatus {
-    /// Work to do.
-    Open,
-    /// Waiting on someone else.
-    Pending,
-    /// Done.
-    Closed,
-}
-
-/// What created a ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketKind {
-    /// A call (inbound answered, outbound, internal).
-    Call,
-    /// A missed call to call back ("à rappeler").
-    Callback,
-    /// Created by hand.
-    Manual,
-}
-
-/// Ticket priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    /// Low.
-    Low,
-    /// Normal.
-    Normal,
-    /// High.
-    High,
-    /// Urgent.
-    Urgent,
-}
+// Ticket words are the store's, defined once: the hub offers no status or
+// kind the database would refuse.
+pub use fiche_model::{Priority, TicketKind, TicketStatus};
 
 /// A ticket as lists, cards and change messages carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

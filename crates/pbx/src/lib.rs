@@ -10,9 +10,13 @@
 pub mod ami;
 pub mod direction;
 pub mod hep;
-pub mod live;
-pub mod model;
 pub mod sip;
+
+/// The call model, defined once in `fiche-model` (re-exported so that
+/// `fiche_pbx::model::…` keeps naming it).
+pub use fiche_model::call as model;
+/// The live-call table, defined in `fiche-model`.
+pub use fiche_model::live;
 
 #[cfg(feature = "driver")]
 pub mod driver;

@@ -1,7 +1,7 @@
 //! The call log: one row per call, written idempotently as a call progresses.
 
 use chrono::{DateTime, Utc};
-use fiche_pbx::model::{CallId, Direction, Outcome, Source, Transfer};
+use fiche_model::{CallId, Direction, Outcome, Source, Transfer};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 

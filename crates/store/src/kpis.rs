@@ -2,7 +2,7 @@
 //! and the call log with filters.
 
 use chrono::{DateTime, FixedOffset, Timelike, Utc};
-use fiche_pbx::model::{CallId, Direction, Outcome};
+use fiche_model::{CallId, Direction, Outcome};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 

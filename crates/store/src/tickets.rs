@@ -4,7 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use fiche_pbx::model::CallId;
+use fiche_model::CallId;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -36,43 +36,7 @@ impl fmt::Display for TicketId {
 #[serde(transparent)]
 pub struct TicketEventId(pub i64);
 
-/// What a ticket is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TicketKind {
-    /// A call that took place.
-    Call,
-    /// A missed call to return ("à rappeler").
-    Callback,
-}
-
-/// Whether work remains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TicketStatus {
-    /// Work remains.
-    Open,
-    /// Done.
-    Closed,
-}
-
-impl TicketKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            TicketKind::Call => "call",
-            TicketKind::Callback => "callback",
-        }
-    }
-}
-
-impl TicketStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            TicketStatus::Open => "open",
-            TicketStatus::Closed => "closed",
-        }
-    }
-}
+pub use fiche_model::{TicketKind, TicketStatus};
 
 /// A ticket to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,50 +29,7 @@ impl fmt::Display for UserId {
     }
 }
 
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Takes calls, sees their own pops and tickets.
-    Agent,
-    /// Also sees the live board and everyone's tickets.
-    Supervisor,
-    /// Also manages users and settings.
-    Admin,
-}
-
-impl Role {
-    /// The lowercase name used in JSON and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Agent => "agent",
-            Role::Supervisor => "supervisor",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Role> {
-        match s {
-            "agent" => Ok(Role::Agent),
-            "supervisor" => Ok(Role::Supervisor),
-            "admin" => Ok(Role::Admin),
-            other => Err(StoreError::invalid(
-                "role",
-                format!("{other:?} is not agent, supervisor or admin"),
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use fiche_model::Role;
 
 /// A user to create.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //! the save sees the ticket.
 
 use chrono::{DateTime, Utc};
-use fiche_pbx::model::CallId;
+use fiche_model::CallId;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
 

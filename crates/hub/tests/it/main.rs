@@ -6,7 +6,7 @@ use fiche_hub::{
     pump, AgentInfo, Card, Connection, CustomerCard, Figures, Hub, HubConfig, Priority, PumpEnd,
     Role, TicketKind, TicketStatus, TicketSummary, Viewer,
 };
-use fiche_pbx::{
+use fiche_model::{
     CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
     Transfer, TransferKind,
 };

@@ -10,7 +10,7 @@ use crate::auth::CurrentUser;
 use crate::authz::{
     live_call_concerns, logged_call_concerns, may_assign, may_change_ticket, sees_everything,
 };
-use crate::tickets::{priority_name, priority_value, summary};
+use crate::tickets::summary;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -194,7 +194,7 @@ async fn to_api(
         status: ticket.status,
         subject: ticket.subject,
         reason: ticket.reason,
-        priority: priority_name(ticket.priority),
+        priority: Priority::from_level(ticket.priority),
         call_id: ticket.call_id,
         customer_id: ticket.customer_id.map(|c| c.0),
         customer_name: ticket
@@ -305,7 +305,7 @@ async fn change(
     let patch = TicketPatch {
         status: input.status,
         reason: input.reason,
-        priority: input.priority.map(priority_value),
+        priority: input.priority.map(Priority::level),
         due_at: input.due_at,
         assignee_user_id: input.assignee_user_id.map(|a| a.map(UserId)),
         subject: input.subject,
@@ -429,7 +429,7 @@ async fn save_for_call(
     let draft = TicketDraft {
         note: note.map(str::to_owned),
         reason: input.reason.filter(|r| !r.trim().is_empty()),
-        priority: input.priority.map(priority_value),
+        priority: input.priority.map(Priority::level),
         due_at: input.due_at,
         status: input.status,
     };

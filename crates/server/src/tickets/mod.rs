@@ -11,7 +11,7 @@ pub use feed::TicketFeed;
 
 use chrono::{DateTime, Utc};
 use fiche_hub::{Priority, TicketSummary};
-use fiche_store::{Customer, CustomerId, Ticket, TicketKind, TicketStatus};
+use fiche_store::{Customer, CustomerId, Ticket};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -160,39 +160,13 @@ impl CustomerCache {
     }
 }
 
-/// The store's integer priority as the hub and the API name it.
-pub fn priority_name(priority: i32) -> Priority {
-    match priority {
-        i32::MIN..=-1 => Priority::Low,
-        0 => Priority::Normal,
-        1 => Priority::High,
-        _ => Priority::Urgent,
-    }
-}
-
-/// The store's integer for a priority name.
-pub fn priority_value(priority: Priority) -> i32 {
-    match priority {
-        Priority::Low => -1,
-        Priority::Normal => 0,
-        Priority::High => 1,
-        Priority::Urgent => 2,
-    }
-}
-
 /// A stored ticket as the hub carries it.
 pub fn summary(ticket: &Ticket, customer_name: Option<String>) -> TicketSummary {
     TicketSummary {
         id: ticket.id.0,
-        kind: match ticket.kind {
-            TicketKind::Call => fiche_hub::TicketKind::Call,
-            TicketKind::Callback => fiche_hub::TicketKind::Callback,
-        },
-        status: match ticket.status {
-            TicketStatus::Open => fiche_hub::TicketStatus::Open,
-            TicketStatus::Closed => fiche_hub::TicketStatus::Closed,
-        },
-        priority: priority_name(ticket.priority),
+        kind: ticket.kind,
+        status: ticket.status,
+        priority: Priority::from_level(ticket.priority),
         subject: ticket.subject.clone(),
         customer_id: ticket.customer_id.map(|c| c.0),
         customer_name,

@@ -1,7 +1,7 @@
 //! The call log: idempotent upserts keyed by (source, source_key).
 
 use chrono::{DateTime, Duration, Utc};
-use fiche_pbx::model::{CallId, Direction, Extension, Outcome, Source, Transfer, TransferKind};
+use fiche_model::{CallId, Direction, Extension, Outcome, Source, Transfer, TransferKind};
 use fiche_store::{Call, CallUpsert, CustomerId, StoreError};
 
 use crate::customers::dupont;

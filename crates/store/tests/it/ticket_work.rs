@@ -1,7 +1,7 @@
 //! Ticket work queries: lists, updates, merged callbacks, auto-close, call log, KPIs.
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
-use fiche_pbx::model::{CallId, Direction, Outcome, Source};
+use fiche_model::{CallId, Direction, Outcome, Source};
 use fiche_store::{
     Assignee, Call, CallQuery, DraftSaved, NewTicket, TicketDraft, TicketKind, TicketPatch,
     TicketQuery, TicketStatus,

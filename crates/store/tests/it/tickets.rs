@@ -1,7 +1,7 @@
 //! Tickets: the minimum the hub builds on.
 
 use chrono::{DateTime, Utc};
-use fiche_pbx::model::{CallId, Direction, Source};
+use fiche_model::{CallId, Direction, Source};
 use fiche_store::{
     Call, NewTicket, NewTicketEvent, StoreError, TicketId, TicketKind, TicketStatus,
 };

@@ -4,7 +4,7 @@
 //! and the supervisor board read one table. Ended calls stay visible for a
 //! configurable linger time so that a board can show how they ended.
 
-use crate::model::{
+use crate::call::{
     CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
     Transfer,
 };
@@ -417,7 +417,7 @@ mod tests {
         assert!(t.apply(&ev(
             5,
             CallEventKind::Transferred(Transfer {
-                kind: crate::model::TransferKind::Blind,
+                kind: crate::call::TransferKind::Blind,
                 by: Some(ext("201")),
                 transferee: Some(ext("0612345678")),
                 to: Some(ext("401")),
