@@ -17,7 +17,9 @@ use crate::protocol::{
     Snapshot, TicketSummary, Viewer,
 };
 use crate::queue::{PushError, Queue, Status};
-use fiche_model::{CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, Timestamp};
+use fiche_model::{
+    CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, StopCause, Timestamp,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -760,7 +762,7 @@ impl State {
         }
         .to_body();
         let mut agent_exts: Vec<String> = Vec::new();
-        let mut withdrawals: Vec<(String, String)> = Vec::new();
+        let mut withdrawals: Vec<(String, StopCause)> = Vec::new();
         let mut answered_by: Option<String> = None;
         match &event.kind {
             CallEventKind::Ringing { extension } => {
@@ -781,14 +783,14 @@ impl State {
                     if matches!(call.state, CallState::Answered | CallState::Held) {
                         answered_by = meta.and_then(|m| m.answered_by.clone());
                     }
-                    withdrawals.push((extension.to_string(), cause.clone()));
+                    withdrawals.push((extension.to_string(), *cause));
                 }
             }
             CallEventKind::Answered { extension } => {
                 let answerer = extension.as_deref();
                 for ext in &ringing_before {
                     if Some(ext.as_str()) != answerer {
-                        withdrawals.push((ext.to_string(), "answered elsewhere".to_owned()));
+                        withdrawals.push((ext.to_string(), StopCause::AnsweredElsewhere));
                     }
                 }
                 if let Some(m) = meta {
@@ -796,7 +798,7 @@ impl State {
                         if Some(ext.as_str()) != answerer
                             && !withdrawals.iter().any(|(e, _)| e == ext)
                         {
-                            withdrawals.push((ext.clone(), "answered elsewhere".to_owned()));
+                            withdrawals.push((ext.clone(), StopCause::AnsweredElsewhere));
                         }
                     }
                 }
@@ -815,7 +817,7 @@ impl State {
             let body = ServerMessage::Withdrawn {
                 call_id: id,
                 extension: ext,
-                cause,
+                cause: *cause,
                 answered_by: answered_by.as_deref(),
                 answered_by_name: name,
             }

@@ -8,7 +8,7 @@
 //! to three agents and ten supervisors costs one `serde_json` pass.
 
 use chrono::NaiveDate;
-use fiche_model::{CallId, Direction, LiveCall, Outcome, Timestamp};
+use fiche_model::{CallId, Direction, LiveCall, Outcome, StopCause, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
@@ -286,8 +286,8 @@ pub enum ServerMessage<'a> {
         call_id: CallId,
         /// This user's extension that stopped ringing.
         extension: &'a str,
-        /// The source's reason ("answered elsewhere", "busy", ...).
-        cause: &'a str,
+        /// Why ("answered elsewhere", "busy", ...).
+        cause: StopCause,
         /// The extension that took the call, once known.
         answered_by: Option<&'a str>,
         /// The name of the agent who took it, when the directory knows them.

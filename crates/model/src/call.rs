@@ -244,6 +244,59 @@ impl fmt::Display for Extension {
     }
 }
 
+/// Why one phone stopped ringing while its call went on (or just before it
+/// ended). The hub withdraws the pop with it; serialised as the words pages and
+/// integrations already read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopCause {
+    /// Another phone answered (a ring group's losing legs, Q.850 26): not a miss.
+    #[serde(rename = "answered elsewhere")]
+    AnsweredElsewhere,
+    /// The phone was busy.
+    #[serde(rename = "busy")]
+    Busy,
+    /// The phone rang out without an answer.
+    #[serde(rename = "no answer")]
+    NoAnswer,
+    /// The person at the phone declined the call.
+    #[serde(rename = "rejected")]
+    Rejected,
+    /// The caller gave up, or the PBX stopped ringing that phone.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// The phone could not be reached (unregistered, congestion, an error).
+    #[serde(rename = "unavailable")]
+    Unavailable,
+    /// The phone's leg moved into another call (a transfer, a pickup).
+    #[serde(rename = "moved to another call")]
+    MovedToAnotherCall,
+    /// The source lost sight of the phone (a reconnect found it gone).
+    #[serde(rename = "stopped ringing while disconnected")]
+    Disconnected,
+}
+
+impl StopCause {
+    /// The words used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCause::AnsweredElsewhere => "answered elsewhere",
+            StopCause::Busy => "busy",
+            StopCause::NoAnswer => "no answer",
+            StopCause::Rejected => "rejected",
+            StopCause::Cancelled => "cancelled",
+            StopCause::Unavailable => "unavailable",
+            StopCause::MovedToAnotherCall => "moved to another call",
+            StopCause::Disconnected => "stopped ringing while disconnected",
+        }
+    }
+}
+
+impl fmt::Display for StopCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One transfer of a call: who sent whom where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
@@ -299,8 +352,8 @@ pub enum CallEventKind {
     RingingStopped {
         /// The extension that stopped ringing.
         extension: Extension,
-        /// Why, e.g. "answered elsewhere", "busy", "no answer".
-        cause: String,
+        /// Why.
+        cause: StopCause,
     },
     /// The call was answered.
     Answered {

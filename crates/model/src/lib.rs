@@ -17,7 +17,7 @@ pub mod vocab;
 
 pub use call::{
     CallEvent, CallEventKind, CallId, Direction, EmptyExtension, Extension, Outcome, Party, Source,
-    Timestamp, Transfer, TransferKind,
+    StopCause, Timestamp, Transfer, TransferKind,
 };
 pub use live::{CallState, LiveCall, LiveCalls};
 pub use vocab::{Priority, Role, TicketKind, TicketStatus, UnknownValue};

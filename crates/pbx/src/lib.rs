@@ -25,5 +25,5 @@ pub use direction::ExtensionPatterns;
 pub use live::{CallState, LiveCall, LiveCalls};
 pub use model::{
     CallEvent, CallEventKind, CallId, Direction, EmptyExtension, Extension, Outcome, Party, Source,
-    Timestamp, Transfer, TransferKind,
+    StopCause, Timestamp, Transfer, TransferKind,
 };

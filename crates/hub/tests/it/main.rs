@@ -7,8 +7,8 @@ use fiche_hub::{
     Role, TicketKind, TicketStatus, TicketSummary, Viewer,
 };
 use fiche_model::{
-    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
-    Transfer, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, StopCause,
+    Timestamp, Transfer, TransferKind,
 };
 use futures_util::{Sink, Stream};
 use serde_json::Value;
@@ -251,7 +251,7 @@ fn ring_group_pops_three_then_withdraws_two_naming_who_answered() {
                 5,
                 CallEventKind::RingingStopped {
                     extension: Extension::new(ext).unwrap(),
-                    cause: "answered elsewhere".into(),
+                    cause: StopCause::AnsweredElsewhere,
                 },
             ),
             None,
@@ -321,7 +321,7 @@ fn ringing_stopped_before_answer_is_completed_with_who_answered() {
             4,
             CallEventKind::RingingStopped {
                 extension: Extension::new("201").unwrap(),
-                cause: "answered elsewhere".into(),
+                cause: StopCause::AnsweredElsewhere,
             },
         ),
         None,

@@ -538,7 +538,7 @@ fn ringing_leg_cancelled_while_the_call_goes_on_is_withdrawn_after_the_grace() {
         stopped.kind,
         CallEventKind::RingingStopped {
             extension: Extension::new("201").unwrap(),
-            cause: "cancelled".into()
+            cause: crate::model::StopCause::Cancelled
         }
     );
     assert_eq!(tracker.next_timeout(), None);

@@ -12,8 +12,8 @@
 use super::event::{AgentFields, AmiEvent, ChannelSnapshot, HangupCause};
 use crate::direction::ExtensionPatterns;
 use crate::model::{
-    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, Timestamp,
-    Transfer, TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, StopCause,
+    Timestamp, Transfer, TransferKind,
 };
 use regex::Regex;
 use std::collections::{HashMap, VecDeque};
@@ -486,7 +486,7 @@ impl AmiTracker {
                 None => continue,
             };
             for extension in due {
-                self.stop_ringing(now, &key, &extension, "cancelled");
+                self.stop_ringing(now, &key, &extension, StopCause::Cancelled);
             }
         }
     }
@@ -620,7 +620,7 @@ impl AmiTracker {
             }
             AmiEvent::AgentRingNoAnswer(f) => {
                 if let Some((key, extension)) = self.agent(now, f) {
-                    self.stop_ringing(now, &key, &extension, "no answer");
+                    self.stop_ringing(now, &key, &extension, StopCause::NoAnswer);
                 }
             }
             AmiEvent::AgentConnect(f) => {
@@ -728,7 +728,7 @@ impl AmiTracker {
             self.end_if_empty(now, key);
         }
         for (key, extension) in stopped {
-            self.stop_ringing(now, &key, &extension, "stopped ringing while disconnected");
+            self.stop_ringing(now, &key, &extension, StopCause::Disconnected);
         }
         // Rebuild what the list shows: unknown calls start, legs ring or answer.
         let mut keys: Vec<String> = self
@@ -1197,7 +1197,7 @@ impl AmiTracker {
             }
         }
         if let Some(phone) = self.channels.get(uid).and_then(|c| c.phone.clone()) {
-            self.stop_ringing(now, from, &phone, "moved to another call");
+            self.stop_ringing(now, from, &phone, StopCause::MovedToAnotherCall);
         }
         let from_has_real_legs = self.calls.get(from).is_some_and(|call| {
             call.channels
@@ -1344,7 +1344,7 @@ impl AmiTracker {
         );
     }
 
-    fn stop_ringing(&mut self, now: Timestamp, key: &str, extension: &Extension, cause: &str) {
+    fn stop_ringing(&mut self, now: Timestamp, key: &str, extension: &Extension, cause: StopCause) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -1357,7 +1357,7 @@ impl AmiTracker {
                 key,
                 CallEventKind::RingingStopped {
                     extension: extension.clone(),
-                    cause: cause.to_owned(),
+                    cause,
                 },
             );
         }
@@ -1393,7 +1393,7 @@ impl AmiTracker {
                 key,
                 CallEventKind::RingingStopped {
                     extension: other,
-                    cause: "answered elsewhere".to_owned(),
+                    cause: StopCause::AnsweredElsewhere,
                 },
             );
         }
@@ -1474,12 +1474,11 @@ impl AmiTracker {
                 self.answer_leg(now, key, uid);
                 return;
             }
-            "BUSY" => Some((Outcome::Busy, "busy")),
-            "NOANSWER" => Some((Outcome::Missed, "no answer")),
-            "CHANUNAVAIL" => Some((Outcome::Failed, "unavailable")),
-            "CONGESTION" => Some((Outcome::Failed, "congestion")),
+            "BUSY" => Some((Outcome::Busy, StopCause::Busy)),
+            "NOANSWER" => Some((Outcome::Missed, StopCause::NoAnswer)),
+            "CHANUNAVAIL" | "CONGESTION" => Some((Outcome::Failed, StopCause::Unavailable)),
             "CANCEL" => None,
-            _ => Some((Outcome::Missed, "dial ended")),
+            _ => Some((Outcome::Missed, StopCause::NoAnswer)),
         };
         let grace = self.config.cancel_grace;
         let Some(call) = self.calls.get_mut(key) else {
@@ -1583,10 +1582,10 @@ impl AmiTracker {
                 .any(|u| self.channels.get(u).is_some_and(|c| !c.local));
             if still_ringing && has_real_legs {
                 match cause.code {
-                    17 => self.stop_ringing(now, &key, &extension, "busy"),
-                    21 => self.stop_ringing(now, &key, &extension, "rejected"),
-                    18 | 19 => self.stop_ringing(now, &key, &extension, "no answer"),
-                    26 => self.stop_ringing(now, &key, &extension, "answered elsewhere"),
+                    17 => self.stop_ringing(now, &key, &extension, StopCause::Busy),
+                    21 => self.stop_ringing(now, &key, &extension, StopCause::Rejected),
+                    18 | 19 => self.stop_ringing(now, &key, &extension, StopCause::NoAnswer),
+                    26 => self.stop_ringing(now, &key, &extension, StopCause::AnsweredElsewhere),
                     _ => {
                         let grace = self.config.cancel_grace;
                         if let Some(call) = self.calls.get_mut(&key) {

@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::model::{
-    CallEventKind as K, CallId, Direction, Extension, Outcome, Party, Source, Timestamp, Transfer,
-    TransferKind,
+    CallEventKind as K, CallId, Direction, Extension, Outcome, Party, Source, StopCause, Timestamp,
+    Transfer, TransferKind,
 };
 use chrono::DateTime;
 use std::net::SocketAddr;
@@ -551,10 +551,10 @@ fn answered(e: &str) -> K {
     }
 }
 
-fn stopped(e: &str, cause: &str) -> K {
+fn stopped(e: &str, cause: StopCause) -> K {
     K::RingingStopped {
         extension: ext(e),
-        cause: cause.to_owned(),
+        cause,
     }
 }
 
@@ -770,8 +770,8 @@ fn ring_group_second_phone_answers() {
             ringing("202"),
             ringing("203"),
             answered("202"),
-            stopped("201", "answered elsewhere"),
-            stopped("203", "answered elsewhere"),
+            stopped("201", StopCause::AnsweredElsewhere),
+            stopped("203", StopCause::AnsweredElsewhere),
             ended(Outcome::Answered, "callee hung up"),
         ],
     );
@@ -803,7 +803,7 @@ fn ring_group_phone_reply_mirrored_before_its_invite() {
             ringing("201"),
             ringing("202"),
             answered("202"),
-            stopped("201", "answered elsewhere"),
+            stopped("201", StopCause::AnsweredElsewhere),
         ],
     );
 
@@ -881,7 +881,7 @@ fn ring_group_phone_busy_while_others_ring_then_caller_gives_up() {
             started(&f.call_id, Direction::Inbound, claire(), "600"),
             ringing("201"),
             ringing("202"),
-            stopped("201", "busy"),
+            stopped("201", StopCause::Busy),
             ended(Outcome::Missed, "caller hung up (CANCEL)"),
         ],
     );
@@ -1638,7 +1638,7 @@ fn lost_caller_invite_copy_does_not_let_one_fork_end_the_group() {
             started(&f.call_id, Direction::Inbound, claire(), "600"),
             ringing("201"),
             ringing("202"),
-            stopped("201", "busy"),
+            stopped("201", StopCause::Busy),
             answered("202"),
         ],
     );
@@ -1785,8 +1785,8 @@ fn captured_kamailio_flows() {
                 ringing("202"),
                 ringing("203"),
                 answered("202"),
-                stopped("201", "answered elsewhere"),
-                stopped("203", "answered elsewhere"),
+                stopped("201", StopCause::AnsweredElsewhere),
+                stopped("203", StopCause::AnsweredElsewhere),
                 ended(Outcome::Answered, "caller hung up"),
             ],
         ),

@@ -4,8 +4,8 @@ use super::identity::{self, IdentityHeaders};
 use super::message::{self, MessageKind, SipFacts, StartLine};
 use super::{sdp, SipError, SipTrackerConfig};
 use crate::model::{
-    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Source, Timestamp, Transfer,
-    TransferKind,
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Source, StopCause, Timestamp,
+    Transfer, TransferKind,
 };
 use crate::ExtensionPatterns;
 use std::cmp::Reverse;
@@ -56,7 +56,7 @@ struct RingingExtension {
     extension: String,
     /// Its leg failed while it was the only phone ringing: the stop is announced
     /// only if the call goes on (a next phone rings), else `Ended` says it all.
-    stop_cause: Option<String>,
+    stop_cause: Option<StopCause>,
 }
 
 /// An end decided but held back, waiting for a re-sent INVITE or a lost response.
@@ -706,7 +706,7 @@ impl SipTracker {
         }
         let id = call.id;
         // A phone that failed earlier while alone: the call goes on, so say it stopped.
-        let stopped: Vec<(String, String)> = call
+        let stopped: Vec<(String, StopCause)> = call
             .ringing
             .iter_mut()
             .filter_map(|r| r.stop_cause.take().map(|c| (r.extension.clone(), c)))
@@ -764,7 +764,7 @@ impl SipTracker {
                 now,
                 CallEventKind::RingingStopped {
                     extension,
-                    cause: "answered elsewhere".to_owned(),
+                    cause: StopCause::AnsweredElsewhere,
                 },
             );
         }
@@ -810,7 +810,7 @@ impl SipTracker {
         if call.legs[index].proxied {
             return;
         }
-        let stop = stop_cause(code, reason);
+        let stop = stop_cause(code);
         self.stop_ringing(now, key, index, stop);
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -832,7 +832,7 @@ impl SipTracker {
 
     /// The phone of leg `index` no longer rings. Announced at once when another
     /// phone still rings; otherwise held back (see [`RingingExtension::stop_cause`]).
-    fn stop_ringing(&mut self, now: Timestamp, key: &str, index: usize, cause: String) {
+    fn stop_ringing(&mut self, now: Timestamp, key: &str, index: usize, cause: StopCause) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -893,11 +893,11 @@ impl SipTracker {
                 .any(|p| p.trim().eq_ignore_ascii_case("cause=200"))
         });
         let cause = if elsewhere {
-            "answered elsewhere"
+            StopCause::AnsweredElsewhere
         } else {
-            "cancelled"
+            StopCause::Cancelled
         };
-        self.stop_ringing(now, key, index, cause.to_owned());
+        self.stop_ringing(now, key, index, cause);
         self.schedule(key);
     }
 
@@ -1160,12 +1160,12 @@ fn response_outcome(code: u16) -> Outcome {
 }
 
 /// Why one phone stopped ringing after its final response.
-fn stop_cause(code: u16, reason: &str) -> String {
+fn stop_cause(code: u16) -> StopCause {
     match code {
-        486 | 600 => "busy".to_owned(),
-        408 | 480 => "no answer".to_owned(),
-        603 | 607 => "rejected".to_owned(),
-        487 => "cancelled".to_owned(),
-        _ => response_cause(code, reason),
+        486 | 600 => StopCause::Busy,
+        408 | 480 => StopCause::NoAnswer,
+        603 | 607 => StopCause::Rejected,
+        487 => StopCause::Cancelled,
+        _ => StopCause::Unavailable,
     }
 }

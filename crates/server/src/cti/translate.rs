@@ -9,7 +9,7 @@ use chrono::Duration;
 use fiche_matcher::{normalise, NumberKind, NumberPolicy};
 use fiche_pbx::{
     CallEvent, CallEventKind, CallId, Direction, Extension, ExtensionPatterns, Outcome, Party,
-    Source, Timestamp, Transfer, TransferKind,
+    Source, StopCause, Timestamp, Transfer, TransferKind,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -384,7 +384,7 @@ impl Translator {
                     now,
                     CallEventKind::RingingStopped {
                         extension: ringing,
-                        cause: "answered elsewhere".to_owned(),
+                        cause: StopCause::AnsweredElsewhere,
                     },
                 ));
             }
@@ -798,7 +798,7 @@ mod tests {
             [
                 CallEventKind::RingingStopped {
                     extension: Extension::new("201").unwrap(),
-                    cause: "answered elsewhere".into()
+                    cause: StopCause::AnsweredElsewhere
                 },
                 CallEventKind::Answered {
                     extension: Extension::new("202")
