@@ -236,3 +236,43 @@ async fn a_cross_origin_websocket_is_refused() {
         );
     }
 }
+
+/// A server that stops tells every open page "going away" (1001), so the
+/// page reconnects at once instead of waiting for a dead socket to time out.
+#[tokio::test]
+async fn a_stopping_server_tells_open_pages_it_is_going_away() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let scratch = Scratch::create().expect("scratch folder");
+    let (fiche, admin) = start_with_claire(&scratch, "").await;
+    let port = fiche.http_port();
+    let mut request = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .expect("a websocket request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {admin}").parse().expect("a header value"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the board's websocket opens");
+    // The snapshot first: the socket is registered with the hub.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+        .await
+        .expect("a snapshot within 10 s");
+    assert!(matches!(first, Some(Ok(Message::Text(_)))), "{first:?}");
+    fiche.terminate().expect("SIGTERM");
+    let close = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(message) = socket.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("a close frame within 10 s");
+    let frame = close.expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+}

@@ -361,6 +361,20 @@ impl FicheProcess {
 
     /// Kills Fiche at once (SIGKILL to its process group, by PID), as a crash
     /// or a power cut would: no goodbye to the PBX.
+    /// Asks Fiche to stop as an operator would (SIGTERM, passed on by
+    /// `timeout`), without waiting for it to exit.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.process.pid();
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed: {status}");
+        }
+        Ok(())
+    }
+
     pub async fn kill(mut self) -> anyhow::Result<()> {
         let pid = self.process.pid();
         let status = std::process::Command::new("kill")

@@ -161,6 +161,8 @@ pub struct Hub {
 struct Inner {
     config: HubConfig,
     state: Mutex<State>,
+    /// Set by [`Hub::shut_down`]: sockets ending now end because the server stops.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -207,6 +209,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(State::default()),
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -230,6 +233,11 @@ impl Hub {
         let mut state = self.state();
         state.next_id += 1;
         let id = ConnectionId(state.next_id);
+        if self.is_closing() {
+            // The server is stopping: this socket ends before it begins.
+            queue.close();
+            return Connection { id, queue };
+        }
         let user_id = viewer.user_id;
         let socket = Socket {
             viewer,
@@ -242,6 +250,25 @@ impl Hub {
         state.send_snapshot(id, &self.inner.config);
         state.refresh_agent(user_id, &self.inner.config);
         Connection { id, queue }
+    }
+
+    /// The server is stopping: every socket's queue ends (its pump returns
+    /// [`crate::PumpEnd::Removed`], and [`Hub::is_closing`] tells the socket's
+    /// owner to say 1001 "going away"), and new connections are refused.
+    pub fn shut_down(&self) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut state = self.state();
+        let ids: Vec<ConnectionId> = state.sockets.keys().copied().collect();
+        for id in ids {
+            state.remove_socket(id);
+        }
+    }
+
+    /// True once [`Hub::shut_down`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Forgets a socket; its queue ends. Unknown ids are ignored.

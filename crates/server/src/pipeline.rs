@@ -11,7 +11,7 @@
 //! last clone is gone. Sinks already batch what is queued, so concurrent
 //! requests share one commit (group commit).
 
-use crate::tickets::cards::CardMaker;
+use crate::tickets::cards::{CardCompletion, CardMaker};
 use chrono::Utc;
 use fiche_hub::Hub;
 use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, LiveCall, LiveCalls};
@@ -237,6 +237,8 @@ pub struct Outputs {
     pub sinks: Vec<mpsc::Sender<SinkEvent>>,
     /// Builds the pop card on a call's first `Ringing`; no cards when `None`.
     pub cards: Option<CardMaker>,
+    /// Completes those cards from the store, off the pipeline's path.
+    pub completion: Option<CardCompletion>,
 }
 
 /// Applies events until every sender is gone or `shutdown` fires, then drains
@@ -358,8 +360,8 @@ async fn handle(
         carded.remove(&event.call_id);
     }
     outputs.hub.publish_call(&event, card.clone());
-    if let (Some(card), Some(cards)) = (card, &outputs.cards) {
-        cards.enrich_later(outputs.hub.clone(), event.call_id, card);
+    if let (Some(card), Some(completion)) = (card, &outputs.completion) {
+        completion.submit(event.call_id, card);
     }
     match serde_json::to_string(&event) {
         // No subscriber is not an error: nobody is watching.

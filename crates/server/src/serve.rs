@@ -31,6 +31,8 @@ use tracing::{debug, info, warn};
 /// (net.core.rmem_max).
 const HEP_UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
 
+/// How long hub sockets get to send their close frame at shutdown.
+const SOCKETS_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long tasks get to drain after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -210,11 +212,13 @@ pub async fn run(
         tickets_changed,
         shutdown.clone(),
     ));
+    let completion = cards.start_completion(hub.clone(), &tasks, shutdown.clone());
     let mut outputs = Outputs {
         fanout: fanout.clone(),
         hub: hub.clone(),
         sinks: vec![tickets_tx],
         cards: Some(cards),
+        completion: Some(completion),
     };
     // Outbound webhooks: an outbox writer fed like any sink, delivery tasks per target.
     outputs.sinks.extend(crate::webhooks::start(
@@ -240,6 +244,8 @@ pub async fn run(
     );
     tasks.spawn(cti.clone().run_expiry(shutdown.clone()));
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
+    let sockets = TaskTracker::new();
+    let hub_for_shutdown = hub.clone();
     let state = AppState {
         live,
         fanout,
@@ -256,6 +262,7 @@ pub async fn run(
         ),
         tickets_feed,
         allowed_origins: Arc::new(config.websocket.allowed_origins.clone()),
+        sockets: sockets.clone(),
     };
     // Read before the users, so that the watcher starts from what is loaded.
     let users_stamp = state.store.users_stamp().await.ok();
@@ -293,6 +300,16 @@ pub async fn run(
     .context("HTTP server")?;
 
     shutdown.cancel();
+    // Every hub socket is told "going away" (1001) before the process ends,
+    // so the pages reconnect at once rather than after a timeout.
+    hub_for_shutdown.shut_down();
+    sockets.close();
+    if tokio::time::timeout(SOCKETS_CLOSE_TIMEOUT, sockets.wait())
+        .await
+        .is_err()
+    {
+        debug!("some hub sockets did not close within {SOCKETS_CLOSE_TIMEOUT:?}");
+    }
     tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
         .await

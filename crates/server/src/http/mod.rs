@@ -49,6 +49,9 @@ pub struct AppState {
     pub tickets_feed: crate::tickets::TicketFeed,
     /// Origins besides the server's own whose pages may open the websockets.
     pub allowed_origins: Arc<Vec<String>>,
+    /// The hub sockets' tasks: a stopping server tells each "going away"
+    /// (1001) and waits for the frame to leave.
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 impl AppState {

@@ -112,6 +112,7 @@ pub(super) async fn upgrade(
     };
     // Only what the socket needs lives as long as it: thousands stay open.
     // Boxed: one pointer in the socket's task rather than eight words.
+    let sockets = state.sockets.clone();
     let owner = Box::new(Owner {
         hub: state.hub,
         auth: state.auth,
@@ -127,7 +128,8 @@ pub(super) async fn upgrade(
         owner.auth.register_socket(owner.session, user_id, conn.id);
         // A task of its own: axum's upgrade task (≈ 780 B, sized by the
         // upgrade's states) ends here instead of living as long as the socket.
-        tokio::spawn(hub_socket(HubSocket(socket), conn, owner));
+        // Tracked, so that a stopping server waits for its close frame.
+        sockets.spawn(hub_socket(HubSocket(socket), conn, owner));
         std::future::ready(())
     })
 }
@@ -207,6 +209,11 @@ fn hub_socket(
             PumpEnd::TooSlow => Some(CloseFrame {
                 code: 1013,
                 reason: "too slow: reconnect".into(),
+            }),
+            // The server is stopping: "going away", the page reconnects.
+            PumpEnd::Removed if owner.hub.is_closing() => Some(CloseFrame {
+                code: 1001,
+                reason: "server restarting".into(),
             }),
             PumpEnd::Removed => Some(CloseFrame {
                 code: 1008,

@@ -8,10 +8,55 @@ use fiche_matcher::{format_display, normalise, Index, NumberKind, NumberPolicy};
 use fiche_pbx::CallId;
 use fiche_store::{CustomerId, Store};
 use std::sync::{Arc, PoisonError, RwLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 /// Lines of history a card carries.
 const RECENT_ITEMS: usize = 5;
+
+/// Cards waiting to be completed from the store. Each is one first ring of a
+/// known customer; when the queue is full (the store is slower than the calls
+/// coming in) a card stays as it was built from memory, name and tags shown,
+/// and a warning says so: the pop itself never waits for the disk.
+pub const CARD_QUEUE_CAPACITY: usize = 256;
+/// Workers completing cards: a few reads at once, never one task per ring.
+pub const CARD_WORKERS: usize = 4;
+
+struct CompletionJob {
+    call_id: CallId,
+    card: Card,
+    customer_id: CustomerId,
+}
+
+/// The handle that queues cards for completion (see [`CardMaker::start_completion`]).
+#[derive(Clone)]
+pub struct CardCompletion {
+    tx: mpsc::Sender<CompletionJob>,
+}
+
+impl CardCompletion {
+    /// Queues `card` to be completed from the store and sent again to the
+    /// call's sockets; a card showing no customer has nothing to complete.
+    pub fn submit(&self, call_id: CallId, card: Card) {
+        let Some(customer_id) = card.customer.as_ref().map(|c| CustomerId(c.id)) else {
+            return;
+        };
+        let job = CompletionJob {
+            call_id,
+            card,
+            customer_id,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(%call_id, "pop card completion queue full: the card stays as built from memory");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
 
 /// Builds and completes pop cards.
 #[derive(Clone)]
@@ -78,19 +123,48 @@ impl CardMaker {
         )
     }
 
-    /// Completes `card` from the store in the background and sends it to the
-    /// call's sockets.
-    pub fn enrich_later(&self, hub: Hub, call_id: CallId, card: Card) {
-        let Some(customer_id) = card.customer.as_ref().map(|c| CustomerId(c.id)) else {
-            return;
-        };
-        let maker = self.clone();
-        tokio::spawn(async move {
-            match maker.enrich(card, customer_id).await {
-                Ok(card) => hub.publish_card(call_id, card),
-                Err(error) => warn!(%error, %call_id, "pop card not completed"),
-            }
-        });
+    /// Starts the workers that complete cards from the store, on `tasks`;
+    /// they stop once `shutdown` fires (a card still being read is dropped:
+    /// its first version is on screen already).
+    pub fn start_completion(
+        &self,
+        hub: Hub,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> CardCompletion {
+        let (tx, rx) = mpsc::channel(CARD_QUEUE_CAPACITY);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..CARD_WORKERS {
+            let maker = self.clone();
+            let hub = hub.clone();
+            let rx = rx.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    let job = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        job = async { rx.lock().await.recv().await } => job,
+                    };
+                    let Some(CompletionJob {
+                        call_id,
+                        card,
+                        customer_id,
+                    }) = job
+                    else {
+                        return;
+                    };
+                    let completed = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        completed = maker.enrich(card, customer_id) => completed,
+                    };
+                    match completed {
+                        Ok(card) => hub.publish_card(call_id, card),
+                        Err(error) => warn!(%error, %call_id, "pop card not completed"),
+                    }
+                }
+            });
+        }
+        CardCompletion { tx }
     }
 
     async fn enrich(&self, mut card: Card, id: CustomerId) -> fiche_store::Result<Card> {
