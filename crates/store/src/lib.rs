@@ -57,7 +57,7 @@ pub use tickets::{
     Assignee, NewTicket, NewTicketEvent, Ticket, TicketEvent, TicketEventId, TicketId, TicketKind,
     TicketPatch, TicketQuery, TicketStatus, MAX_PAGE,
 };
-pub use users::{NewUser, Role, User, UserId, UsersStamp};
+pub use users::{NewUser, Role, User, UserId, UserUpdate, UsersStamp};
 pub use work::{DraftSaved, TicketDraft, TicketTx, MAX_DRAFTS_PER_CALL, MAX_NOTE_CHARS};
 
 /// How long a SQLite connection waits for another writer before failing with "busy".

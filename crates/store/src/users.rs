@@ -31,6 +31,40 @@ impl fmt::Display for UserId {
 
 pub use fiche_model::Role;
 
+/// Changes to one user, applied together by [`Store::update_user`]; `None`
+/// leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserUpdate<'a> {
+    /// A new role.
+    pub role: Option<Role>,
+    /// Disable (or enable) the user.
+    pub disabled: Option<bool>,
+    /// A new display name.
+    pub display_name: Option<&'a str>,
+    /// The extensions the user owns from now on (replacing the old ones).
+    pub extensions: Option<&'a [String]>,
+    /// A new password hash.
+    pub password: Option<&'a PasswordHash>,
+}
+
+/// Extensions as stored: each cleaned, duplicates dropped, at most [`MAX_EXTENSIONS`].
+fn clean_extensions(extensions: &[String]) -> Result<Vec<String>> {
+    let mut wanted: Vec<String> = Vec::with_capacity(extensions.len());
+    for extension in extensions {
+        let extension = clean_short("extension", extension)?;
+        if !wanted.contains(&extension) {
+            wanted.push(extension);
+        }
+    }
+    if wanted.len() > MAX_EXTENSIONS {
+        return Err(StoreError::invalid(
+            "extensions",
+            format!("more than {MAX_EXTENSIONS}"),
+        ));
+    }
+    Ok(wanted)
+}
+
 /// A user to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
@@ -285,154 +319,158 @@ impl Store {
 
     /// Sets (or replaces) a user's password.
     pub async fn set_password(&self, id: UserId, password: &PasswordHash) -> Result<()> {
-        self.update_user_column("password_hash = ?", password.as_str().to_owned(), id)
-            .await
+        self.update_user(
+            id,
+            &UserUpdate {
+                password: Some(password),
+                ..UserUpdate::default()
+            },
+        )
+        .await
     }
 
     /// Changes a user's role. Taking the admin role from the last enabled admin is
     /// [`StoreError::Invalid`] on `role`, and nothing changes.
     pub async fn set_role(&self, id: UserId, role: Role) -> Result<()> {
-        self.change_standing(id, Some(role), None).await
+        self.update_user(
+            id,
+            &UserUpdate {
+                role: Some(role),
+                ..UserUpdate::default()
+            },
+        )
+        .await
     }
 
     /// Changes a user's display name.
     pub async fn set_display_name(&self, id: UserId, display_name: &str) -> Result<()> {
-        let display_name = clean_short("display_name", display_name)?;
-        self.update_user_column("display_name = ?", display_name, id)
-            .await
+        self.update_user(
+            id,
+            &UserUpdate {
+                display_name: Some(display_name),
+                ..UserUpdate::default()
+            },
+        )
+        .await
     }
 
     /// Disables (or re-enables) a user; their extensions stay assigned. Disabling
     /// the last enabled admin is [`StoreError::Invalid`] on `disabled`, and nothing
     /// changes.
     pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<()> {
-        self.change_standing(id, None, Some(disabled)).await
-    }
-
-    /// Sets a user's role and/or disabled flag, unless that would leave no enabled
-    /// admin (nobody could manage users any more) while there was one.
-    ///
-    /// Two admins demoting each other at the same moment must not both succeed: the
-    /// enabled admins are read and the change written in one transaction, with their
-    /// rows locked on PostgreSQL (`FOR UPDATE`, so the second transaction waits and
-    /// then sees the first one's change); SQLite's `BEGIN IMMEDIATE` already lets one
-    /// writer in at a time.
-    async fn change_standing(
-        &self,
-        id: UserId,
-        role: Option<Role>,
-        disabled: Option<bool>,
-    ) -> Result<()> {
-        let field = if role.is_some() { "role" } else { "disabled" };
-        dispatch!(self, |pool, dialect| {
-            let mut tx = begin_write!(pool, dialect);
-            let lock = match dialect {
-                crate::sql::Dialect::Postgres => " FOR UPDATE",
-                crate::sql::Dialect::Sqlite => "",
-            };
-            let admins: Vec<(i64,)> = sqlx::query_as(&dialect.sql_owned(format!(
-                "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id{lock}"
-            )))
-            .fetch_all(&mut *tx)
-            .await?;
-            let current: Option<(String, bool)> =
-                sqlx::query_as(&dialect.sql("SELECT role, disabled FROM users WHERE id = ?"))
-                    .bind(id.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some((current_role, current_disabled)) = current else {
-                return Err(StoreError::not_found("user", id));
-            };
-            let stays_admin = role.map_or(current_role == Role::Admin.as_str(), |role| {
-                role == Role::Admin
-            }) && !disabled.unwrap_or(current_disabled);
-            let is_enabled_admin = admins.iter().any(|(admin,)| *admin == id.0);
-            if is_enabled_admin && !stays_admin && admins.len() == 1 {
-                let change = if role.is_some_and(|role| role != Role::Admin) {
-                    "lose the admin role"
-                } else {
-                    "be disabled"
-                };
-                return Err(StoreError::invalid(
-                    field,
-                    format!(
-                        "the last enabled admin cannot {change}: make another user admin first"
-                    ),
-                ));
-            }
-            sqlx::query(&dialect.sql(
-                "UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled), \
-                 updated_at = ? WHERE id = ?",
-            ))
-            .bind(role.map(Role::as_str))
-            .bind(disabled)
-            .bind(now())
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    async fn update_user_column(&self, assignment: &str, value: String, id: UserId) -> Result<()> {
-        let done = dispatch!(self, |pool, dialect| {
-            let sql = dialect.sql_owned(format!(
-                "UPDATE users SET {assignment}, updated_at = ? WHERE id = ?"
-            ));
-            sqlx::query(&sql)
-                .bind(value)
-                .bind(now())
-                .bind(id.0)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        if done == 0 {
-            return Err(StoreError::not_found("user", id));
-        }
-        Ok(())
+        self.update_user(
+            id,
+            &UserUpdate {
+                disabled: Some(disabled),
+                ..UserUpdate::default()
+            },
+        )
+        .await
     }
 
     /// Replaces the extensions a user owns. An extension owned by another user is a
     /// [`StoreError::Conflict`] on `extension`, and nothing changes.
     pub async fn set_extensions(&self, id: UserId, extensions: &[String]) -> Result<()> {
-        let mut wanted: Vec<String> = Vec::with_capacity(extensions.len());
-        for extension in extensions {
-            let extension = clean_short("extension", extension)?;
-            if !wanted.contains(&extension) {
-                wanted.push(extension);
-            }
-        }
-        if wanted.len() > MAX_EXTENSIONS {
-            return Err(StoreError::invalid(
-                "extensions",
-                format!("more than {MAX_EXTENSIONS}"),
-            ));
-        }
+        self.update_user(
+            id,
+            &UserUpdate {
+                extensions: Some(extensions),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+    }
+
+    /// Applies every change of `changes` to user `id` in one transaction: all
+    /// of them or none. Refused, with nothing changed: leaving no enabled admin
+    /// ([`StoreError::Invalid`] on `role` or `disabled`), an extension owned by
+    /// another user ([`StoreError::Conflict`] on `extension`), a bad name or
+    /// extension ([`StoreError::Invalid`]), an unknown user.
+    ///
+    /// Two admins demoting each other at the same moment must not both succeed:
+    /// the enabled admins are read and the change written in one transaction,
+    /// with their rows locked on PostgreSQL (`FOR UPDATE`, so the second
+    /// transaction waits and then sees the first one's change); SQLite's
+    /// `BEGIN IMMEDIATE` already lets one writer in at a time.
+    pub async fn update_user(&self, id: UserId, changes: &UserUpdate<'_>) -> Result<()> {
+        let display_name = changes
+            .display_name
+            .map(|name| clean_short("display_name", name))
+            .transpose()?;
+        let extensions = changes.extensions.map(clean_extensions).transpose()?;
+        let (role, disabled) = (changes.role, changes.disabled);
+        let password = changes.password.map(|p| p.as_str().to_owned());
         dispatch!(self, |pool, dialect| {
             let mut tx = begin_write!(pool, dialect);
-            let done = sqlx::query(&dialect.sql("UPDATE users SET updated_at = ? WHERE id = ?"))
-                .bind(now())
-                .bind(id.0)
-                .execute(&mut *tx)
+            if role.is_some() || disabled.is_some() {
+                let field = if role.is_some() { "role" } else { "disabled" };
+                let lock = match dialect {
+                    crate::sql::Dialect::Postgres => " FOR UPDATE",
+                    crate::sql::Dialect::Sqlite => "",
+                };
+                let admins: Vec<(i64,)> = sqlx::query_as(&dialect.sql_owned(format!(
+                    "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id{lock}"
+                )))
+                .fetch_all(&mut *tx)
                 .await?;
+                let current: Option<(String, bool)> =
+                    sqlx::query_as(&dialect.sql("SELECT role, disabled FROM users WHERE id = ?"))
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((current_role, current_disabled)) = current else {
+                    return Err(StoreError::not_found("user", id));
+                };
+                let stays_admin = role.map_or(current_role == Role::Admin.as_str(), |role| {
+                    role == Role::Admin
+                }) && !disabled.unwrap_or(current_disabled);
+                let is_enabled_admin = admins.iter().any(|(admin,)| *admin == id.0);
+                if is_enabled_admin && !stays_admin && admins.len() == 1 {
+                    let change = if role.is_some_and(|role| role != Role::Admin) {
+                        "lose the admin role"
+                    } else {
+                        "be disabled"
+                    };
+                    return Err(StoreError::invalid(
+                        field,
+                        format!(
+                            "the last enabled admin cannot {change}: make another user admin first"
+                        ),
+                    ));
+                }
+            }
+            let done = sqlx::query(&dialect.sql(
+                "UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled), \
+                 display_name = COALESCE(?, display_name), \
+                 password_hash = COALESCE(?, password_hash), updated_at = ? WHERE id = ?",
+            ))
+            .bind(role.map(Role::as_str))
+            .bind(disabled)
+            .bind(display_name)
+            .bind(password)
+            .bind(now())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::not_found("user", id));
             }
-            sqlx::query(&dialect.sql("DELETE FROM user_extensions WHERE user_id = ?"))
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-            for extension in &wanted {
-                sqlx::query(
-                    &dialect.sql("INSERT INTO user_extensions (extension, user_id) VALUES (?, ?)"),
-                )
-                .bind(extension)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict)?;
+            if let Some(wanted) = &extensions {
+                sqlx::query(&dialect.sql("DELETE FROM user_extensions WHERE user_id = ?"))
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+                for extension in wanted {
+                    sqlx::query(
+                        &dialect
+                            .sql("INSERT INTO user_extensions (extension, user_id) VALUES (?, ?)"),
+                    )
+                    .bind(extension)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict)?;
+                }
             }
             tx.commit().await?;
         });

@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use fiche_hub::{AgentInfo, Hub};
-use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId, UsersStamp};
+use fiche_store::{
+    NewUser, PasswordHash, Role, Store, StoreError, User, UserId, UserUpdate, UsersStamp,
+};
 use serde::Deserialize;
 use tracing::info;
 
@@ -112,23 +114,21 @@ async fn update(
         Some(password) => Some(hash(password).await?),
         None => None,
     };
-    // Role and status first: the store refuses them for the last enabled admin
-    // (422 naming `role` or `disabled`), and then nothing else has changed.
-    if let Some(role) = changes.role {
-        state.store.set_role(id, role).await?;
-    }
-    if let Some(disabled) = changes.disabled {
-        state.store.set_disabled(id, disabled).await?;
-    }
-    if let Some(name) = &changes.display_name {
-        state.store.set_display_name(id, name).await?;
-    }
-    if let Some(extensions) = &changes.extensions {
-        state.store.set_extensions(id, extensions).await?;
-    }
-    if let Some(password) = &password {
-        state.store.set_password(id, password).await?;
-    }
+    // One transaction: a refusal (the last enabled admin, an extension taken
+    // by a colleague) leaves the user exactly as she was.
+    state
+        .store
+        .update_user(
+            id,
+            &UserUpdate {
+                role: changes.role,
+                disabled: changes.disabled,
+                display_name: changes.display_name.as_deref(),
+                extensions: changes.extensions.as_deref(),
+                password: password.as_ref(),
+            },
+        )
+        .await?;
     state.auth.forget_user(id.0);
     let disabled = changes.disabled == Some(true) && !before.disabled;
     if disabled || password.is_some() {

@@ -1,6 +1,6 @@
 //! Users, passwords and extensions.
 
-use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId};
+use fiche_store::{NewUser, PasswordHash, Role, Store, StoreError, User, UserId, UserUpdate};
 
 use crate::{store_test, TestDb};
 
@@ -153,6 +153,64 @@ async fn roles_and_disabling_are_kept(db: &TestDb) {
     ));
 }
 store_test!(roles_and_disabling_are_kept);
+
+async fn a_user_change_is_all_or_nothing(db: &TestDb) {
+    let claire = db.store.add_user(&claire()).await.unwrap();
+    db.store
+        .set_extensions(claire.id, &["201".into()])
+        .await
+        .unwrap();
+    let nadia = db
+        .store
+        .add_user(&NewUser {
+            login: "nadia".into(),
+            display_name: "Nadia".into(),
+            role: Role::Agent,
+            password: None,
+        })
+        .await
+        .unwrap();
+    // Renamed, promoted and given Claire's extension at once: the extension is
+    // taken, so neither the name nor the role may change.
+    let err = db
+        .store
+        .update_user(
+            nadia.id,
+            &UserUpdate {
+                role: Some(Role::Supervisor),
+                display_name: Some("Nadia Benali"),
+                extensions: Some(&["202".into(), "201".into()]),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let after = db.store.get_user(nadia.id).await.unwrap();
+    assert_eq!(after.display_name, "Nadia");
+    assert_eq!(after.role, Role::Agent);
+    assert!(after.extensions.is_empty(), "{:?}", after.extensions);
+    // The same change without the taken extension goes through whole.
+    db.store
+        .update_user(
+            nadia.id,
+            &UserUpdate {
+                role: Some(Role::Supervisor),
+                display_name: Some("Nadia Benali"),
+                extensions: Some(&["202".into()]),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let after = db.store.get_user(nadia.id).await.unwrap();
+    assert_eq!(
+        (after.display_name.as_str(), after.role),
+        ("Nadia Benali", Role::Supervisor)
+    );
+    assert_eq!(after.extensions, ["202"]);
+}
+store_test!(a_user_change_is_all_or_nothing);
 
 async fn add_admin(db: &TestDb, login: &str) -> User {
     db.store
