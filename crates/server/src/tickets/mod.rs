@@ -5,6 +5,7 @@
 pub mod cards;
 pub mod feed;
 pub mod figures;
+pub mod rules;
 pub mod writer;
 
 pub use feed::TicketFeed;

@@ -19,10 +19,10 @@
 //! has drafts, so nothing the agent typed is lost.
 
 use super::cards::CardMaker;
-use super::{summary, CallKind, TicketsConfig};
+use super::{rules, summary, CallKind, TicketsConfig};
 use crate::pipeline::SinkEvent;
-use chrono::{DateTime, Duration, Utc};
-use fiche_hub::Hub;
+use chrono::{DateTime, Utc};
+use fiche_hub::{Hub, Priority};
 use fiche_matcher::{format_display, normalise, NumberKind};
 use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Outcome, Party, Source, Transfer};
 use fiche_store::{
@@ -324,8 +324,9 @@ impl TicketWriter {
                 let mut row = call_row(event.call_id, &track);
                 row.answered_at = track.answered_at;
                 tx.upsert_call(&row).await?;
+                // Reached: the customer's open callbacks close, whoever called whom.
                 let mut changed = self.reached(tx, event.call_id, &track).await?;
-                if track.direction == Direction::Inbound && self.wants(CallKind::InboundAnswered) {
+                if rules::ticket_at_answer(&self.config, track.direction) {
                     let (created, ticket) = self.call_ticket(tx, event.call_id, &track).await?;
                     changed |= created;
                     if let Some(ticket) = ticket {
@@ -348,21 +349,14 @@ impl TicketWriter {
                 row.cause = Some(cause.clone());
                 tx.upsert_call(&row).await?;
                 let answered = track.answered_at.is_some() || *outcome == Outcome::Answered;
-                let kind = match (track.direction, answered) {
-                    (Direction::Inbound, true) => CallKind::InboundAnswered,
-                    (Direction::Inbound, false) => CallKind::Missed,
-                    (Direction::Outbound, _) => CallKind::Outbound,
-                    (Direction::Internal, _) => CallKind::Internal,
-                };
+                let kind = rules::kind_of(track.direction, answered);
                 // Taken before the drafts are read, so that a save racing with this
                 // end either is seen here or sees the ticket.
                 tx.lock_call(event.call_id).await?;
-                let wanted = self.wants(kind) || {
-                    // A call of a kind that makes no ticket makes one when the
-                    // agent wrote something on its card.
-                    tx.ticket_for_call(event.call_id).await?.is_none()
-                        && tx.has_drafts(event.call_id).await?
-                };
+                let has_drafts = !self.wants(kind)
+                    && tx.ticket_for_call(event.call_id).await?.is_none()
+                    && tx.has_drafts(event.call_id).await?;
+                let wanted = rules::makes_ticket(&self.config, kind, has_drafts);
                 let (mut changed, ticket) = if !wanted {
                     (false, tx.ticket_for_call(event.call_id).await?)
                 } else if kind == CallKind::Missed {
@@ -486,46 +480,72 @@ impl TicketWriter {
         call_id: CallId,
         track: &Track,
     ) -> Result<(bool, Option<Ticket>), StoreError> {
-        if let Some(ticket) = tx.ticket_for_call(call_id).await? {
-            return Ok((false, Some(ticket)));
-        }
-        if self.config.link_to_open_ticket {
-            if let Some(customer) = track.customer_id {
-                if let Some(open) = tx.open_ticket_for_customer(customer).await? {
-                    let linked = tx
-                        .link_call(open.id, call_id, "call", serde_json::json!({}))
-                        .await?;
-                    if let Some(ticket) = &linked {
-                        self.publish(ticket);
-                    }
-                    return Ok((true, Some(linked.unwrap_or(open))));
+        let existing = tx.ticket_for_call(call_id).await?;
+        let open_for_customer = match (self.config.link_to_open_ticket, existing.is_none()) {
+            (true, true) => match track.customer_id {
+                Some(customer) => tx.open_ticket_for_customer(customer).await?,
+                None => None,
+            },
+            _ => None,
+        };
+        let facts = rules::CallTicketFacts {
+            existing: existing.as_ref().map(|t| t.id.0),
+            open_for_customer: open_for_customer.as_ref().map(|t| t.id.0),
+            agent: track.agent.clone(),
+        };
+        match rules::call_ticket(&self.config, &facts) {
+            rules::CallTicketAction::Keep(_) => Ok((false, existing)),
+            rules::CallTicketAction::Link(_) => {
+                let Some(open) = open_for_customer else {
+                    return Ok((false, None));
+                };
+                let linked = tx
+                    .link_call(open.id, call_id, "call", serde_json::json!({}))
+                    .await?;
+                if let Some(ticket) = &linked {
+                    self.publish(ticket);
                 }
+                Ok((true, Some(linked.unwrap_or(open))))
+            }
+            rules::CallTicketAction::Create {
+                assign_to_extension,
+            } => {
+                let assignee = match &assign_to_extension {
+                    Some(ext) => tx.user_for_extension(ext).await?,
+                    None => None,
+                };
+                let new = NewTicket {
+                    call_id: Some(call_id),
+                    customer_id: track.customer_id,
+                    phone_e164: track.remote_e164.clone(),
+                    kind: TicketKind::Call,
+                    status: TicketStatus::Open,
+                    subject: self.subject(track),
+                    reason: None,
+                    priority: Priority::Normal.level(),
+                    assignee_user_id: assignee,
+                    assignee_group: None,
+                    due_at: None,
+                };
+                self.insert(tx, call_id, &new).await
             }
         }
-        let assignee = match &track.agent {
-            Some(ext) => tx.user_for_extension(ext).await?,
-            None => None,
-        };
-        let new = NewTicket {
-            call_id: Some(call_id),
-            customer_id: track.customer_id,
-            phone_e164: track.remote_e164.clone(),
-            kind: TicketKind::Call,
-            status: TicketStatus::Open,
-            subject: self.subject(track),
-            reason: None,
-            priority: 0,
-            assignee_user_id: assignee,
-            assignee_group: None,
-            due_at: None,
-        };
-        match tx.insert_ticket(&new).await? {
+    }
+
+    /// Inserts a ticket the rules asked for; another writer of the same
+    /// events may have written it first.
+    async fn insert(
+        &mut self,
+        tx: &mut TicketTx,
+        call_id: CallId,
+        new: &NewTicket,
+    ) -> Result<(bool, Option<Ticket>), StoreError> {
+        match tx.insert_ticket(new).await? {
             Some(ticket) => {
                 self.created_tickets.insert(ticket.id.0);
                 self.publish(&ticket);
                 Ok((true, Some(ticket)))
             }
-            // Written by another writer of the same events.
             None => Ok((false, tx.ticket_for_call(call_id).await?)),
         }
     }
@@ -538,62 +558,61 @@ impl TicketWriter {
         track: &Track,
         ended_at: DateTime<Utc>,
     ) -> Result<(bool, Option<Ticket>), StoreError> {
-        if let Some(ticket) = tx.ticket_for_call(call_id).await? {
-            return Ok((false, Some(ticket)));
-        }
-        if let Some(e164) = &track.remote_e164 {
-            if let Some(open) = tx.open_callback_for_phone(e164).await? {
+        let existing = tx.ticket_for_call(call_id).await?;
+        let open_callback = match (&track.remote_e164, existing.is_none()) {
+            (Some(e164), true) => tx.open_callback_for_phone(e164).await?,
+            _ => None,
+        };
+        let customer_has_open_work = match (track.customer_id, &existing, &open_callback) {
+            (Some(customer), None, None) => tx.open_ticket_for_customer(customer).await?.is_some(),
+            _ => false,
+        };
+        let facts = rules::MissedFacts {
+            existing: existing.as_ref().map(|t| t.id.0),
+            open_callback: open_callback.as_ref().map(|t| t.id.0),
+            customer_has_open_work,
+            rang: track.rang.clone(),
+            dialled: track.callee.number.clone(),
+            ended_at,
+        };
+        match rules::missed(&self.config, &facts) {
+            rules::MissedAction::Keep(_) => Ok((false, existing)),
+            rules::MissedAction::Attempt(_) => {
+                let Some(open) = open_callback else {
+                    return Ok((false, None));
+                };
                 let body = serde_json::json!({ "at": track.started_at, "rang": track.rang });
                 let linked = tx.link_call(open.id, call_id, "attempt", body).await?;
                 if let Some(ticket) = &linked {
                     self.publish(ticket);
                 }
-                return Ok((true, Some(linked.unwrap_or(open))));
+                Ok((true, Some(linked.unwrap_or(open))))
             }
-        }
-        // Known customers with work already open are called back first.
-        let has_open = match track.customer_id {
-            Some(customer) => tx.open_ticket_for_customer(customer).await?.is_some(),
-            None => false,
-        };
-        let priority = i32::from(has_open);
-        // The agent who missed it when exactly one phone rang, else the group.
-        let assignee: Option<UserId> = match track.rang.as_slice() {
-            [only] => tx.user_for_extension(only).await?,
-            _ => None,
-        };
-        let group = match assignee {
-            Some(_) => None,
-            None => Some(
-                track
-                    .callee
-                    .number
-                    .clone()
-                    .unwrap_or_else(|| "accueil".to_owned()),
-            ),
-        };
-        let new = NewTicket {
-            call_id: Some(call_id),
-            customer_id: track.customer_id,
-            phone_e164: track.remote_e164.clone(),
-            kind: TicketKind::Callback,
-            status: TicketStatus::Open,
-            subject: format!("À rappeler : {}", self.subject_target(track)),
-            reason: None,
-            priority,
-            assignee_user_id: assignee,
-            assignee_group: group,
-            due_at: Some(
-                ended_at + Duration::minutes(i64::from(self.config.callback_delay_minutes)),
-            ),
-        };
-        match tx.insert_ticket(&new).await? {
-            Some(ticket) => {
-                self.created_tickets.insert(ticket.id.0);
-                self.publish(&ticket);
-                Ok((true, Some(ticket)))
+            rules::MissedAction::NewCallback {
+                assign_to_extension,
+                group,
+                priority,
+                due_at,
+            } => {
+                let assignee: Option<UserId> = match &assign_to_extension {
+                    Some(ext) => tx.user_for_extension(ext).await?,
+                    None => None,
+                };
+                let new = NewTicket {
+                    call_id: Some(call_id),
+                    customer_id: track.customer_id,
+                    phone_e164: track.remote_e164.clone(),
+                    kind: TicketKind::Callback,
+                    status: TicketStatus::Open,
+                    subject: format!("À rappeler : {}", self.subject_target(track)),
+                    reason: None,
+                    priority: priority.level(),
+                    assignee_user_id: assignee,
+                    assignee_group: assignee.is_none().then_some(group),
+                    due_at: Some(due_at),
+                };
+                self.insert(tx, call_id, &new).await
             }
-            None => Ok((false, tx.ticket_for_call(call_id).await?)),
         }
     }
 
