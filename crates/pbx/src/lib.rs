@@ -8,9 +8,13 @@
 //! `driver` feature.
 
 pub mod ami;
+pub mod cti;
 pub mod direction;
 pub mod hep;
 pub mod sip;
+mod source;
+
+pub use source::CallSource;
 
 /// The call model, defined once in `fiche-model` (re-exported so that
 /// `fiche_pbx::model::…` keeps naming it).

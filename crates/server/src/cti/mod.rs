@@ -13,7 +13,8 @@
 //! request-logging layer of that router sees the path either.
 
 pub mod cli;
-pub mod translate;
+/// The translator lives with the other call sources, in `fiche-pbx`.
+pub use fiche_pbx::cti as translate;
 
 use crate::pipeline::{Acknowledged, Receipt};
 use axum::body::Bytes;
@@ -94,15 +95,26 @@ impl CtiContext {
     /// Ends silent calls every [`EXPIRE_EVERY`] until `shutdown`, whether
     /// requests come or not.
     pub async fn run_expiry(self, shutdown: tokio_util::sync::CancellationToken) {
-        let mut every = tokio::time::interval(EXPIRE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        use fiche_pbx::CallSource as _;
         loop {
+            // The translator's own timer (the source contract), checked at
+            // least every EXPIRE_EVERY: a call restored from the log may be due
+            // earlier than anything the translator knew of.
+            let wait = {
+                let translator = self.0.translator.lock().await;
+                translator
+                    .next_timeout()
+                    .and_then(|due| (due - Utc::now()).to_std().ok())
+                    .map_or(EXPIRE_EVERY, |d| d.min(EXPIRE_EVERY))
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = every.tick() => {}
+                () = tokio::time::sleep(wait) => {}
             }
             let mut translator = self.0.translator.lock().await;
-            let events = translator.expire(Utc::now());
+            translator.handle_timeout(Utc::now());
+            let events: Vec<fiche_pbx::CallEvent> =
+                std::iter::from_fn(|| translator.poll_event()).collect();
             if events.is_empty() {
                 continue;
             }

@@ -1,17 +1,21 @@
-//! Zammad "Generic CTI" requests → Fiche call events, without I/O.
+//! Zammad "Generic CTI" requests → Fiche call events, without I/O: the call
+//! source of phone systems that can only send HTTP. The server's webhook
+//! (`fiche_server::cti`) owns the HTTP side and this translator, and drives
+//! its timer through [`crate::CallSource`].
 //!
 //! A small state machine per call key (`<token name>/<callId>`): `newCall` starts
 //! a call, `answer` answers it, `hangup` ends it. Repeated requests (a PBX that
 //! retries) are ignored rather than producing a second start or end. Ended calls
 //! are remembered for [`ENDED_KEEP`] so that late duplicates stay ignored.
 
+use crate::direction::ExtensionPatterns;
+use crate::model::{
+    CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source, StopCause,
+    Timestamp, Transfer, TransferKind,
+};
 use chrono::Duration;
 use fiche_matcher::{normalise, NumberKind, NumberPolicy};
-use fiche_pbx::{
-    CallEvent, CallEventKind, CallId, Direction, Extension, ExtensionPatterns, Outcome, Party,
-    Source, StopCause, Timestamp, Transfer, TransferKind,
-};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Longest value accepted in any parameter, in bytes.
 pub const MAX_VALUE_LEN: usize = 256;
@@ -132,6 +136,8 @@ pub struct TranslatorConfig {
 pub struct Translator {
     config: TranslatorConfig,
     calls: HashMap<String, Tracked>,
+    /// Events of calls expired by [`crate::CallSource::handle_timeout`].
+    out: VecDeque<CallEvent>,
 }
 
 impl Translator {
@@ -140,6 +146,7 @@ impl Translator {
         Self {
             config,
             calls: HashMap::new(),
+            out: VecDeque::new(),
         }
     }
 
@@ -230,10 +237,8 @@ impl Translator {
         }
     }
 
-    /// Forgets ended calls past [`ENDED_KEEP`] and ends calls silent for longer
-    /// than the silence timeout (the ringing timeout while not answered);
-    /// returns the events of the calls so ended.
-    pub fn expire(&mut self, now: Timestamp) -> Vec<CallEvent> {
+    /// The calls that went silent by `now` end ("signal lost").
+    fn expire_silent(&mut self, now: Timestamp) -> Vec<CallEvent> {
         let mut events = Vec::new();
         let silence = self.config.silence_timeout;
         let ringing = self.config.ringing_timeout;
@@ -584,6 +589,33 @@ fn check_lengths(request: &CtiRequest) -> Result<(), CtiError> {
     Ok(())
 }
 
+impl crate::CallSource for Translator {
+    fn poll_event(&mut self) -> Option<CallEvent> {
+        self.out.pop_front()
+    }
+
+    fn next_timeout(&self) -> Option<Timestamp> {
+        self.calls
+            .values()
+            .map(|call| {
+                let keep = if call.ended || call.blocked {
+                    ENDED_KEEP
+                } else if call.answered {
+                    self.config.silence_timeout
+                } else {
+                    self.config.ringing_timeout
+                };
+                call.last_seen + keep
+            })
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        let expired = self.expire_silent(now);
+        self.out.extend(expired);
+    }
+}
+
 impl CtiRequest {
     /// Reads parameters from `name=value` pairs (form fields, or a JSON object's
     /// members flattened). Unknown names are ignored, as Zammad does; `user`
@@ -623,6 +655,14 @@ impl CtiRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CallSource as _;
+
+    /// Runs the translator's timer at `now` (the source contract) and takes
+    /// the events it queued.
+    fn expired(t: &mut Translator, now: Timestamp) -> Vec<CallEvent> {
+        t.handle_timeout(now);
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
     use chrono::DateTime;
 
     fn translator() -> Translator {
@@ -1101,9 +1141,9 @@ mod tests {
         .unwrap();
         t.handle("p", &req(&[("event", "hangup"), ("callId", "e")]), at(1))
             .unwrap();
-        assert!(t.expire(at(60)).is_empty());
+        assert!(expired(&mut t, at(60)).is_empty());
         assert_eq!(t.tracked(), 2);
-        let lost = t.expire(at(5 * 3600));
+        let lost = expired(&mut t, at(5 * 3600));
         assert_eq!(lost.len(), 1);
         assert!(matches!(
             &lost[0].kind,
@@ -1138,8 +1178,8 @@ mod tests {
             at(1),
         )
         .unwrap();
-        assert!(t.expire(at(4 * 60)).is_empty(), "within 5 minutes");
-        let lost = t.expire(at(5 * 60 + 1));
+        assert!(expired(&mut t, at(4 * 60)).is_empty(), "within 5 minutes");
+        let lost = expired(&mut t, at(5 * 60 + 1));
         assert_eq!(lost.len(), 1);
         assert_eq!(
             lost[0].call_id,
@@ -1148,7 +1188,10 @@ mod tests {
                 .1
         );
         assert_eq!(t.tracked(), 1, "the answered call stays");
-        assert!(t.expire(at(3 * 3600)).is_empty());
-        assert_eq!(t.expire(at(4 * 3600 + 2)).len(), 1);
+        // The timer its driver sleeps on: the answered call's silence limit.
+        let due = t.next_timeout().expect("a tracked call has a deadline");
+        assert!(due > at(4 * 3600) && due <= at(4 * 3600 + 2), "{due}");
+        assert!(expired(&mut t, at(3 * 3600)).is_empty());
+        assert_eq!(expired(&mut t, at(4 * 3600 + 2)).len(), 1);
     }
 }
