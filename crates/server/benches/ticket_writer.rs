@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, Extension, Outcome, Party, Source};
-use fiche_server::tickets::{cards::CardMaker, writer::TicketWriter, CustomerCache};
+use fiche_server::customer_memory::CustomerMemory;
+use fiche_server::tickets::{cards::CardMaker, writer::TicketWriter};
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -94,9 +95,8 @@ fn events(calls: usize) -> Vec<CallEvent> {
 
 async fn run(label: &str, store: fiche_store::Store, events: &[CallEvent], calls: usize) {
     let cards = CardMaker {
-        index: Default::default(),
+        customers: CustomerMemory::default(),
         policy: Default::default(),
-        cache: CustomerCache::default(),
         store: store.clone(),
     };
     let writer = TicketWriter::new(

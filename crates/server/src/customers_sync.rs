@@ -19,15 +19,14 @@
 //! customers or a restart.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+
 use std::time::Duration;
 
-use fiche_matcher::Index;
 use fiche_store::{Customer, CustomerChange, CustomerId, Store, MAX_CHANGES_PAGE};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::tickets::CustomerCache;
+use crate::customer_memory::CustomerMemory;
 
 /// How far back each poll re-reads the change log, in microseconds (30 s).
 pub const OVERLAP: i64 = 30_000_000;
@@ -43,8 +42,7 @@ const KEEP_CHANGES: i64 = 24 * 3600 * 1_000_000;
 /// The poller's state: where the log was last read, and what was applied.
 pub struct CustomersSync {
     store: Store,
-    index: Arc<RwLock<Index>>,
-    cache: CustomerCache,
+    customers: CustomerMemory,
     /// The database clock when the previous poll started (or before the index was
     /// loaded): the next poll reads from there, minus [`OVERLAP`].
     since: i64,
@@ -53,13 +51,12 @@ pub struct CustomersSync {
 }
 
 impl CustomersSync {
-    /// A poller for `index` and `cache`, which were loaded after the database clock
+    /// A poller for `customers`, which were loaded after the database clock
     /// read `clock` ([`Store::customer_changes_clock`]).
-    pub fn new(store: Store, index: Arc<RwLock<Index>>, cache: CustomerCache, clock: i64) -> Self {
+    pub fn new(store: Store, customers: CustomerMemory, clock: i64) -> Self {
         Self {
             store,
-            index,
-            cache,
+            customers,
             since: clock,
             applied: HashMap::new(),
         }
@@ -107,22 +104,7 @@ impl CustomersSync {
     /// Makes the index and the cache hold exactly `customers` for the ids
     /// `first..=last`: those absent were deleted.
     fn apply(&self, first: i64, last: i64, customers: &[Customer]) {
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        let mut found = customers.iter().peekable();
-        for id in first..=last {
-            let matcher_id = fiche_matcher::CustomerId(id);
-            index.remove_customer(matcher_id);
-            match found.next_if(|c| c.id.0 == id) {
-                Some(customer) => {
-                    for phone in &customer.phones {
-                        let number = phone.e164.as_deref().unwrap_or(&phone.raw);
-                        index.insert(matcher_id, number, customer.last_contact_at);
-                    }
-                    self.cache.put(customer);
-                }
-                None => self.cache.remove(CustomerId(id)),
-            }
-        }
+        self.customers.replace_range(first, last, customers);
     }
 
     /// Polls every `interval` until `shutdown`; prunes the log now and then.

@@ -8,6 +8,7 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod cti;
+pub mod customer_memory;
 pub mod customers_sync;
 pub mod http;
 pub mod pipeline;

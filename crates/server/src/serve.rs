@@ -18,7 +18,7 @@ use fiche_pbx::sip::SipTrackerConfig;
 use fiche_pbx::ExtensionPatterns;
 use fiche_store::Store;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
@@ -163,29 +163,24 @@ pub async fn run(
         }
     });
     // Tickets: the pop card from memory, a writer sink, the board's figures.
-    let index = Arc::new(RwLock::new(index));
     let policy = Arc::new(config.numbers.policy());
     // The numbering-plan data loads lazily: without this the first pop waits for it.
     fiche_matcher::warm::warm_up(&policy);
-    let customers = crate::tickets::CustomerCache::default();
-    customers
+    let names = crate::tickets::CustomerCache::default();
+    names
         .load(&store)
         .await
         .context("reading customers' names")?;
+    let customers = crate::customer_memory::CustomerMemory::new(index, names);
     // Customers changed by `fiche import` or by another node reach the index.
     if let Some(interval) = config.customers.sync_interval() {
-        let sync = crate::customers_sync::CustomersSync::new(
-            store.clone(),
-            index.clone(),
-            customers.clone(),
-            sync_clock,
-        );
+        let sync =
+            crate::customers_sync::CustomersSync::new(store.clone(), customers.clone(), sync_clock);
         tasks.spawn(sync.run(interval, shutdown.clone()));
     }
     let cards = crate::tickets::cards::CardMaker {
-        index: index.clone(),
+        customers: customers.clone(),
         policy: policy.clone(),
-        cache: customers.clone(),
         store: store.clone(),
     };
     let (tickets_tx, tickets_rx) = mpsc::channel(crate::tickets::writer::WRITER_QUEUE_CAPACITY);
@@ -250,7 +245,6 @@ pub async fn run(
         live,
         fanout,
         store: store.clone(),
-        index,
         policy,
         customers,
         hub,

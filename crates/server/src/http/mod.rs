@@ -13,12 +13,12 @@ use crate::pipeline::LiveTable;
 use axum::routing::get;
 use axum::{Json, Router};
 use fiche_hub::Hub;
-use fiche_matcher::{Index, Match, NumberKind, NumberPolicy};
+use fiche_matcher::{Match, NumberKind, NumberPolicy};
 use fiche_pbx::driver::ami::AmiCommand;
 use fiche_pbx::CallEvent;
 use fiche_store::{Customer, CustomerId, Store};
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tower_http::services::ServeDir;
 
@@ -31,8 +31,6 @@ pub struct AppState {
     pub fanout: broadcast::Sender<Arc<str>>,
     /// Customers, users, calls and tickets.
     pub store: Store,
-    /// Number → customers, kept current as customers change.
-    pub index: Arc<RwLock<Index>>,
     /// How numbers are normalised.
     pub policy: Arc<NumberPolicy>,
     /// Per-agent websocket routing and the supervisor board.
@@ -41,8 +39,9 @@ pub struct AppState {
     pub events: mpsc::Sender<CallEvent>,
     /// One command queue per configured AMI source (click-to-call).
     pub ami: Arc<Vec<mpsc::Sender<AmiCommand>>>,
-    /// Names, companies and tags of customers, for the first pop card.
-    pub customers: crate::tickets::CustomerCache,
+    /// The customers in memory (number index and names), kept current as
+    /// customers change.
+    pub customers: crate::customer_memory::CustomerMemory,
     /// Sessions, login throttling and each user's open sockets.
     pub auth: Arc<Auth>,
     /// Ticket changes made through the API, for the webhook outbox.
@@ -57,31 +56,17 @@ pub struct AppState {
 impl AppState {
     /// Customers owning `number`, ranked.
     pub fn lookup(&self, number: &NumberKind) -> Vec<Match> {
-        self.index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .lookup(number)
+        self.customers.lookup(number)
     }
 
     /// Puts a created or updated customer's numbers in the index.
     pub fn index_customer(&self, customer: &Customer) {
-        let id = fiche_matcher::CustomerId(customer.id.0);
         self.customers.put(customer);
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        index.remove_customer(id);
-        for phone in &customer.phones {
-            let number = phone.e164.as_deref().unwrap_or(&phone.raw);
-            index.insert(id, number, customer.last_contact_at);
-        }
     }
 
     /// Takes a deleted customer out of the index.
     pub fn unindex_customer(&self, id: CustomerId) {
         self.customers.remove(id);
-        self.index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove_customer(fiche_matcher::CustomerId(id.0));
     }
 }
 

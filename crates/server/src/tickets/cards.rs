@@ -2,12 +2,13 @@
 //! the instant a phone rings, then completed from the store (notes, open
 //! tickets, recent history) and sent again.
 
-use super::{summary, CustomerCache};
+use super::summary;
+use crate::customer_memory::CustomerMemory;
 use fiche_hub::{Card, CustomerCard, CustomerSummary, HistoryItem, Hub};
-use fiche_matcher::{format_display, normalise, Index, NumberKind, NumberPolicy};
+use fiche_matcher::{format_display, normalise, NumberKind, NumberPolicy};
 use fiche_pbx::CallId;
 use fiche_store::{CustomerId, Store};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,12 +62,10 @@ impl CardCompletion {
 /// Builds and completes pop cards.
 #[derive(Clone)]
 pub struct CardMaker {
-    /// Number → customers.
-    pub index: Arc<RwLock<Index>>,
+    /// The customers in memory: number index and names.
+    pub customers: CustomerMemory,
     /// How numbers are read.
     pub policy: Arc<NumberPolicy>,
-    /// Names, companies and tags in memory.
-    pub cache: CustomerCache,
     /// Where the rest of the file lives.
     pub store: Store,
 }
@@ -84,14 +83,10 @@ impl CardMaker {
             NumberKind::Extension(ext) => ext.clone(),
             NumberKind::Invalid(raw) => raw.clone(),
         };
-        let found = self
-            .index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .lookup(&kind);
+        let found = self.customers.lookup(&kind);
         let mut customers = found.iter().map(|m| {
             let id = m.customer_id.0;
-            let cached = self.cache.get(id);
+            let cached = self.customers.cached(id);
             (id, cached)
         });
         let customer = customers.next().map(|(id, cached)| CustomerCard {

@@ -30,7 +30,7 @@ use fiche_store::{
     UserId,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
@@ -181,19 +181,12 @@ impl TicketWriter {
                 if !self.contacts.is_empty() {
                     // Among customers sharing a number, the next pop shows the one
                     // last in touch first, as the index built at start would.
-                    let mut index = self
-                        .cards
-                        .index
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    for (customer, at) in self.contacts.drain(..) {
-                        index.touch(fiche_matcher::CustomerId(customer.0), at);
-                    }
+                    self.cards.customers.touch(self.contacts.drain(..));
                 }
                 for ticket in std::mem::take(&mut self.changed_tickets) {
                     let name = ticket
                         .customer_id
-                        .and_then(|id| self.cards.cache.get(id.0))
+                        .and_then(|id| self.cards.customers.cached(id.0))
                         .map(|c| c.name);
                     let mut summary = summary(&ticket, name);
                     summary.created = self.created_tickets.contains(&ticket.id.0);
@@ -458,7 +451,7 @@ impl TicketWriter {
     fn subject(&self, track: &Track) -> String {
         let who = track
             .customer_id
-            .and_then(|id| self.cards.cache.get(id.0))
+            .and_then(|id| self.cards.customers.cached(id.0))
             .map(|c| c.name)
             .unwrap_or_else(|| track.remote_display.clone());
         match track.direction {
@@ -619,7 +612,7 @@ impl TicketWriter {
     fn subject_target(&self, track: &Track) -> String {
         track
             .customer_id
-            .and_then(|id| self.cards.cache.get(id.0))
+            .and_then(|id| self.cards.customers.cached(id.0))
             .map(|c| c.name)
             .unwrap_or_else(|| track.remote_display.clone())
     }

@@ -490,11 +490,11 @@ async fn supervisors_see_the_figures_move() {
 
 /// One ticket writer over `store`, fed `events`, run until they are all written.
 async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
-    use fiche_server::tickets::{cards::CardMaker, writer::TicketWriter, CustomerCache};
+    use fiche_server::customer_memory::CustomerMemory;
+    use fiche_server::tickets::{cards::CardMaker, writer::TicketWriter};
     let cards = CardMaker {
-        index: Default::default(),
+        customers: CustomerMemory::default(),
         policy: Default::default(),
-        cache: CustomerCache::default(),
         store: store.clone(),
     };
     let writer = TicketWriter::new(
