@@ -12,6 +12,7 @@
 
 use anyhow::{bail, Context};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
+use fiche_e2e::pg::PgSchema;
 use fiche_e2e::testbed::fiche_binary;
 use fiche_e2e::webhook_receiver::{self, Received, TestPki};
 use fiche_pbx::{CallId, Source};
@@ -1169,58 +1170,10 @@ async fn acknowledged_cti_calls_survive_a_crash_on_sqlite() {
     acknowledged_calls_survive_kill_9(&scratch, &database_url(&scratch)).await;
 }
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A PostgreSQL schema of its own, dropped at the end.
-struct PgSchema {
-    server: String,
-    schema: String,
-    url: String,
-}
-
-impl PgSchema {
-    async fn create() -> PgSchema {
-        let server = std::env::var("FICHE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let schema = format!(
-            "e2e_cti_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or_default()
-        );
-        let admin = sqlx::PgPool::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is required ({server}): {e}"));
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let separator = if server.contains('?') { '&' } else { '?' };
-        let url = format!("{server}{separator}options[search_path]={schema}");
-        PgSchema {
-            server,
-            schema,
-            url,
-        }
-    }
-
-    async fn drop_schema(self) {
-        if let Ok(admin) = sqlx::PgPool::connect(&self.server).await {
-            let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
-                .execute(&admin)
-                .await;
-            admin.close().await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn acknowledged_cti_calls_survive_a_crash_on_postgres() {
     let scratch = Scratch::create().unwrap();
-    let schema = PgSchema::create().await;
+    let schema = PgSchema::create("cti").await;
     acknowledged_calls_survive_kill_9(&scratch, &schema.url).await;
     schema.drop_schema().await;
 }

@@ -10,13 +10,13 @@
 
 use anyhow::{bail, Context};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
+use fiche_e2e::pg::PgSchema;
 use fiche_e2e::testbed::fiche_binary;
 use fiche_e2e::{auth, http};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The servers' polling interval in these tests.
 const SYNC_MS: &str = "200";
 /// Bound of the wait for a change to reach the other server (polling is 200 ms;
@@ -24,52 +24,6 @@ const SYNC_MS: &str = "200";
 const SYNC_LIMIT: Duration = Duration::from_secs(20);
 /// Guard against a hung import, in seconds.
 const COMMAND_LIMIT_SECS: u32 = 120;
-
-/// A PostgreSQL schema of its own, dropped at the end.
-struct PgSchema {
-    server: String,
-    schema: String,
-    url: String,
-}
-
-impl PgSchema {
-    async fn create() -> PgSchema {
-        let server = std::env::var("FICHE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let schema = format!(
-            "e2e_sync_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or_default()
-        );
-        let admin = sqlx::PgPool::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is required ({server}): {e}"));
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let separator = if server.contains('?') { '&' } else { '?' };
-        let url = format!("{server}{separator}options[search_path]={schema}");
-        PgSchema {
-            server,
-            schema,
-            url,
-        }
-    }
-
-    async fn drop_schema(self) {
-        if let Ok(admin) = sqlx::PgPool::connect(&self.server).await {
-            let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
-                .execute(&admin)
-                .await;
-            admin.close().await;
-        }
-    }
-}
 
 async fn start(scratch: &Scratch, name: &str, database_url: &str) -> FicheProcess {
     let extra = [
@@ -233,7 +187,7 @@ async fn sqlite_imported_and_deleted_customers_reach_a_running_server() {
 #[tokio::test]
 async fn postgres_imported_and_deleted_customers_reach_every_node() {
     let scratch = Scratch::create().unwrap();
-    let schema = PgSchema::create().await;
+    let schema = PgSchema::create("sync").await;
     imported_and_deleted_customers_reach_a_running_server(&scratch, &schema.url).await;
     schema.drop_schema().await;
 }
