@@ -37,6 +37,8 @@ pub const MAX_OVERFLOWS: u32 = 3;
 
 /// Interval of the heartbeat `ping`; a socket silent for two intervals is dropped.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
+/// Most calls the board holds by default (the server passes `calls.live_max`).
+pub const MAX_CALLS: usize = 10_000;
 
 /// Largest browser message accepted, in bytes; browsers send only small commands.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -50,6 +52,9 @@ pub struct HubConfig {
     pub max_overflows: u32,
     /// Interval of [`Hub::run_heartbeat`]; also the longest a write may take.
     pub ping_every: Duration,
+    /// Most calls the board holds (as `calls.live_max`): a flood of setups
+    /// replaces its own oldest, ended calls go first, answered ones stay.
+    pub max_calls: usize,
 }
 
 impl Default for HubConfig {
@@ -58,6 +63,7 @@ impl Default for HubConfig {
             queue_capacity: QUEUE_CAPACITY,
             max_overflows: MAX_OVERFLOWS,
             ping_every: PING_EVERY,
+            max_calls: MAX_CALLS,
         }
     }
 }
@@ -205,10 +211,14 @@ struct State {
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
+        let calls = LiveCalls::with_max(config.max_calls);
         Self {
             inner: Arc::new(Inner {
                 config,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    calls,
+                    ..State::default()
+                }),
                 closing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -604,6 +614,16 @@ impl State {
         }
     }
 
+    /// A call the board no longer holds (it made way for a new one): its
+    /// card and its place in the per-extension index go with it.
+    fn forget_call(&mut self, id: CallId) {
+        self.meta.remove(&id);
+        self.active_by_extension.retain(|_, ids| {
+            ids.retain(|c| *c != id);
+            !ids.is_empty()
+        });
+    }
+
     fn remove_socket(&mut self, id: ConnectionId) -> Option<Socket> {
         let socket = self.sockets.remove(&id)?;
         socket.queue.close();
@@ -751,7 +771,10 @@ impl State {
             ),
             None => (Vec::new(), Vec::new()),
         };
-        let changed = self.calls.apply(event);
+        let (changed, evicted) = self.calls.apply_evicting(event);
+        if let Some(gone) = evicted {
+            self.forget_call(gone);
+        }
         if !self
             .calls
             .get(&id)

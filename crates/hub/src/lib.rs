@@ -17,8 +17,8 @@ mod pump;
 mod queue;
 
 pub use hub::{
-    Connection, ConnectionId, Hub, HubConfig, HubError, MAX_CLIENT_MESSAGE, MAX_OVERFLOWS,
-    PING_EVERY, QUEUE_CAPACITY,
+    Connection, ConnectionId, Hub, HubConfig, HubError, MAX_CALLS, MAX_CLIENT_MESSAGE,
+    MAX_OVERFLOWS, PING_EVERY, QUEUE_CAPACITY,
 };
 pub use protocol::{
     AgentInfo, AgentState, AgentView, Card, ClientMessage, CustomerCard, CustomerSummary, Figures,

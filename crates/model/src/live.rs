@@ -102,11 +102,12 @@ impl LiveCalls {
         }
     }
 
-    /// Makes room for one call; false when every call is answered and live.
-    /// Linear in the table, and only run once it is full.
-    fn make_room(&mut self) -> bool {
+    /// Makes room for one call: `Ok` with the call that made way, if one had
+    /// to; `Err` when every call is answered and live. Linear in the table,
+    /// and only run once it is full.
+    fn make_room(&mut self) -> Result<Option<CallId>, ()> {
         if self.calls.len() < self.max {
-            return true;
+            return Ok(None);
         }
         let ended = self
             .calls
@@ -123,15 +124,28 @@ impl LiveCalls {
         match ended.or_else(unanswered) {
             Some((_, id)) => {
                 self.calls.remove(&id);
-                true
+                Ok(Some(id))
             }
-            None => false,
+            None => Err(()),
         }
     }
 
     /// Applies one event. Events for a call never started are ignored (a
     /// source always sends `CallStarted` first); returns whether the table changed.
     pub fn apply(&mut self, event: &CallEvent) -> bool {
+        self.apply_evicting(event).0
+    }
+
+    /// [`LiveCalls::apply`], also naming the call that made way for a new one
+    /// when the table was full, so that whoever keeps records per call can
+    /// forget it too.
+    pub fn apply_evicting(&mut self, event: &CallEvent) -> (bool, Option<CallId>) {
+        let mut evicted = None;
+        let changed = self.apply_inner(event, &mut evicted);
+        (changed, evicted)
+    }
+
+    fn apply_inner(&mut self, event: &CallEvent, evicted: &mut Option<CallId>) -> bool {
         if let CallEventKind::CallStarted {
             source_key,
             direction,
@@ -140,8 +154,12 @@ impl LiveCalls {
             diverted_from,
         } = &event.kind
         {
-            if self.calls.contains_key(&event.call_id) || !self.make_room() {
+            if self.calls.contains_key(&event.call_id) {
                 return false;
+            }
+            match self.make_room() {
+                Ok(made_way) => *evicted = made_way,
+                Err(()) => return false,
             }
             let agent_extension = match direction {
                 Direction::Outbound | Direction::Internal => {

@@ -151,6 +151,7 @@ pub async fn run(
 
     let hub = Hub::new(HubConfig {
         ping_every: config.websocket.ping_every(),
+        max_calls: config.calls.live_max,
         ..HubConfig::default()
     });
     // One heartbeat for every hub socket, rather than a timer in each.

@@ -898,3 +898,39 @@ fn unknown_connection_is_a_typed_error() {
     ));
     assert!(hub.resync(conn.id).is_err());
 }
+
+/// A flood of setups never answered cannot grow the board without bound: the
+/// hub holds `max_calls`, the oldest unanswered setup makes way (its card and
+/// its place at the agents' extensions with it), and answered calls stay.
+#[test]
+fn a_flood_of_setups_replaces_itself_on_a_bounded_board() {
+    let hub = Hub::new(HubConfig {
+        max_calls: 3,
+        ..HubConfig::default()
+    });
+    hub.set_agents(directory());
+    hub.publish_call(&inbound("talking", "0611111111"), None);
+    hub.publish_call(&ringing("talking", "201"), Some(card("Dupont")));
+    hub.publish_call(&answered("talking", "201"), None);
+    for i in 0..50 {
+        let key = format!("flood{i}");
+        hub.publish_call(&inbound(&key, "0699999999"), None);
+        hub.publish_call(&ringing(&key, "202"), Some(card("Inconnu")));
+    }
+    let board = hub.visible_calls(&supervisor(9));
+    assert_eq!(board.len(), 3, "the board holds at most max_calls");
+    assert!(
+        board.iter().any(|c| c.id == call_id("talking")),
+        "the answered call stays"
+    );
+    assert!(board.iter().any(|c| c.id == call_id("flood49")));
+    assert!(hub.call(&call_id("flood0")).is_none(), "the oldest setup made way");
+    // 202 sees only the setups the board still holds.
+    let nadia = hub.visible_calls(&agent(2, "202"));
+    assert_eq!(nadia.len(), 2, "{nadia:?}");
+    // A connecting supervisor's snapshot is bounded too.
+    let mut sup = hub.connect(supervisor(9));
+    let snapshot = drain(&mut sup);
+    assert_eq!(snapshot[0]["type"], "snapshot");
+    assert_eq!(snapshot[0]["calls"].as_array().map(Vec::len), Some(3));
+}
