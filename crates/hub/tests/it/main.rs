@@ -924,7 +924,10 @@ fn a_flood_of_setups_replaces_itself_on_a_bounded_board() {
         "the answered call stays"
     );
     assert!(board.iter().any(|c| c.id == call_id("flood49")));
-    assert!(hub.call(&call_id("flood0")).is_none(), "the oldest setup made way");
+    assert!(
+        hub.call(&call_id("flood0")).is_none(),
+        "the oldest setup made way"
+    );
     // 202 sees only the setups the board still holds.
     let nadia = hub.visible_calls(&agent(2, "202"));
     assert_eq!(nadia.len(), 2, "{nadia:?}");
