@@ -276,3 +276,40 @@ async fn a_stopping_server_tells_open_pages_it_is_going_away() {
     let frame = close.expect("a close frame with a code");
     assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
 }
+
+/// The pages are inside the binary: a `fiche` copied alone into an empty
+/// folder, started there with no `FICHE_WEB_ROOT`, serves the login page and
+/// the agent page with their content types.
+#[tokio::test]
+async fn a_binary_copied_alone_serves_its_pages() {
+    let scratch = Scratch::create().expect("scratch folder");
+    let copy = scratch.path().join("fiche");
+    std::fs::copy(
+        fiche_e2e::testbed::fiche_binary().expect("the fiche binary"),
+        &copy,
+    )
+    .expect("copying the binary");
+    let fiche = FicheProcess::start_binary(
+        &copy,
+        &scratch,
+        "alone",
+        &AmiSetup::Toml(String::new()),
+        &[("FICHE_WEB_ROOT", String::new())],
+    )
+    .await
+    .expect("fiche starts from an empty folder");
+    let port = fiche.http_port();
+    let (status, body) = fiche_e2e::http::get(port, "/login.html")
+        .await
+        .expect("GET /login.html");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<html"), "{body}");
+    let (status, body) = fiche_e2e::http::get(port, "/i18n.js")
+        .await
+        .expect("GET /i18n.js");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Taux de réponse"),
+        "the French text is built in"
+    );
+}

@@ -214,6 +214,18 @@ impl FicheProcess {
         ami: &AmiSetup,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_binary(&fiche_binary()?, scratch, name, ami, extra).await
+    }
+
+    /// [`FicheProcess::start`] with another copy of the binary (one copied
+    /// alone into an empty folder, say).
+    pub async fn start_binary(
+        binary: &Path,
+        scratch: &Scratch,
+        name: &str,
+        ami: &AmiSetup,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
         let dir = scratch.path();
         let mut args = Vec::new();
         let mut envs = vec![
@@ -264,8 +276,7 @@ impl FicheProcess {
         envs.extend(extra.iter().cloned());
         args.push("serve".to_owned());
         let log = dir.join(format!("{name}.log"));
-        let mut process =
-            Process::spawn(name, &fiche_binary()?, &args, &envs, dir, &log, FICHE_LIMIT)?;
+        let mut process = Process::spawn(name, binary, &args, &envs, dir, &log, FICHE_LIMIT)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let text = std::fs::read(&log)

@@ -21,9 +21,10 @@ pub struct Config {
     /// Database URL: `sqlite://fiche.db` (embedded default) or `postgres://…` (`FICHE_DATABASE_URL`).
     #[serde(default = "default_database_url")]
     pub database_url: String,
-    /// Folder of the web pages (`FICHE_WEB_ROOT`); defaults to `web-popup` beside the working directory.
-    #[serde(default = "default_web_root")]
-    pub web_root: PathBuf,
+    /// Folder to serve the web pages from instead of the copy inside the
+    /// binary (`FICHE_WEB_ROOT`), for working on the pages without a rebuild.
+    #[serde(default)]
+    pub web_root: Option<PathBuf>,
     /// The HEP listener.
     #[serde(default)]
     pub hep: HepConfig,
@@ -454,9 +455,6 @@ fn default_hep_addr() -> SocketAddr {
 fn default_database_url() -> String {
     "sqlite://fiche.db".to_owned()
 }
-fn default_web_root() -> PathBuf {
-    PathBuf::from("web-popup")
-}
 fn default_allow() -> Vec<IpNet> {
     ["127.0.0.0/8", "::1/128"]
         .iter()
@@ -569,7 +567,7 @@ impl Config {
             self.numbers.default_region = v;
         }
         if let Some(v) = set("FICHE_WEB_ROOT") {
-            self.web_root = PathBuf::from(v);
+            self.web_root = Some(PathBuf::from(v));
         }
         if let Some(v) = set("FICHE_AGENT_EXTENSIONS") {
             self.calls.agent_extensions = v.split_whitespace().map(str::to_owned).collect();

@@ -4,6 +4,7 @@ mod calls;
 mod customers;
 pub mod error;
 mod kpis;
+mod pages;
 mod tickets;
 pub mod users;
 mod ws;
@@ -20,7 +21,6 @@ use fiche_store::{Customer, CustomerId, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-use tower_http::services::ServeDir;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -107,8 +107,8 @@ pub(crate) fn page_limit(limit: u32) -> Result<u32, error::ApiError> {
     Ok(limit)
 }
 
-/// The application: API routes, then the web pages from `web_root`.
-pub fn router(state: AppState, web_root: PathBuf) -> Router {
+/// The application: API routes, then the web pages (built in, or from `web_root`).
+pub fn router(state: AppState, web_root: Option<PathBuf>) -> Router {
     let session = axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_session);
     Router::new()
         .route("/healthz", get(healthz))
@@ -120,7 +120,7 @@ pub fn router(state: AppState, web_root: PathBuf) -> Router {
         .nest("/api", customers::router())
         .merge(calls::router())
         .merge(tickets::router())
-        .fallback_service(ServeDir::new(web_root).append_index_html_on_directories(true))
+        .fallback_service(pages::service(web_root))
         .with_state(state)
         // Last, so that it wraps every route above, whatever order they are added in.
         .layer(session)
