@@ -312,4 +312,24 @@ async fn a_binary_copied_alone_serves_its_pages() {
         body.contains("Taux de réponse"),
         "the French text is built in"
     );
+    // The pages say what they may load, and that nobody may frame them.
+    let (status, headers) = fiche_e2e::http::get_headers(port, "/login.html")
+        .await
+        .expect("GET /login.html");
+    assert_eq!(status, 200);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let csp = header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(header("x-frame-options"), Some("DENY"));
+    assert_eq!(header("referrer-policy"), Some("no-referrer"));
+    assert!(header("content-type").is_some_and(|t| t.starts_with("text/html")));
 }

@@ -52,6 +52,38 @@ pub async fn request_with(
     .with_context(|| format!("{method} {path} timed out"))?
 }
 
+/// `GET http://127.0.0.1:<port><path>`: the status code and the header
+/// lines of the answer (its body read and dropped).
+pub async fn get_headers(port: u16, path: &str) -> anyhow::Result<(u16, Vec<(String, String)>)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.take(MAX_RESPONSE).read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    };
+    let raw = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("GET {path} timed out"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, _)) = text.split_once("\r\n\r\n") else {
+        bail!("no end of headers in {text:?}");
+    };
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers))
+}
+
 async fn send(
     port: u16,
     method: &str,

@@ -110,7 +110,7 @@ pub(crate) fn page_limit(limit: u32) -> Result<u32, error::ApiError> {
 /// The application: API routes, then the web pages (built in, or from `web_root`).
 pub fn router(state: AppState, web_root: Option<PathBuf>) -> Router {
     let session = axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_session);
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/calls/live", get(calls::live))
         .route("/ws", get(ws::upgrade))
@@ -123,7 +123,8 @@ pub fn router(state: AppState, web_root: Option<PathBuf>) -> Router {
         .fallback_service(pages::service(web_root))
         .with_state(state)
         // Last, so that it wraps every route above, whatever order they are added in.
-        .layer(session)
+        .layer(session);
+    pages::security_headers(app)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -17,6 +17,40 @@ use tracing::warn;
 #[folder = "../../web-popup/"]
 struct Pages;
 
+/// What a page may load: its own scripts, styles and images, and its own
+/// server's websocket; no inline script, no framing, no other origin. The
+/// pages render untrusted text (a caller's display name) with text nodes
+/// only; this is the second wall behind that.
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'self'; object-src 'none'";
+
+/// The security headers of every answer (pages and API alike).
+pub(super) fn security_headers<S>(router: axum::Router<S>) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    use axum::http::HeaderValue;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+}
+
 /// The page a request names: `/` and folders are their `index.html`.
 fn page_path(uri: &Uri) -> String {
     let path = uri.path().trim_start_matches('/');
