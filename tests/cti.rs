@@ -531,6 +531,12 @@ async fn cti_requests_become_call_events_and_zammad_replies() {
         log.contains("blocked caller rejected"),
         "the block is logged"
     );
+    // The access log has a line per CTI request, the token replaced.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("fiche::access") && l.contains("/api/v1/cti/<token>")),
+        "CTI requests are in the access log:\n{log}"
+    );
 }
 
 async fn receiver(port: u16) -> (u16, mpsc::UnboundedReceiver<Received>, JoinHandle<()>) {

@@ -276,9 +276,13 @@ pub async fn run(
         state.hub.clone(),
         shutdown.clone(),
     ));
-    // Merged after the session layer: the CTI route has its own token, and no
-    // request logging of the main router sees its path (the token is in it).
-    let app = http::router(state, config.web_root.clone()).merge(crate::cti::router(cti));
+    // Merged after the session layer: the CTI route has its own token. The
+    // access log, outermost, replaces that token in the path it writes.
+    let app = http::router(state, config.web_root.clone())
+        .merge(crate::cti::router(cti))
+        // Outermost, so that every request, the CTI webhook's too, is logged
+        // once (with its token replaced).
+        .layer(axum::middleware::from_fn(http::access_log::log_request));
     // Pops are small frames: Nagle's algorithm would hold one back until the
     // browser acknowledges the previous frame (up to its delayed-ACK time).
     let http_listener = listeners.http.tap_io(|tcp| {

@@ -562,9 +562,13 @@ pub async fn require_session(
     };
     match found {
         Ok(Some((user, digest))) => {
+            let user_id = crate::http::access_log::LoggedUser(user.id);
             request.extensions_mut().insert(user);
             request.extensions_mut().insert(SessionDigest(digest));
-            next.run(request).await
+            let mut response = next.run(request).await;
+            // For the access log, which runs outside this layer.
+            response.extensions_mut().insert(user_id);
+            response
         }
         Ok(None) if page => Redirect::to("/login.html").into_response(),
         Ok(None) => unauthorized(),

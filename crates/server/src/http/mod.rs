@@ -1,5 +1,6 @@
 //! The HTTP surface: health, the live-call API, the websocket and the web pages.
 
+pub mod access_log;
 mod calls;
 mod customers;
 pub mod error;
