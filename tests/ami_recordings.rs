@@ -63,19 +63,31 @@ fn every_recorded_flow_is_tracked_right_by_the_tracker_alone() {
     let mut failures = Vec::new();
     for flow in &flows {
         let events = replay_in_process(flow);
-        match recordings::check(&flow.expect, &events) {
-            Ok(()) => println!("ok   {}", flow.name),
-            Err(why) => {
-                println!("FAIL {}: {why}\n{}", flow.name, show(&events));
-                failures.push(format!("{}: {why}", flow.name));
-            }
+        let verdict = recordings::check(&flow.expect, &events);
+        record(&mut failures, flow, verdict, || show(&events));
+    }
+    conclude(flows.len(), &failures);
+}
+
+/// Prints a flow's verdict, with `details` when it is wrong, and keeps the failure.
+fn record(
+    failures: &mut Vec<String>,
+    flow: &Flow,
+    verdict: Result<(), String>,
+    details: impl FnOnce() -> String,
+) {
+    match verdict {
+        Ok(()) => println!("ok   {}", flow.name),
+        Err(why) => {
+            println!("FAIL {}: {why}\n{}", flow.name, details());
+            failures.push(format!("{}: {why}", flow.name));
         }
     }
-    println!(
-        "{} of {} flows right",
-        flows.len() - failures.len(),
-        flows.len()
-    );
+}
+
+/// How many flows were right; fails the test when one was not.
+fn conclude(flows: usize, failures: &[String]) {
+    println!("{} of {flows} flows right", flows - failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -266,25 +278,15 @@ async fn every_flow_through_the_binary(pace: Pace) {
         };
         let verdict =
             recordings::check(&flow.expect, &seen.events).and_then(|()| check_live(&seen));
-        match verdict {
-            Ok(()) => println!("ok   {}", flow.name),
-            Err(why) => {
-                println!(
-                    "FAIL {}: {why}\n--- events:\n{}\n--- fiche log (tail):\n{}",
-                    flow.name,
-                    show(&seen.events),
-                    seen.log
-                );
-                failures.push(format!("{}: {why}", flow.name));
-            }
-        }
+        record(&mut failures, flow, verdict, || {
+            format!(
+                "--- events:\n{}\n--- fiche log (tail):\n{}",
+                show(&seen.events),
+                seen.log
+            )
+        });
     }
-    println!(
-        "{} of {} flows right",
-        flows.len() - failures.len(),
-        flows.len()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    conclude(flows.len(), &failures);
 }
 
 #[tokio::test]

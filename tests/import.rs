@@ -8,13 +8,13 @@
 //! `FICHE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
 //! is required: each run gets a schema of its own, dropped afterwards.
 
+use fiche_e2e::pg::PgSchema;
 use fiche_e2e::testbed::fiche_binary;
 use fiche_import::{ImportedCustomer, Options};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Guard against a hung command, in seconds (not a speed assertion).
 const COMMAND_LIMIT_SECS: u32 = 600;
 
@@ -162,8 +162,8 @@ fn write_cp1252(path: &Path, text: &str) {
 struct Db {
     url: String,
     dir: tempfile::TempDir,
-    /// PostgreSQL: (server URL, schema) to drop when the test ends, passed or failed.
-    schema: Option<(String, String)>,
+    /// PostgreSQL: the schema to drop when the test ends, passed or failed.
+    schema: Option<PgSchema>,
 }
 
 impl Db {
@@ -177,29 +177,11 @@ impl Db {
     }
 
     async fn postgres() -> Db {
-        let server = std::env::var("FICHE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let schema = format!(
-            "e2e_import_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        let admin = sqlx::PgPool::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is required ({server}): {e}"));
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let separator = if server.contains('?') { '&' } else { '?' };
+        let schema = PgSchema::create("import").await;
         Db {
-            url: format!("{server}{separator}options[search_path]={schema}"),
+            url: schema.url.clone(),
             dir: tempfile::tempdir().unwrap(),
-            schema: Some((server, schema)),
+            schema: Some(schema),
         }
     }
 
@@ -272,7 +254,7 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         // Also after a failed assertion; async work needs a runtime of its own here.
-        let Some((server, schema)) = self.schema.take() else {
+        let Some(schema) = self.schema.take() else {
             return;
         };
         let _ = std::thread::spawn(move || {
@@ -280,14 +262,7 @@ impl Drop for Db {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = sqlx::PgPool::connect(&server).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                        .execute(&admin)
-                        .await;
-                    admin.close().await;
-                }
-            });
+            runtime.block_on(schema.drop_schema());
         })
         .join();
     }
