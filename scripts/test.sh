@@ -49,6 +49,12 @@ for crate in fiche-store fiche-hub fiche-model; do
   fi
 done
 
+step "the session service knows no HTTP (no axum, no http module in crates/server/src/auth)"
+if grep -rnE 'axum|crate::http' crates/server/src/auth ; then
+  echo "crates/server/src/auth uses HTTP types: they belong in http/session.rs" >&2
+  exit 1
+fi
+
 step "build the fiche binary for the end-to-end suites"
 cargo build -p fiche-server --locked
 

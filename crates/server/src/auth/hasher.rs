@@ -8,7 +8,6 @@
 //! keep up with waits in a bounded queue; when the queue is full the caller is
 //! answered 503 at once, never queued without bound.
 
-use crate::http::error::ApiError;
 use fiche_store::{HashMemory, PasswordHash, StoreError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -26,7 +25,7 @@ pub(crate) const QUEUE_CAPACITY: usize = 256;
 
 /// Why a password could not be hashed or checked.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum HashError {
+pub enum HashError {
     /// Every worker is busy and the queue is full: retry shortly.
     #[error(
         "trop de connexions en cours, réessayez dans un instant / \
@@ -39,16 +38,6 @@ pub(crate) enum HashError {
     /// The password is not acceptable (empty, too long).
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<HashError> for ApiError {
-    fn from(error: HashError) -> Self {
-        match error {
-            HashError::Busy => ApiError::Busy(error.to_string()),
-            HashError::Stopped => ApiError::Internal(error.into()),
-            HashError::Store(error) => error.into(),
-        }
-    }
 }
 
 enum Job {
@@ -252,12 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn busy_is_a_503_in_french_first() {
-        let response = axum::response::IntoResponse::into_response(ApiError::from(HashError::Busy));
-        assert_eq!(
-            response.status(),
-            axum::http::StatusCode::SERVICE_UNAVAILABLE
-        );
+    fn busy_says_so_in_french_first() {
         assert!(HashError::Busy
             .to_string()
             .starts_with("trop de connexions"));

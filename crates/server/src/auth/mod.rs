@@ -1,6 +1,8 @@
-//! Who is calling: login sessions (cookie `fiche_session` or `Authorization: Bearer`),
-//! the [`CurrentUser`] extractor with its role checks, the layer that refuses every
-//! route but the public ones without a session, and the first-run admin account.
+//! Who is calling, as a service with no HTTP in it: logging in (failure limits per
+//! login and per client, password checks on the hasher's threads), sessions, the
+//! [`CurrentUser`] with its role checks, the websockets open under each session, and
+//! the first-run admin account. The HTTP side (reading the token from a cookie or a
+//! header, the layer in front of every route, the login routes) is `http::session`.
 //!
 //! A session token is 32 random bytes (base64url); the store keeps only its SHA-256,
 //! so a copy of the database cannot be used to log in. Sessions slide: each use
@@ -10,28 +12,20 @@
 mod first_run;
 pub(crate) mod hasher;
 mod limiter;
-pub(crate) mod login;
 
 pub use first_run::ensure_first_admin;
 pub use limiter::{KnownClients, Limiter};
 
-use crate::http::error::ApiError;
-use crate::http::AppState;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
 use fiche_hub::ConnectionId;
-use fiche_store::{Role, Store, UserId};
+use fiche_store::{Role, Store, StoreError, UserId};
+use hasher::{hasher, HashError};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -48,6 +42,8 @@ const TOUCH_EVERY: Duration = Duration::from_secs(300);
 const CACHE_FOR: Duration = Duration::from_secs(5);
 /// Most cached sessions; beyond, the cache is emptied (it only saves queries).
 const MAX_CACHED: usize = 50_000;
+/// Longest login accepted before any lookup.
+const MAX_LOGIN_CHARS: usize = 128;
 /// Length of a token's text (32 bytes in base64url without padding).
 const TOKEN_CHARS: usize = 43;
 /// Most websockets open at once; beyond, upgrades are answered 503.
@@ -104,6 +100,29 @@ impl AuthConfig {
     }
 }
 
+/// Why a login, or an action, was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown login or wrong password (never says which).
+    #[error("bad login or password")]
+    BadCredentials,
+    /// The password is right but the account is disabled.
+    #[error("account disabled")]
+    Disabled,
+    /// Too many failures for this login or client: retry after the wait.
+    #[error("too many failed logins, retry in {} s", .0.as_secs().max(1))]
+    Blocked(Duration),
+    /// The user's role does not allow the action.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The password could not be checked (workers saturated or stopped).
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The authenticated user of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CurrentUser {
@@ -120,19 +139,19 @@ pub struct CurrentUser {
 }
 
 impl CurrentUser {
-    /// Ok for supervisors and admins, else 403.
-    pub fn require_supervisor(&self) -> Result<(), ApiError> {
+    /// Ok for supervisors and admins, else [`AuthError::Forbidden`].
+    pub fn require_supervisor(&self) -> Result<(), AuthError> {
         match self.role {
             Role::Supervisor | Role::Admin => Ok(()),
-            Role::Agent => Err(ApiError::Forbidden("supervisors only".into())),
+            Role::Agent => Err(AuthError::Forbidden("supervisors only")),
         }
     }
 
-    /// Ok for admins, else 403.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    /// Ok for admins, else [`AuthError::Forbidden`].
+    pub fn require_admin(&self) -> Result<(), AuthError> {
         match self.role {
             Role::Admin => Ok(()),
-            _ => Err(ApiError::Forbidden("admins only".into())),
+            _ => Err(AuthError::Forbidden("admins only")),
         }
     }
 
@@ -149,7 +168,7 @@ impl CurrentUser {
         }
     }
 
-    fn from_user(user: fiche_store::User) -> Self {
+    pub(crate) fn from_user(user: fiche_store::User) -> Self {
         Self {
             id: user.id.0,
             login: user.login,
@@ -239,9 +258,9 @@ impl Auth {
         self
     }
 
-    /// The client behind a connection from `peer`: see [`client_address`].
-    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        client_address(peer, headers, &self.trusted_proxies)
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub(crate) fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.trusted_proxies
     }
 
     /// Session lifetime.
@@ -249,8 +268,81 @@ impl Auth {
         self.ttl
     }
 
+    /// Checks `login` and `password`, counting failures per login and per
+    /// `client` (a client address, when known), and opens a session. Returns the
+    /// user and the token to hand to the client.
+    pub async fn log_in(
+        &self,
+        store: &Store,
+        login: &str,
+        password: String,
+        client: Option<&str>,
+    ) -> Result<(fiche_store::User, String), AuthError> {
+        let login_key = login.trim().to_lowercase();
+        if login_key.is_empty() || login_key.chars().count() > MAX_LOGIN_CHARS {
+            return Err(AuthError::BadCredentials);
+        }
+        let now = Instant::now();
+        // A client's block spares the logins that already succeeded from it: one
+        // office address, where someone keeps failing, must not lock everyone out.
+        let client_blocked = client.and_then(|key| {
+            if self.known_clients.knows(key, &login_key, now) {
+                None
+            } else {
+                self.per_address.blocked(key, now)
+            }
+        });
+        let blocked = self
+            .per_login
+            .blocked(&login_key, now)
+            .into_iter()
+            .chain(client_blocked)
+            .max();
+        if let Some(wait) = blocked {
+            return Err(AuthError::Blocked(wait));
+        }
+
+        let found = store.user_password(&login_key).await?;
+        let (user, hash) = found.map_or((None, None), |(user, hash)| (Some(user), Some(hash)));
+        // An unknown login is checked against a dummy hash: the answer takes as long.
+        let valid = match hasher().verify(hash, password).await {
+            Ok(valid) => valid,
+            Err(HashError::Busy) => {
+                hasher::note_busy();
+                return Err(HashError::Busy.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let user = match user {
+            Some(user) if valid && !user.disabled => user,
+            Some(user) if valid => {
+                tracing::info!(login = ?user.login, "login refused: account disabled");
+                return Err(AuthError::Disabled);
+            }
+            _ => {
+                let later = Instant::now();
+                self.per_login.fail(&login_key, later);
+                if let Some(key) = client {
+                    self.per_address.fail(key, later);
+                }
+                tracing::warn!(login = ?login_key, address = ?client, "failed login");
+                return Err(AuthError::BadCredentials);
+            }
+        };
+        self.per_login.clear(&login_key);
+        if let Some(key) = client {
+            self.known_clients.remember(key, &login_key, Instant::now());
+        }
+        let token = self.open_session(store, user.id).await?;
+        if let Err(error) = store.delete_expired_sessions(Utc::now()).await {
+            tracing::warn!(%error, "could not purge expired sessions");
+        }
+        tracing::info!(login = ?user.login, "logged in");
+        Ok((user, token))
+    }
+
     /// Opens a session for `user`; returns the token to hand to the client.
-    pub async fn open_session(&self, store: &Store, user: UserId) -> Result<String, ApiError> {
+    pub async fn open_session(&self, store: &Store, user: UserId) -> Result<String, StoreError> {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let token = URL_SAFE_NO_PAD.encode(bytes);
@@ -264,7 +356,7 @@ impl Auth {
         &self,
         store: &Store,
         token: &str,
-    ) -> Result<Option<(CurrentUser, String)>, ApiError> {
+    ) -> Result<Option<(CurrentUser, String)>, StoreError> {
         if token.len() != TOKEN_CHARS || URL_SAFE_NO_PAD.decode(token).is_err() {
             return Ok(None);
         }
@@ -283,7 +375,7 @@ impl Auth {
         let user = match store.get_user(session.user_id).await {
             Ok(user) => user,
             Err(fiche_store::StoreError::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(error),
         };
         if user.disabled {
             self.cache().remove(&digest);
@@ -314,7 +406,7 @@ impl Auth {
         store: &Store,
         hub: &fiche_hub::Hub,
         digest: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         self.cache().remove(digest);
         store.delete_session(digest).await?;
         let Some(key) = SessionKey::from_hex(digest) else {
@@ -460,239 +552,9 @@ fn digest(token: &str) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The session token a request carries: `Authorization: Bearer`, else the cookie.
-pub(crate) fn request_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        return value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim);
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE).then_some(value.trim())
-        })
-}
-
-/// The client of a request that came from `peer`. When `peer` is a trusted
-/// proxy, `X-Forwarded-For` (each proxy appends the address it got the request
-/// from) is read from the right: the first address that is not itself a
-/// trusted proxy is the client. A value that is not an address stops the walk
-/// at the last address believed. From any other peer the header is ignored: a
-/// client could write anything in it.
-pub(crate) fn client_address(
-    peer: IpAddr,
-    headers: &HeaderMap,
-    trusted: &[ipnet::IpNet],
-) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let mut client = peer.to_canonical();
-    if !is_trusted(&client) {
-        return client;
-    }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .collect();
-    for hop in hops.iter().rev() {
-        let parsed = hop
-            .parse::<IpAddr>()
-            .or_else(|_| hop.parse::<std::net::SocketAddr>().map(|a| a.ip()));
-        let Ok(ip) = parsed else {
-            break;
-        };
-        client = ip.to_canonical();
-        if !is_trusted(&client) {
-            break;
-        }
-    }
-    client
-}
-
-/// Whether the client reached us over TLS (directly or through a proxy that says so).
-pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
-}
-
-/// Routes reachable without a session. The login and CTI routes are public
-/// whatever the method, so that a wrong method is answered 405 by the router.
-fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/login.html" | "/login.js" | "/style.css" | "/i18n.js" | "/favicon.ico"
-    ) || path == "/api/login"
-        || path.starts_with("/api/v1/cti/")
-}
-
-/// Pages that send an unauthenticated browser to the login page.
-fn is_page(path: &str) -> bool {
-    matches!(path, "/" | "/index.html" | "/board.html")
-}
-
-/// The layer in front of every route: public routes pass; the others need a live
-/// session, whose user is then available to handlers as [`CurrentUser`].
-pub async fn require_session(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    if is_public(path) {
-        return next.run(request).await;
-    }
-    let page = is_page(path);
-    let found = match request_token(request.headers()) {
-        Some(token) => {
-            let token = token.to_owned();
-            state.auth.authenticate(&state.store, &token).await
-        }
-        None => Ok(None),
-    };
-    match found {
-        Ok(Some((user, digest))) => {
-            let user_id = crate::http::access_log::LoggedUser(user.id);
-            request.extensions_mut().insert(user);
-            request.extensions_mut().insert(SessionDigest(digest));
-            let mut response = next.run(request).await;
-            // For the access log, which runs outside this layer.
-            response.extensions_mut().insert(user_id);
-            response
-        }
-        Ok(None) if page => Redirect::to("/login.html").into_response(),
-        Ok(None) => unauthorized(),
-        Err(error) => error.into_response(),
-    }
-}
-
-fn unauthorized() -> Response {
-    ApiError::Unauthorized("login required".into()).into_response()
-}
-
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(user) = parts.extensions.get::<CurrentUser>() {
-            return Ok(user.clone());
-        }
-        let token = request_token(&parts.headers)
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::Unauthorized("login required".into()))?;
-        match state.auth.authenticate(&state.store, &token).await? {
-            Some((user, digest)) => {
-                parts.extensions.insert(SessionDigest(digest));
-                Ok(user)
-            }
-            None => Err(ApiError::Unauthorized("login required".into())),
-        }
-    }
-}
-
-/// `Set-Cookie` value opening (or, with `None`, clearing) the session cookie.
-pub(crate) fn session_cookie(token: Option<&str>, ttl: Duration, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    match token {
-        Some(token) => format!(
-            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-            ttl.as_secs()
-        ),
-        None => format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"),
-    }
-}
-
-/// A 429 answer with `Retry-After`.
-pub(crate) fn too_many(wait: Duration) -> Response {
-    let secs = wait.as_secs().max(1);
-    let mut response =
-        ApiError::TooManyRequests(format!("too many failed logins, retry in {secs} s"))
-            .into_response();
-    if let Ok(value) = secs.to_string().parse() {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_token_comes_from_the_bearer_header_or_the_cookie() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            "a=b; fiche_session=tok1; c=d".parse().unwrap(),
-        );
-        assert_eq!(request_token(&headers), Some("tok1"));
-        headers.insert(header::AUTHORIZATION, "Bearer tok2".parse().unwrap());
-        assert_eq!(request_token(&headers), Some("tok2"));
-        assert_eq!(request_token(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn only_login_health_and_cti_are_public() {
-        assert!(is_public("/healthz"));
-        assert!(is_public("/api/login"));
-        assert!(is_public("/api/v1/cti/abc"));
-        assert!(is_public("/login.html"));
-        // Any method: the router answers 405 for the ones these routes lack.
-        assert!(is_public("/api/login"));
-        assert!(!is_public("/api/calls/live"));
-        assert!(!is_public("/ws"));
-        assert!(!is_public("/app.js"));
-        assert!(!is_public("/"));
-    }
-
-    #[test]
-    fn the_client_is_read_from_x_forwarded_for_only_behind_a_trusted_proxy() {
-        let trusted: Vec<ipnet::IpNet> = vec![
-            "127.0.0.1/32".parse().unwrap(),
-            "10.0.0.0/8".parse().unwrap(),
-        ];
-        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
-        let table = [
-            // (peer, X-Forwarded-For, client)
-            ("192.0.2.1", None, "192.0.2.1"),
-            ("192.0.2.1", Some("203.0.113.7"), "192.0.2.1"),
-            ("127.0.0.1", None, "127.0.0.1"),
-            ("127.0.0.1", Some("203.0.113.7"), "203.0.113.7"),
-            (
-                "127.0.0.1",
-                Some("198.51.100.1, 203.0.113.7"),
-                "203.0.113.7",
-            ),
-            ("127.0.0.1", Some("203.0.113.7, 10.1.2.3"), "203.0.113.7"),
-            ("127.0.0.1", Some("203.0.113.7:5000"), "203.0.113.7"),
-            ("127.0.0.1", Some("[2001:db8::1]:443"), "2001:db8::1"),
-            ("127.0.0.1", Some("203.0.113.7, unknown"), "127.0.0.1"),
-            ("127.0.0.1", Some("unknown, 10.1.2.3"), "10.1.2.3"),
-            ("::ffff:127.0.0.1", Some("203.0.113.9"), "203.0.113.9"),
-        ];
-        for (peer, forwarded, client) in table {
-            let mut headers = HeaderMap::new();
-            if let Some(value) = forwarded {
-                headers.insert("x-forwarded-for", value.parse().unwrap());
-            }
-            assert_eq!(
-                client_address(ip(peer), &headers, &trusted),
-                ip(client),
-                "{peer} {forwarded:?}"
-            );
-        }
-    }
 
     #[test]
     fn digests_are_hex_sha256() {

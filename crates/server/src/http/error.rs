@@ -1,6 +1,8 @@
 //! The HTTP API's error: JSON `{"error": {"code", "field", "message"}}` with the
 //! right status. Internal errors are logged and never leaked to the client.
 
+use crate::auth::hasher::HashError;
+use crate::auth::AuthError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,6 +49,30 @@ pub enum ApiError {
     /// Anything else: logged, answered with a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::Busy => ApiError::Busy(error.to_string()),
+            HashError::Stopped => ApiError::Internal(error.into()),
+            HashError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::BadCredentials | AuthError::Disabled => {
+                ApiError::Unauthorized(error.to_string())
+            }
+            AuthError::Blocked(_) => ApiError::TooManyRequests(error.to_string()),
+            AuthError::Forbidden(why) => ApiError::Forbidden(why.into()),
+            AuthError::Hash(error) => error.into(),
+            AuthError::Store(error) => error.into(),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,7 @@ mod customers;
 pub mod error;
 mod kpis;
 mod pages;
+pub(crate) mod session;
 mod tickets;
 pub mod users;
 mod ws;
@@ -110,13 +111,13 @@ pub(crate) fn page_limit(limit: u32) -> Result<u32, error::ApiError> {
 
 /// The application: API routes, then the web pages (built in, or from `web_root`).
 pub fn router(state: AppState, web_root: Option<PathBuf>) -> Router {
-    let session = axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_session);
+    let session = axum::middleware::from_fn_with_state(state.clone(), session::require_session);
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/calls/live", get(calls::live))
         .route("/ws", get(ws::upgrade))
         .route("/ws/events", get(ws::upgrade_events))
-        .nest("/api", crate::auth::login::router())
+        .nest("/api", session::router())
         .nest("/api", users::router())
         .nest("/api", customers::router())
         .merge(calls::router())
