@@ -525,6 +525,18 @@ impl Hub {
         self.state().calls.get(id).cloned()
     }
 
+    /// Whether the live table holds this call.
+    pub fn has_call(&self, id: &CallId) -> bool {
+        self.state().calls.get(id).is_some()
+    }
+
+    /// How many calls the live table holds, and at most `limit` of them, oldest
+    /// first, after skipping `offset` (supervisors' `/api/calls/live`).
+    pub fn page_calls(&self, offset: usize, limit: usize) -> (usize, Vec<LiveCall>) {
+        let state = self.state();
+        (state.calls.len(), state.calls.page(offset, limit))
+    }
+
     /// The calls a socket of `viewer` is shown in its snapshot, oldest first:
     /// every known call for supervisors and admins, the calls ringing at or
     /// handled at the viewer's extensions for agents. `/api/calls/live` answers

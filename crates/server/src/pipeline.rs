@@ -14,10 +14,10 @@
 use crate::tickets::cards::{CardCompletion, CardMaker};
 use chrono::Utc;
 use fiche_hub::Hub;
-use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction, LiveCall, LiveCalls};
+use fiche_pbx::{CallEvent, CallEventKind, CallId, Direction};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -175,56 +175,6 @@ impl LogBudget {
     }
 }
 
-/// The shared live-call table.
-#[derive(Debug, Clone, Default)]
-pub struct LiveTable(Arc<RwLock<LiveCalls>>);
-
-impl LiveTable {
-    /// An empty table of at most `max` calls (see [`LiveCalls::with_max`]).
-    pub fn with_max(max: usize) -> Self {
-        Self(Arc::new(RwLock::new(LiveCalls::with_max(max))))
-    }
-
-    /// How many calls the table holds, and at most `limit` of them, oldest
-    /// first, after skipping `offset`.
-    pub fn page(&self, offset: usize, limit: usize) -> (usize, Vec<LiveCall>) {
-        let table = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        (table.len(), table.page(offset, limit))
-    }
-
-    /// Every call in the table, oldest first.
-    pub fn snapshot(&self) -> Vec<LiveCall> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot()
-    }
-
-    /// One call, if in the table.
-    pub fn get(&self, id: &CallId) -> Option<LiveCall> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
-    }
-
-    fn apply(&self, event: &CallEvent) -> bool {
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .apply(event)
-    }
-
-    fn prune(&self, linger: Duration) -> usize {
-        let cutoff = Utc::now() - chrono::Duration::from_std(linger).unwrap_or_default();
-        self.0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .prune(cutoff)
-    }
-}
-
 /// Where each event goes after the live table.
 pub struct Outputs {
     /// Every call event as JSON (the raw event stream).
@@ -248,7 +198,6 @@ pub struct Outputs {
 pub async fn run(
     mut events: mpsc::Receiver<CallEvent>,
     mut acknowledged: mpsc::Receiver<Acknowledged>,
-    table: LiveTable,
     mut outputs: Outputs,
     ended_linger: Duration,
     shutdown: CancellationToken,
@@ -261,27 +210,26 @@ pub async fn run(
     while events_open || acknowledged_open {
         tokio::select! {
             event = events.recv(), if events_open => match event {
-                Some(event) => handle(event, None, &table, &mut outputs, (&mut carded, &mut budget)).await,
+                Some(event) => handle(event, None, &mut outputs, (&mut carded, &mut budget)).await,
                 None => events_open = false,
             },
             item = acknowledged.recv(), if acknowledged_open => match item {
-                Some(item) => handle_acknowledged(item, &table, &mut outputs, (&mut carded, &mut budget)).await,
+                Some(item) => handle_acknowledged(item, &mut outputs, (&mut carded, &mut budget)).await,
                 None => acknowledged_open = false,
             },
             _ = prune.tick() => {
-                table.prune(ended_linger);
                 let cutoff = Utc::now() - chrono::Duration::from_std(ended_linger).unwrap_or_default();
                 outputs.hub.prune(cutoff);
-                carded.retain(|id| table.get(id).is_some());
+                carded.retain(|id| outputs.hub.has_call(id));
             }
             () = shutdown.cancelled() => {
                 events.close();
                 acknowledged.close();
                 while let Some(event) = events.recv().await {
-                    handle(event, None, &table, &mut outputs, (&mut carded, &mut budget)).await;
+                    handle(event, None, &mut outputs, (&mut carded, &mut budget)).await;
                 }
                 while let Some(item) = acknowledged.recv().await {
-                    handle_acknowledged(item, &table, &mut outputs, (&mut carded, &mut budget)).await;
+                    handle_acknowledged(item, &mut outputs, (&mut carded, &mut budget)).await;
                 }
                 return;
             }
@@ -295,20 +243,12 @@ type Memory<'a> = (&'a mut HashSet<CallId>, &'a mut LogBudget);
 
 async fn handle_acknowledged(
     item: Acknowledged,
-    table: &LiveTable,
     outputs: &mut Outputs,
     (carded, budget): Memory<'_>,
 ) {
     let Acknowledged { events, receipt } = item;
     for event in events {
-        handle(
-            event,
-            Some(&receipt),
-            table,
-            outputs,
-            (&mut *carded, &mut *budget),
-        )
-        .await;
+        handle(event, Some(&receipt), outputs, (&mut *carded, &mut *budget)).await;
     }
     // The pipeline's own part: each sink holds a clone until its write is
     // durable. A request that reported nothing new (a repeated hangup) is
@@ -319,7 +259,6 @@ async fn handle_acknowledged(
 async fn handle(
     event: CallEvent,
     receipt: Option<&Receipt>,
-    table: &LiveTable,
     outputs: &mut Outputs,
     (carded, budget): Memory<'_>,
 ) {
@@ -340,11 +279,12 @@ async fn handle(
         CallEventKind::Ended { outcome, cause } => info!(?outcome, cause = ?cause, "call ended"),
         other => info!(event = other.name(), "call event"),
     }
-    table.apply(&event);
     // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
+    // The card is made from the call as the hub's live table holds it, which
+    // knows the call since its `CallStarted`; the hub applies this event below.
     let card = match (&event.kind, &outputs.cards) {
         (CallEventKind::Ringing { .. }, Some(cards)) if !carded.contains(&event.call_id) => {
-            table.get(&event.call_id).map(|call| {
+            outputs.hub.call(&event.call_id).map(|call| {
                 let remote = match call.direction {
                     Direction::Outbound => &call.callee,
                     _ => &call.caller,

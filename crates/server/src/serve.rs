@@ -4,7 +4,7 @@
 use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
 use crate::pipeline::{
-    self, LiveTable, Outputs, ACKNOWLEDGED_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY,
+    self, Outputs, ACKNOWLEDGED_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY, FANOUT_CAPACITY,
 };
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -95,7 +95,6 @@ pub async fn run(
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (acknowledged_tx, acknowledged_rx) = mpsc::channel(ACKNOWLEDGED_QUEUE_CAPACITY);
     let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-    let live = LiveTable::with_max(config.calls.live_max);
 
     // Phone-system sources.
     let filter = Arc::new(HepFilter {
@@ -227,7 +226,6 @@ pub async fn run(
     tasks.spawn(pipeline::run(
         events_rx,
         acknowledged_rx,
-        live.clone(),
         outputs,
         config.calls.ended_linger(),
         shutdown.clone(),
@@ -243,7 +241,6 @@ pub async fn run(
     let sockets = TaskTracker::new();
     let hub_for_shutdown = hub.clone();
     let state = AppState {
-        live,
         fanout,
         store: store.clone(),
         policy,

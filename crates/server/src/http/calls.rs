@@ -53,7 +53,7 @@ pub(super) async fn live(
         });
     }
     let (total, page): (usize, Vec<LiveCall>) = if crate::authz::sees_everything(&user) {
-        state.live.page(params.offset, limit)
+        state.hub.page_calls(params.offset, limit)
     } else {
         let visible = state.hub.visible_calls(&user.viewer());
         let total = visible.len();

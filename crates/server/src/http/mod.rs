@@ -12,7 +12,6 @@ pub mod users;
 mod ws;
 
 use crate::auth::Auth;
-use crate::pipeline::LiveTable;
 use axum::routing::get;
 use axum::{Json, Router};
 use fiche_hub::Hub;
@@ -27,8 +26,6 @@ use tokio::sync::{broadcast, mpsc};
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The live-call table the pipeline maintains.
-    pub live: LiveTable,
     /// Every call event as JSON, for the websocket.
     pub fanout: broadcast::Sender<Arc<str>>,
     /// Customers, users, calls and tickets.

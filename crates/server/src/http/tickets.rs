@@ -442,7 +442,7 @@ async fn save_for_call(
     // Only calls that exist (ringing now, or stored), and, for an agent, only
     // the calls that concern her: a save on a colleague's ringing call would
     // otherwise land on the colleague's ticket, or pre-close its callback.
-    let live = state.live.get(&call_id);
+    let live = state.hub.call(&call_id);
     let logged = match live {
         Some(_) => None,
         None => Some(
