@@ -15,6 +15,7 @@ mod hub;
 pub mod protocol;
 mod pump;
 mod queue;
+mod routing;
 
 pub use hub::{
     Connection, ConnectionId, Hub, HubConfig, HubError, MAX_CALLS, MAX_CLIENT_MESSAGE,

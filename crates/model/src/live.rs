@@ -226,10 +226,13 @@ impl LiveCalls {
                     let Some(extension) = extension else {
                         return false;
                     };
-                    if call.agent_extension.as_ref() == Some(extension) {
-                        return false;
-                    }
+                    let was_ringing = !call.ringing_extensions.is_empty();
                     call.ringing_extensions.clear();
+                    // A blind transfer names its target before the target's
+                    // phone rings: its answer ends that ringing.
+                    if call.agent_extension.as_ref() == Some(extension) {
+                        return was_ringing;
+                    }
                     if call.direction == Direction::Inbound || call.agent_extension.is_some() {
                         call.agent_extension = Some(extension.clone());
                     }
@@ -414,6 +417,55 @@ mod tests {
         assert_eq!(t.prune(at(9)), 0);
         assert_eq!(t.prune(at(10)), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_blind_transfer_target_stops_ringing_when_she_answers() {
+        let mut t = LiveCalls::new();
+        let id = CallId::from_source_key(Source::Hep, "c1");
+        t.apply(&started());
+        t.apply(&ev(
+            1,
+            CallEventKind::Ringing {
+                extension: ext("202"),
+            },
+        ));
+        t.apply(&ev(
+            2,
+            CallEventKind::Answered {
+                extension: Some(ext("202")),
+            },
+        ));
+        t.apply(&ev(
+            3,
+            CallEventKind::Transferred(Transfer {
+                kind: crate::call::TransferKind::Blind,
+                by: Some(ext("202")),
+                transferee: None,
+                to: Some(ext("203")),
+            }),
+        ));
+        t.apply(&ev(
+            4,
+            CallEventKind::Ringing {
+                extension: ext("203"),
+            },
+        ));
+        assert!(t.apply(&ev(
+            5,
+            CallEventKind::Answered {
+                extension: Some(ext("203"))
+            }
+        )));
+        let call = t.get(&id).cloned().unwrap();
+        assert!(call.ringing_extensions.is_empty(), "{call:?}");
+        assert_eq!(call.agent_extension.as_deref(), Some("203"));
+        assert!(!t.apply(&ev(
+            6,
+            CallEventKind::Answered {
+                extension: Some(ext("203"))
+            }
+        )));
     }
 
     #[test]

@@ -13,18 +13,20 @@
 //! socket.
 
 use crate::protocol::{
-    AgentInfo, AgentState, AgentView, Body, CallCard, Card, Figures, Frame, ServerMessage,
-    Snapshot, TicketSummary, Viewer,
+    AgentInfo, AgentView, Body, CallCard, Card, Figures, Frame, ServerMessage, Snapshot,
+    TicketSummary, Viewer,
 };
-use crate::queue::{PushError, Queue, Status};
-use fiche_model::{
-    CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, StopCause, Timestamp,
-};
+mod board;
+mod registry;
+
+use crate::queue::{Queue, Status};
+use crate::routing::{self, merge, Before, CallMeta};
+use fiche_model::{CallEvent, CallId, LiveCall, LiveCalls, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Messages one socket may have queued. A browser this far behind is resynced
 /// (its queued deltas are dropped and it gets one fresh snapshot) rather than
@@ -177,16 +179,6 @@ struct Socket {
     queue: Arc<Queue>,
     seq: u64,
     overflows: u32,
-}
-
-/// What the hub remembers of a call beyond the live table.
-#[derive(Debug, Default)]
-struct CallMeta {
-    card: Option<Card>,
-    /// The extension that answered (the live table keeps it only for inbound calls).
-    answered_by: Option<String>,
-    /// Extensions told "withdrawn" before anyone was known to have answered.
-    withdrawn_unattributed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -385,8 +377,7 @@ impl Hub {
             return;
         };
         let meta = state.meta.get(&call_id);
-        let mut exts = concerned(call, meta);
-        exts.extend(call.ringing_extensions.iter().map(|e| e.to_string()));
+        let exts = routing::occupied(call, meta);
         let body = ServerMessage::Card {
             call_id,
             card: &card,
@@ -558,159 +549,7 @@ impl Hub {
     }
 }
 
-/// Extensions a call concerns besides the ones ringing: whoever handles it.
-fn concerned(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
-    if call.state == CallState::Ended {
-        return Vec::new();
-    }
-    let mut exts = Vec::with_capacity(2);
-    if let Some(agent) = &call.agent_extension {
-        exts.push(agent.to_string());
-    }
-    if let Some(answered) = meta.and_then(|m| m.answered_by.as_ref()) {
-        if !exts.contains(answered) {
-            exts.push(answered.clone());
-        }
-    }
-    exts
-}
-
-/// Every extension an active call occupies: ringing there or handled there.
-fn occupied(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
-    let mut exts = concerned(call, meta);
-    if call.state != CallState::Ended {
-        for ext in &call.ringing_extensions {
-            if !exts.iter().any(|e| e == ext) {
-                exts.push(ext.to_string());
-            }
-        }
-    }
-    exts
-}
-
 impl State {
-    fn index_socket(&mut self, id: ConnectionId, viewer: &Viewer) {
-        for ext in &viewer.extensions {
-            self.by_extension.entry(ext.clone()).or_default().push(id);
-        }
-        if viewer.role.sees_board() {
-            self.supervisors.push(id);
-        }
-        self.by_user.entry(viewer.user_id).or_default().push(id);
-    }
-
-    fn unindex_extensions(&mut self, id: ConnectionId, extensions: &[String]) {
-        for ext in extensions {
-            if let Some(ids) = self.by_extension.get_mut(ext) {
-                ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    self.by_extension.remove(ext);
-                }
-            }
-        }
-    }
-
-    fn reindex_extensions(&mut self, id: ConnectionId, extensions: &[String]) {
-        let Some(old) = self.sockets.get(&id).map(|s| s.viewer.extensions.clone()) else {
-            return;
-        };
-        if old == extensions {
-            return;
-        }
-        self.unindex_extensions(id, &old);
-        for ext in extensions {
-            self.by_extension.entry(ext.clone()).or_default().push(id);
-        }
-        if let Some(socket) = self.sockets.get_mut(&id) {
-            socket.viewer.extensions = extensions.to_vec();
-        }
-    }
-
-    /// A call the board no longer holds (it made way for a new one): its
-    /// card and its place in the per-extension index go with it.
-    fn forget_call(&mut self, id: CallId) {
-        self.meta.remove(&id);
-        self.active_by_extension.retain(|_, ids| {
-            ids.retain(|c| *c != id);
-            !ids.is_empty()
-        });
-    }
-
-    fn remove_socket(&mut self, id: ConnectionId) -> Option<Socket> {
-        let socket = self.sockets.remove(&id)?;
-        socket.queue.close();
-        self.unindex_extensions(id, &socket.viewer.extensions);
-        self.supervisors.retain(|i| *i != id);
-        if let Some(ids) = self.by_user.get_mut(&socket.viewer.user_id) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.by_user.remove(&socket.viewer.user_id);
-            }
-        }
-        Some(socket)
-    }
-
-    fn sockets_of_extensions<'e>(
-        &self,
-        extensions: impl IntoIterator<Item = &'e str>,
-    ) -> Vec<ConnectionId> {
-        let mut ids = Vec::new();
-        for ext in extensions {
-            if let Some(found) = self.by_extension.get(ext) {
-                ids.extend(found.iter().copied());
-            }
-        }
-        ids
-    }
-
-    /// Queues `body` for each recipient once, without ever waiting: a full queue
-    /// marks the socket lagged (it resyncs when it drains) and, past the overflow
-    /// budget, closes it.
-    fn deliver(
-        &mut self,
-        mut recipients: Vec<ConnectionId>,
-        body: Result<Body, serde_json::Error>,
-        config: &HubConfig,
-    ) {
-        let body = match body {
-            Ok(body) => body,
-            Err(error) => {
-                warn!(%error, "hub message not serialisable");
-                return;
-            }
-        };
-        recipients.sort_unstable();
-        recipients.dedup();
-        let mut dropped = Vec::new();
-        for id in recipients {
-            let Some(socket) = self.sockets.get_mut(&id) else {
-                continue;
-            };
-            let frame = Frame::new(socket.seq + 1, body.clone());
-            match socket.queue.push(frame, config.queue_capacity.max(1)) {
-                Ok(()) => socket.seq += 1,
-                Err(PushError::Lagged) => {}
-                Err(PushError::Full) => {
-                    socket.overflows += 1;
-                    if socket.overflows > config.max_overflows {
-                        debug!(connection = %id, "socket overflowed too often, closing it");
-                        socket.queue.set_status(Status::TooSlow);
-                        dropped.push(id);
-                    } else {
-                        debug!(connection = %id, "socket queue full, will resync");
-                        socket.queue.set_status(Status::Lagged);
-                    }
-                }
-                Err(PushError::Closed) => dropped.push(id),
-            }
-        }
-        for id in dropped {
-            if let Some(socket) = self.remove_socket(id) {
-                self.refresh_agent(socket.viewer.user_id, config);
-            }
-        }
-    }
-
     fn send_snapshot(&mut self, id: ConnectionId, config: &HubConfig) {
         let Some(socket) = self.sockets.get(&id) else {
             return;
@@ -776,13 +615,7 @@ impl State {
 
     fn apply_call(&mut self, event: &CallEvent, card: Option<Card>, config: &HubConfig) {
         let id = event.call_id;
-        let (ringing_before, occupied_before) = match self.calls.get(&id) {
-            Some(call) => (
-                call.ringing_extensions.clone(),
-                occupied(call, self.meta.get(&id)),
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
+        let before = Before::of(self.calls.get(&id), self.meta.get(&id));
         let (changed, evicted) = self.calls.apply_evicting(event);
         if let Some(gone) = evicted {
             self.forget_call(gone);
@@ -795,83 +628,31 @@ impl State {
             return;
         }
         let new_card = card.is_some();
-        {
-            let meta = self.meta.entry(id).or_default();
-            if let Some(card) = card {
-                meta.card = Some(card);
-            }
-            match &event.kind {
-                CallEventKind::Answered { extension } if changed => {
-                    meta.answered_by = extension.as_ref().map(|e| e.to_string());
-                }
-                CallEventKind::Transferred(_) if changed => meta.answered_by = None,
-                _ => {}
-            }
-        }
+        self.meta
+            .entry(id)
+            .or_default()
+            .follow(&event.kind, changed, card);
         let Some(call) = self.calls.get(&id) else {
             return;
         };
         let meta = self.meta.get(&id);
-        let occupied_after = occupied(call, meta);
+        let routing = routing::route(&event.kind, call, meta, &before, changed, new_card);
 
         // Messages, each serialised once.
         let mut sends: Vec<(Vec<ConnectionId>, Result<Body, serde_json::Error>)> = Vec::new();
         let card_ref = meta.and_then(|m| m.card.as_ref());
-        let update = ServerMessage::Call {
-            event: event.kind.name(),
-            at: event.at,
-            call,
+        if let Some(extension) = routing.pop {
+            let pop = ServerMessage::Pop {
+                extension,
+                call,
+                card: card_ref,
+            }
+            .to_body();
+            sends.push((self.sockets_of_extensions([extension]), pop));
         }
-        .to_body();
-        let mut agent_exts: Vec<String> = Vec::new();
-        let mut withdrawals: Vec<(String, StopCause)> = Vec::new();
-        let mut answered_by: Option<String> = None;
-        match &event.kind {
-            CallEventKind::Ringing { extension } => {
-                if changed || new_card {
-                    let pop = ServerMessage::Pop {
-                        extension,
-                        call,
-                        card: card_ref,
-                    }
-                    .to_body();
-                    sends.push((self.sockets_of_extensions([extension.as_str()]), pop));
-                }
-                agent_exts = concerned(call, meta);
-                agent_exts.retain(|e| e != extension);
-            }
-            CallEventKind::RingingStopped { extension, cause } => {
-                if ringing_before.contains(extension) {
-                    if matches!(call.state, CallState::Answered | CallState::Held) {
-                        answered_by = meta.and_then(|m| m.answered_by.clone());
-                    }
-                    withdrawals.push((extension.to_string(), *cause));
-                }
-            }
-            CallEventKind::Answered { extension } => {
-                let answerer = extension.as_deref();
-                for ext in &ringing_before {
-                    if Some(ext.as_str()) != answerer {
-                        withdrawals.push((ext.to_string(), StopCause::AnsweredElsewhere));
-                    }
-                }
-                if let Some(m) = meta {
-                    for ext in &m.withdrawn_unattributed {
-                        if Some(ext.as_str()) != answerer
-                            && !withdrawals.iter().any(|(e, _)| e == ext)
-                        {
-                            withdrawals.push((ext.clone(), StopCause::AnsweredElsewhere));
-                        }
-                    }
-                }
-                answered_by = extension.as_ref().map(|e| e.to_string());
-                agent_exts = merge(&occupied_before, &occupied_after);
-                agent_exts.retain(|e| !withdrawals.iter().any(|(w, _)| w == e));
-            }
-            _ => agent_exts = merge(&occupied_before, &occupied_after),
-        }
-        for (ext, cause) in &withdrawals {
-            let name = answered_by
+        for (ext, cause) in &routing.withdrawals {
+            let name = routing
+                .answered_by
                 .as_ref()
                 .and_then(|a| self.owner_by_extension.get(a))
                 .and_then(|user| self.agents.get(user))
@@ -880,52 +661,39 @@ impl State {
                 call_id: id,
                 extension: ext,
                 cause: *cause,
-                answered_by: answered_by.as_deref(),
+                answered_by: routing.answered_by.as_deref(),
                 answered_by_name: name,
             }
             .to_body();
             sends.push((self.sockets_of_extensions([ext.as_str()]), body));
         }
-        let mut update_to = self.sockets_of_extensions(agent_exts.iter().map(String::as_str));
+        let update = ServerMessage::Call {
+            event: event.kind.name(),
+            at: event.at,
+            call,
+        }
+        .to_body();
+        let mut update_to = self.sockets_of_extensions(routing.update.iter().map(String::as_str));
         update_to.extend(self.supervisors.iter().copied());
         sends.push((update_to, update));
-        if new_card {
-            if let Some(card) = card_ref {
-                let body = ServerMessage::Card { call_id: id, card }.to_body();
-                // The pop already carries it to the extension that just rang.
-                let popped = match &event.kind {
-                    CallEventKind::Ringing { extension } => Some(extension.as_str()),
-                    _ => None,
-                };
-                let mut to = self.supervisors.clone();
-                to.extend(
-                    self.sockets_of_extensions(
-                        occupied_after
-                            .iter()
-                            .map(String::as_str)
-                            .filter(|e| Some(*e) != popped),
-                    ),
-                );
-                sends.push((to, body));
-            }
+        if let (Some(card_exts), Some(card)) = (&routing.card, card_ref) {
+            let body = ServerMessage::Card { call_id: id, card }.to_body();
+            let mut to = self.supervisors.clone();
+            to.extend(self.sockets_of_extensions(card_exts.iter().map(String::as_str)));
+            sends.push((to, body));
         }
-        let unattributed = answered_by.is_none();
-        let withdrawn_exts: Vec<String> = withdrawals.into_iter().map(|(e, _)| e).collect();
 
         // Deliver after the borrows of the call end.
         for (recipients, body) in sends {
             self.deliver(recipients, body, config);
         }
         if let Some(meta) = self.meta.get_mut(&id) {
-            if unattributed {
-                meta.withdrawn_unattributed.extend(withdrawn_exts);
-            } else {
-                meta.withdrawn_unattributed.clear();
-            }
+            meta.remember_withdrawals(&routing);
         }
+        let occupied_after = routing.occupied;
 
         // Keep the per-extension index of active calls, then agent states.
-        for ext in &occupied_before {
+        for ext in &before.occupied {
             if !occupied_after.contains(ext) {
                 if let Some(ids) = self.active_by_extension.get_mut(ext) {
                     ids.retain(|c| *c != id);
@@ -936,14 +704,14 @@ impl State {
             }
         }
         for ext in &occupied_after {
-            if !occupied_before.contains(ext) {
+            if !before.occupied.contains(ext) {
                 self.active_by_extension
                     .entry(ext.clone())
                     .or_default()
                     .push(id);
             }
         }
-        let mut users: Vec<i64> = merge(&occupied_before, &occupied_after)
+        let mut users: Vec<i64> = merge(&before.occupied, &occupied_after)
             .iter()
             .filter_map(|e| self.owner_by_extension.get(e).copied())
             .collect();
@@ -953,108 +721,4 @@ impl State {
             self.refresh_agent(user, config);
         }
     }
-
-    /// What an agent is doing: the busiest state among the calls on their
-    /// extensions; otherwise available when a browser is open.
-    fn derive_agent_state(&self, user: i64) -> (AgentState, Option<CallId>) {
-        let Some(agent) = self.agents.get(&user) else {
-            return (AgentState::Offline, None);
-        };
-        let mut best: Option<(u8, AgentState, CallId)> = None;
-        for ext in &agent.extensions {
-            for id in self.active_by_extension.get(ext).into_iter().flatten() {
-                let Some(call) = self.calls.get(id) else {
-                    continue;
-                };
-                let found = if call.ringing_extensions.iter().any(|e| e == ext) {
-                    (1, AgentState::Ringing)
-                } else if call.state == CallState::Held {
-                    (2, AgentState::OnHold)
-                } else {
-                    (3, AgentState::OnCall)
-                };
-                if best.is_none_or(|(rank, _, _)| found.0 > rank) {
-                    best = Some((found.0, found.1, *id));
-                }
-            }
-        }
-        match best {
-            Some((_, state, id)) => (state, Some(id)),
-            None if self.by_user.contains_key(&user) => (AgentState::Available, None),
-            None => (AgentState::Offline, None),
-        }
-    }
-
-    /// Recomputes one directory agent's state; tells supervisors when it changed.
-    fn refresh_agent(&mut self, user: i64, config: &HubConfig) {
-        if !self.settle_agent(user) {
-            return;
-        }
-        let Some(view) = self.agents.get(&user) else {
-            return;
-        };
-        let body = ServerMessage::AgentState { agent: view }.to_body();
-        let recipients = self.supervisors.clone();
-        self.deliver(recipients, body, config);
-    }
-
-    /// Puts `agent` in the directory with their extensions (taking each one),
-    /// keeping the state of an entry already there; their sockets follow.
-    fn place_agent(&mut self, agent: AgentInfo) {
-        for ext in &agent.extensions {
-            self.owner_by_extension.insert(ext.clone(), agent.user_id);
-        }
-        let sockets = self
-            .by_user
-            .get(&agent.user_id)
-            .cloned()
-            .unwrap_or_default();
-        for id in sockets {
-            self.reindex_extensions(id, &agent.extensions);
-        }
-        let view = self
-            .agents
-            .entry(agent.user_id)
-            .or_insert_with(|| AgentView {
-                user_id: agent.user_id,
-                name: String::new(),
-                extensions: Vec::new(),
-                state: AgentState::Offline,
-                call_id: None,
-                connections: 0,
-            });
-        view.name = agent.name;
-        view.extensions = agent.extensions;
-    }
-
-    /// Derives a directory agent's state, call and open browsers; true when
-    /// one of them changed.
-    fn settle_agent(&mut self, user: i64) -> bool {
-        if !self.agents.contains_key(&user) {
-            return false;
-        }
-        let (agent_state, call_id) = self.derive_agent_state(user);
-        let connections =
-            u32::try_from(self.by_user.get(&user).map_or(0, Vec::len)).unwrap_or(u32::MAX);
-        let Some(view) = self.agents.get_mut(&user) else {
-            return false;
-        };
-        if view.state == agent_state && view.call_id == call_id && view.connections == connections {
-            return false;
-        }
-        view.state = agent_state;
-        view.call_id = call_id;
-        view.connections = connections;
-        true
-    }
-}
-
-fn merge(a: &[String], b: &[String]) -> Vec<String> {
-    let mut out = a.to_vec();
-    for e in b {
-        if !out.contains(e) {
-            out.push(e.clone());
-        }
-    }
-    out
 }
