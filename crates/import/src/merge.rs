@@ -1,9 +1,10 @@
 //! Duplicates inside one file: the same customer on several rows is merged
 //! into the first, by external reference, then e-mail, then phone.
 //!
-//! Two rows are never merged when they contradict each other on a stronger
-//! key (two different references; for a phone match, two different e-mails
-//! or names): a shared switchboard number does not make two contacts one.
+//! Whether two rows are the same person is `fiche_model::Identity`'s rule, the
+//! one the store applies against the file already held: never two different
+//! references; for a phone match, no different e-mails, names or companies
+//! either, so a shared switchboard number does not make two contacts one.
 //! Values of the merged row that differ from the kept one are not dropped:
 //! they are appended to the notes, naming the row they came from.
 
@@ -84,10 +85,6 @@ fn fold_chars(value: &str) -> impl Iterator<Item = char> + '_ {
 /// Whether `a` and `b` are the same once trimmed and lower-cased.
 fn same_folded(a: &str, b: &str) -> bool {
     a == b || fold_chars(a).eq(fold_chars(b))
-}
-
-fn conflict(a: Option<&str>, b: Option<&str>) -> bool {
-    matches!((a, b), (Some(a), Some(b)) if !same_folded(a, b))
 }
 
 /// Which key table, and how a record's value is compared with a key.
@@ -195,16 +192,11 @@ impl Merger {
                 return Some((index, MergeKey::ExternalRef(reference.clone())));
             }
         }
-        let compatible_ref = |other: &ImportedCustomer| {
-            !conflict(
-                other.external_ref.as_deref(),
-                record.external_ref.as_deref(),
-            )
-        };
+        let who = record.identity();
         if let Some(email) = &record.email {
             let hash = self.hash_of(Table::Email, email);
             if let Some(index) = self.first_holder(Table::Email, hash, email) {
-                if compatible_ref(&self.records[index]) {
+                if who.same_by_email(&self.records[index].identity()) {
                     return Some((index, MergeKey::Email(email.clone())));
                 }
             }
@@ -219,12 +211,7 @@ impl Merger {
                 Some(_) => self.candidates(Table::Phone, hash, &phone.e164),
             };
             for index in holders {
-                let other = &self.records[index];
-                let same_person = compatible_ref(other)
-                    && !conflict(other.email.as_deref(), record.email.as_deref())
-                    && !conflict(non_empty(&other.name), non_empty(&record.name))
-                    && !conflict(other.company.as_deref(), record.company.as_deref());
-                if same_person {
+                if who.same_by_phone(&self.records[index].identity()) {
                     return Some((index, MergeKey::Phone(phone.e164.clone())));
                 }
             }

@@ -28,6 +28,18 @@ pub struct ImportedCustomer {
     pub phones: Vec<ImportedPhone>,
 }
 
+impl ImportedCustomer {
+    /// What the record says about who it is, for the same-person rule.
+    pub fn identity(&self) -> fiche_model::Identity<'_> {
+        fiche_model::Identity {
+            name: &self.name,
+            company: self.company.as_deref(),
+            email: self.email.as_deref(),
+            external_ref: self.external_ref.as_deref(),
+        }
+    }
+}
+
 /// A phone number of a customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportedPhone {

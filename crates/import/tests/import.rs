@@ -250,6 +250,19 @@ R2;Eve;;alice@x.fr;;\n";
     assert_eq!(batch.records[1].company.as_deref(), Some("Lenoir & fils"));
 }
 
+/// The same rule as the store's (`fiche_model::Identity`): a name written the
+/// other way round is the same person on a shared number.
+#[test]
+fn a_shared_number_joins_a_name_written_the_other_way_round() {
+    let text = "Nom;Portable\n\
+Marie Durand;0611111111\n\
+DURAND Marie;06 11 11 11 11\n";
+    let batch = read_bytes(text.as_bytes());
+    assert!(batch.errors.is_empty(), "{:?}", batch.errors);
+    assert_eq!(batch.records.len(), 1, "{:?}", batch.records);
+    assert_eq!(batch.records[0].merged_lines, [3]);
+}
+
 #[test]
 fn export_reads_back_identically() {
     let text = "Réf;Nom;Société;E-mail;Téléphone;Portable;Portable 2;Tél. astreinte;Adresse;Notes;Étiquettes\n\

@@ -3,6 +3,8 @@
 //! - [`call`]: what every call source produces ([`CallEvent`]), the parties
 //!   of a call, [`Extension`] (never empty) and [`Transfer`];
 //! - [`live`]: the live-call table those events build;
+//! - [`person`]: when two customer records are the same person ([`Identity`]),
+//!   one rule for the import and the store;
 //! - [`vocab`]: the closed sets the store, the hub and the HTTP API share —
 //!   [`Role`], [`TicketKind`], [`TicketStatus`], [`Priority`] — spelt as the
 //!   database spells them.
@@ -13,6 +15,7 @@
 
 pub mod call;
 pub mod live;
+pub mod person;
 pub mod vocab;
 
 pub use call::{
@@ -20,4 +23,5 @@ pub use call::{
     StopCause, Timestamp, Transfer, TransferKind,
 };
 pub use live::{CallState, LiveCall, LiveCalls};
+pub use person::Identity;
 pub use vocab::{Priority, Role, TicketKind, TicketStatus, UnknownValue};

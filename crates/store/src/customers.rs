@@ -16,6 +16,7 @@ use sqlx::FromRow;
 use crate::error::{conflict, map_db_error, Result, StoreError};
 use crate::sql::{contains_pattern, now, placeholders, value_rows, Dialect};
 use crate::{begin_write, dispatch, Backend, Store};
+use fiche_model::Identity;
 use sqlx::SqlitePool;
 
 /// Most rows [`Store::upsert_customers_batch`] takes at once (one transaction each).
@@ -494,14 +495,16 @@ fn merge_into(target: &mut NewCustomer, incoming: &NewCustomer) {
     }
 }
 
-/// Names compared loosely: case, accents aside, and word order ignored.
-fn same_person(a: &str, b: &str) -> bool {
-    fn words(s: &str) -> Vec<String> {
-        let mut w: Vec<String> = s.split_whitespace().map(str::to_lowercase).collect();
-        w.sort();
-        w
+impl Customer {
+    /// What the customer's file says about who it is, for the same-person rule.
+    pub fn identity(&self) -> Identity<'_> {
+        Identity {
+            name: &self.name,
+            company: self.company.as_deref(),
+            email: self.email.as_deref(),
+            external_ref: self.external_ref.as_deref(),
+        }
     }
-    a.is_empty() || b.is_empty() || words(a) == words(b)
 }
 
 fn customer_to_new(customer: &Customer) -> NewCustomer {
@@ -818,16 +821,14 @@ impl Targets {
     }
 }
 
-/// The name and external reference `target` currently holds.
+/// Who `target` currently is.
 fn identity<'a>(
     target: Target,
-    batch_rows: &[Option<(&'a str, Option<&'a str>)>],
+    batch_rows: &[Option<Identity<'a>>],
     existing: &'a HashMap<CustomerId, Customer>,
-) -> Option<(&'a str, Option<&'a str>)> {
+) -> Option<Identity<'a>> {
     match target {
-        Target::Existing(id) => existing
-            .get(&id)
-            .map(|c| (c.name.as_str(), c.external_ref.as_deref())),
+        Target::Existing(id) => existing.get(&id).map(Customer::identity),
         Target::Row(i) => batch_rows.get(i).copied().flatten(),
     }
 }
@@ -856,20 +857,16 @@ fn plan<'a>(
     let mut batch_refs: HashMap<&str, Target> = HashMap::with_capacity(rows.len());
     let mut batch_emails: HashMap<Cow<'_, str>, Target> = HashMap::with_capacity(rows.len());
     let mut batch_phones: HashMap<&str, Targets> = HashMap::with_capacity(rows.len());
-    // The name and external reference of what each target currently holds.
-    let mut batch_rows: Vec<Option<(&'a str, Option<&'a str>)>> = vec![None; rows.len()];
+    // Who each new row's customer currently is, as the rows merged into it say.
+    let mut batch_rows: Vec<Option<Identity<'a>>> = vec![None; rows.len()];
     let mut actions = Vec::with_capacity(rows.len());
 
-    let identity_of = |target: Target, batch_rows: &[Option<(&'a str, Option<&'a str>)>]| {
+    let identity_of = |target: Target, batch_rows: &[Option<Identity<'a>>]| {
         identity(target, batch_rows, existing)
-    };
-    // Merging must not join two different external references.
-    let compatible_ref = |row: &NewCustomer, other: Option<&str>| match (&row.external_ref, other) {
-        (Some(a), Some(b)) => a == b,
-        _ => true,
     };
 
     for (index, row) in rows.iter().copied().enumerate() {
+        let who = row.identity();
         let email_key = row.email.as_deref().map(lower);
         let mut decision: Option<(Target, MatchedBy)> = None;
         if let Some(key) = &row.external_ref {
@@ -889,8 +886,8 @@ fn plan<'a>(
                     },
                 };
                 if let Some(target) = candidate {
-                    if let Some((_, other_ref)) = identity_of(target, &batch_rows) {
-                        if compatible_ref(row, other_ref) {
+                    if let Some(other) = identity_of(target, &batch_rows) {
+                        if who.same_by_email(&other) {
                             decision = Some((target, MatchedBy::Email));
                         }
                     }
@@ -914,8 +911,8 @@ fn plan<'a>(
                 // A number shared by several customers (a switchboard) says nothing about
                 // who this row is.
                 if let [target] = candidates.as_slice() {
-                    if let Some((name, other_ref)) = identity_of(*target, &batch_rows) {
-                        if compatible_ref(row, other_ref) && same_person(&row.name, name) {
+                    if let Some(other) = identity_of(*target, &batch_rows) {
+                        if who.same_by_phone(&other) {
                             decision = Some((*target, MatchedBy::Phone));
                             break 'phones;
                         }
@@ -938,7 +935,7 @@ fn plan<'a>(
             }
             None => {
                 actions.push(UpsertAction::Insert);
-                batch_rows[index] = Some((row.name.as_str(), row.external_ref.as_deref()));
+                batch_rows[index] = Some(who);
                 Target::Row(index)
             }
         };
@@ -961,14 +958,15 @@ fn plan<'a>(
                 }
             }
         }
+        // A row merged into a new one changes it as `merge_into` will.
         if let Target::Row(i) = target {
-            if let Some(Some((name, ext))) = batch_rows.get_mut(i) {
-                if !row.name.is_empty() {
-                    *name = row.name.as_str();
+            if let Some(Some(held)) = batch_rows.get_mut(i) {
+                if !who.name.is_empty() {
+                    held.name = who.name;
                 }
-                if ext.is_none() {
-                    *ext = row.external_ref.as_deref();
-                }
+                held.company = who.company.or(held.company);
+                held.email = who.email.or(held.email);
+                held.external_ref = held.external_ref.or(who.external_ref);
             }
         }
     }
@@ -1541,6 +1539,16 @@ async fn all_phone_numbers_sqlite(pool: &SqlitePool) -> Result<Vec<PhoneEntry>> 
 }
 
 impl NewCustomer {
+    /// What the record says about who it is, for the same-person rule.
+    pub fn identity(&self) -> Identity<'_> {
+        Identity {
+            name: &self.name,
+            company: self.company.as_deref(),
+            email: self.email.as_deref(),
+            external_ref: self.external_ref.as_deref(),
+        }
+    }
+
     /// Checks the row as the store would (bounds, email shape, E.164 shape, a name or a
     /// company), so an importer can report every bad row before writing anything.
     pub fn validate(&self) -> Result<()> {

@@ -133,6 +133,59 @@ async fn a_shared_switchboard_number_does_not_merge_people(db: &TestDb) {
 }
 store_test!(a_shared_switchboard_number_does_not_merge_people);
 
+/// The store decides as the import decides inside a file (`fiche_model::Identity`):
+/// a number shared with someone whose e-mail or company differs is not the same
+/// person; a name written the other way round is.
+async fn a_shared_number_merges_only_when_nothing_contradicts(db: &TestDb) {
+    let family = "+33472000001";
+    let mut marie = row("Marie Durand", None, Some("marie@durand.fr"), &[family]);
+    marie.company = Some("Boulangerie Durand".into());
+    db.store.upsert_customers_batch(&[marie]).await.unwrap();
+    let mut garage = row("", None, None, &[family]);
+    garage.company = Some("Garage Martin".into());
+    let second = vec![
+        // Another e-mail behind the family line: another person.
+        row("Marie Durand", None, Some("m.durand@gmail.com"), &[family]),
+        // Another company behind the number: another customer.
+        garage,
+        // The same person, name the other way round, new mobile.
+        row("DURAND Marie", None, None, &[family, "+33611223344"]),
+    ];
+    let outcome = db.store.upsert_customers_batch(&second).await.unwrap();
+    assert_eq!(outcome.actions[0], UpsertAction::Insert, "{outcome:?}");
+    assert_eq!(outcome.actions[1], UpsertAction::Insert, "{outcome:?}");
+    // Three holders of the number now: it decides nothing any more.
+    assert_eq!(outcome.actions[2], UpsertAction::Insert, "{outcome:?}");
+    assert_eq!(count(&db.store).await, 4);
+
+    let other_line = "+33472000002";
+    db.store
+        .upsert_customers_batch(&[row(
+            "Marie Durand",
+            None,
+            Some("marie@durand.fr"),
+            &[other_line],
+        )])
+        .await
+        .unwrap();
+    let outcome = db
+        .store
+        .upsert_customers_batch(&[row("durand marie", None, None, &[other_line])])
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome.actions[0],
+            UpsertAction::Update {
+                matched_by: MatchedBy::Phone,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}
+store_test!(a_shared_number_merges_only_when_nothing_contradicts);
+
 async fn duplicates_inside_one_file_become_one_customer(db: &TestDb) {
     let rows = vec![
         row("Hélène Dupont", Some("C1"), None, &["+33612345678"]),
