@@ -498,12 +498,21 @@ fn merge_into(target: &mut NewCustomer, incoming: &NewCustomer) {
 impl Customer {
     /// What the customer's file says about who it is, for the same-person rule.
     pub fn identity(&self) -> Identity<'_> {
-        Identity {
-            name: &self.name,
-            company: self.company.as_deref(),
-            email: self.email.as_deref(),
-            external_ref: self.external_ref.as_deref(),
-        }
+        identity_of(&self.name, &self.company, &self.email, &self.external_ref)
+    }
+}
+
+fn identity_of<'a>(
+    name: &'a str,
+    company: &'a Option<String>,
+    email: &'a Option<String>,
+    external_ref: &'a Option<String>,
+) -> Identity<'a> {
+    Identity {
+        name,
+        company: company.as_deref(),
+        email: email.as_deref(),
+        external_ref: external_ref.as_deref(),
     }
 }
 
@@ -1541,12 +1550,7 @@ async fn all_phone_numbers_sqlite(pool: &SqlitePool) -> Result<Vec<PhoneEntry>> 
 impl NewCustomer {
     /// What the record says about who it is, for the same-person rule.
     pub fn identity(&self) -> Identity<'_> {
-        Identity {
-            name: &self.name,
-            company: self.company.as_deref(),
-            email: self.email.as_deref(),
-            external_ref: self.external_ref.as_deref(),
-        }
+        identity_of(&self.name, &self.company, &self.email, &self.external_ref)
     }
 
     /// Checks the row as the store would (bounds, email shape, E.164 shape, a name or a
