@@ -171,14 +171,14 @@ impl PhoneSystem {
                 }
                 _ = watch.tick() => {
                     let now_online = online_extensions(&hub);
-                    let arrived = now_online.difference(&online).next().cloned();
+                    if let Some(ext) = now_online.difference(&online).next() {
+                        debug!(extension = %ext, "demo: an agent opened her page, a call for her");
+                        greet = Some(ext.clone());
+                    }
                     online = now_online;
-                    if let Some(ext) = arrived {
-                        if !busy(&playing).contains(ext.as_str()) {
-                            debug!(extension = %ext, "demo: an agent opened her page, a call for her");
-                            greet = Some(ext);
-                            next_call = next_call.min(Instant::now() + GREET_AFTER);
-                        }
+                    // Her call comes as soon as her phone is free.
+                    if greet.as_deref().is_some_and(|ext| !busy(&playing).contains(ext)) {
+                        next_call = next_call.min(Instant::now() + GREET_AFTER);
                     }
                 }
             }
@@ -194,7 +194,12 @@ impl PhoneSystem {
             playing.retain(|call| call.next < call.script.steps.len());
             if now >= next_call {
                 if playing.len() < MAX_PLAYING {
-                    self.place(&mut playing, greet.take().as_deref());
+                    let mut prefer = greet.take();
+                    if prefer.as_deref().is_some_and(|ext| busy(&playing).contains(ext)) {
+                        // Still on a call: her own call waits until she hangs up.
+                        greet = prefer.take();
+                    }
+                    self.place(&mut playing, prefer.as_deref());
                 }
                 let secs = rand::thread_rng().gen_range(CALL_EVERY_SECS);
                 next_call = now + Duration::from_secs(secs);
