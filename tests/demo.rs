@@ -190,7 +190,7 @@ async fn the_demo_fills_its_database_and_its_calls_make_tickets_and_callbacks() 
     // The company: customers with their history.
     let customers = get(port, &admin, "/api/customers?limit=100").await;
     assert!(customers["total"].as_u64() >= Some(8), "{customers}");
-    let bernard = get(port, &admin, "/api/customers/lookup?number=0639981234").await;
+    let bernard = get(port, &admin, "/api/customers/lookup?number=0261911234").await;
     assert!(bernard.to_string().contains("Sophie Bernard"), "{bernard}");
     let tickets = items(&get(port, &admin, "/api/tickets?limit=100").await);
     assert!(
@@ -260,7 +260,7 @@ async fn the_demo_fills_its_database_and_its_calls_make_tickets_and_callbacks() 
         async move {
             let open = items(&get(port, &admin, "/api/tickets?kind=callback&status=open").await);
             open.into_iter()
-                .find(|t| t["phone_e164"] == "+33639987788" && t["attempts"].as_i64() >= Some(2))
+                .find(|t| t["phone_e164"] == "+33261917788" && t["attempts"].as_i64() >= Some(2))
         }
     })
     .await

@@ -80,7 +80,7 @@ const CUSTOMERS: [DemoCustomer; 8] = [
     DemoCustomer {
         name: "Sophie Bernard",
         company: Some("Boulangerie Bernard"),
-        phones: &[("06 39 98 12 34", "mobile"), ("04 65 71 12 34", "boutique")],
+        phones: &[("02 61 91 12 34", "domicile"), ("04 65 71 12 34", "boutique")],
         tags: &["VIP", "Contrat entretien"],
         notes: Some("Contrat d’entretien annuel (chaudière gaz Viessmann, 2019). Préfère être rappelée avant 10 h, après la fournée."),
         email: Some("sophie.bernard@example.fr"),
@@ -98,7 +98,7 @@ const CUSTOMERS: [DemoCustomer; 8] = [
     DemoCustomer {
         name: "Élodie Roux",
         company: None,
-        phones: &[("06 39 98 45 67", "mobile")],
+        phones: &[("02 61 91 45 67", "domicile")],
         tags: &[],
         notes: Some("Pompe à chaleur installée en mars. Digicode 4521B, 3e étage gauche."),
         email: None,
@@ -125,7 +125,7 @@ const CUSTOMERS: [DemoCustomer; 8] = [
     DemoCustomer {
         name: "Thomas Garnier",
         company: None,
-        phones: &[("06 39 98 77 88", "mobile")],
+        phones: &[("02 61 91 77 88", "domicile")],
         tags: &[],
         notes: Some("Ballon d’eau chaude qui fuit, devis envoyé le mois dernier."),
         email: None,
@@ -134,7 +134,7 @@ const CUSTOMERS: [DemoCustomer; 8] = [
     DemoCustomer {
         name: "Nathalie Moreau",
         company: Some("Hôtel des Voyageurs"),
-        phones: &[("03 53 01 33 44", "réception"), ("06 39 98 33 44", "mobile")],
+        phones: &[("03 53 01 33 44", "réception"), ("02 61 91 33 44", "domicile")],
         tags: &["VIP"],
         notes: Some("32 chambres. Intervention uniquement entre 10 h et 16 h (ménage des chambres)."),
         email: Some("direction@hotel-voyageurs.example.fr"),
@@ -143,7 +143,7 @@ const CUSTOMERS: [DemoCustomer; 8] = [
     DemoCustomer {
         name: "Lucas Fontaine",
         company: None,
-        phones: &[("06 39 98 90 12", "mobile")],
+        phones: &[("02 61 91 90 12", "domicile")],
         tags: &[],
         notes: None,
         email: None,
@@ -154,7 +154,7 @@ const CUSTOMERS: [DemoCustomer; 8] = [
 /// The regular caller who keeps calling when nobody can answer (Thomas Garnier).
 pub fn regular_caller() -> Caller {
     Caller {
-        number: "0639987788".into(),
+        number: "0261917788".into(),
         display: String::new(),
     }
 }
@@ -162,9 +162,9 @@ pub fn regular_caller() -> Caller {
 /// Customers who call during the demo (not the regular caller): number, and
 /// the display name their operator sends (often none in France).
 const CALLING_CUSTOMERS: [(&str, &str); 6] = [
-    ("0639981234", "BERNARD SOPHIE"),
+    ("0261911234", "BERNARD SOPHIE"),
     ("0465712210", ""),
-    ("0639984567", ""),
+    ("0261914567", ""),
     ("0465715678", "PHARMACIE DU CENTRE"),
     ("0536491122", ""),
     ("0353013344", "HOTEL DES VOYAGEURS"),
@@ -172,9 +172,9 @@ const CALLING_CUSTOMERS: [(&str, &str); 6] = [
 
 /// People who are not customers yet.
 const STRANGERS: [(&str, &str); 4] = [
-    ("0639985501", ""),
+    ("0261915501", ""),
     ("0465719087", "M. LEFEBVRE"),
-    ("0639986642", ""),
+    ("0261916642", ""),
     ("0199002345", "SCI LES TILLEULS"),
 ];
 
@@ -324,13 +324,13 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
 
     // Sophie Bernard: a yearly service done, a quote under way.
     let call = history
-        .call(bernard.id, "0639981234", 21, 9, Some(CLAIRE), 6)
+        .call(bernard.id, "0261911234", 21, 9, Some(CLAIRE), 6)
         .await?;
     history
         .ticket(
             call,
             bernard.id,
-            "0639981234",
+            "0261911234",
             "Entretien annuel de la chaudière",
             Some("Dépannage / SAV"),
             TicketStatus::Closed,
@@ -374,13 +374,13 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
         .await?;
     // Élodie Roux: a complaint, open, on Nadia.
     let call = history
-        .call(roux.id, "0639984567", 1, 17, Some(NADIA), 8)
+        .call(roux.id, "0261914567", 1, 17, Some(NADIA), 8)
         .await?;
     history
         .ticket(
             call,
             roux.id,
-            "0639984567",
+            "0261914567",
             "Pompe à chaleur bruyante la nuit",
             Some("Réclamation"),
             TicketStatus::Open,
@@ -408,7 +408,7 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
         .call(laurent.id, "0536491122", 12, 11, Some(NADIA), 12)
         .await?;
     history
-        .call(garnier.id, "0639987788", 30, 18, Some(CLAIRE), 5)
+        .call(garnier.id, "0261917788", 30, 18, Some(CLAIRE), 5)
         .await?;
     // Nathalie Moreau: a call missed on the ring group yesterday, its
     // callback overdue (the board's "À rappeler").
@@ -585,7 +585,7 @@ mod tests {
             .flat_map(|c| c.phones.iter().map(|(raw, _)| *raw))
             .chain(CALLING_CUSTOMERS.iter().map(|(n, _)| *n))
             .chain(STRANGERS.iter().map(|(n, _)| *n))
-            .chain(["0639987788"]);
+            .chain(["0261917788"]);
         for number in numbers {
             let e164 = e164(number, &policy).unwrap_or_else(|| panic!("{number} is not valid"));
             assert!(e164.starts_with("+33"), "{number} → {e164}");
@@ -599,7 +599,7 @@ mod tests {
             .iter()
             .flat_map(|c| c.phones.iter().filter_map(|(raw, _)| e164(raw, &policy)))
             .collect();
-        for (number, _) in CALLING_CUSTOMERS.iter().chain([&("0639987788", "")]) {
+        for (number, _) in CALLING_CUSTOMERS.iter().chain([&("0261917788", "")]) {
             let e = e164(number, &policy).unwrap_or_default();
             assert!(customer_numbers.contains(&e), "{number} is no customer's");
         }

@@ -19,7 +19,7 @@ const TIMING: Timing = Timing {
 
 fn customer() -> Caller {
     Caller {
-        number: "0639981234".into(),
+        number: "0261911234".into(),
         display: "BERNARD SOPHIE".into(),
     }
 }
@@ -120,7 +120,7 @@ fn only(calls: &HashMap<String, Vec<K>>) -> &Vec<K> {
 fn a_customer_calls_claire_who_answers() {
     let calls = play(Scenario::KnownAnswered, &customer());
     let call = only(&calls);
-    assert_eq!(caller_of(call), (Some("0639981234".into()), false));
+    assert_eq!(caller_of(call), (Some("0261911234".into()), false));
     assert_eq!(rang(call), ["201"]);
     assert_eq!(answered_by(call).as_deref(), Some("201"));
     assert_eq!(outcome(call), Some(Outcome::Answered));
@@ -163,7 +163,7 @@ fn calls_text(scenario: Scenario) -> String {
 #[test]
 fn missed_calls_end_missed_for_a_callback() {
     let regular = Caller {
-        number: "0639987788".into(),
+        number: "0261917788".into(),
         display: String::new(),
     };
     let calls = play(Scenario::KnownMissed, &regular);
@@ -181,7 +181,7 @@ fn missed_calls_end_missed_for_a_callback() {
 #[test]
 fn an_unknown_caller_reaches_nadia() {
     let stranger = Caller {
-        number: "0639985501".into(),
+        number: "0261915501".into(),
         display: String::new(),
     };
     let call = only(&play(Scenario::UnknownAnswered, &stranger)).clone();
@@ -207,7 +207,7 @@ fn claire_transfers_to_nadia_who_gets_the_new_leg() {
         .find(|(key, _)| key.contains("-transfer"))
         .map(|(_, kinds)| kinds)
         .expect("the new leg");
-    assert_eq!(caller_of(second), (Some("0639981234".into()), false));
+    assert_eq!(caller_of(second), (Some("0261911234".into()), false));
     assert_eq!(rang(second), ["202"]);
     assert_eq!(answered_by(second).as_deref(), Some("202"));
 }
