@@ -92,7 +92,11 @@ pub fn demo_config(
 }
 
 /// Runs `fiche demo` until `shutdown`.
-pub async fn run(config: Config, args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    args: DemoArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // Held until the end: the temporary database is deleted with it.
     let (database_url, temporary) = match &args.database {
         Some(url) => (url.clone(), None),

@@ -99,7 +99,10 @@ struct Playing {
 
 impl Playing {
     fn next_at(&self) -> Option<Instant> {
-        self.script.steps.get(self.next).map(|s| self.started + s.at)
+        self.script
+            .steps
+            .get(self.next)
+            .map(|s| self.started + s.at)
     }
 }
 
@@ -195,7 +198,10 @@ impl PhoneSystem {
             if now >= next_call {
                 if playing.len() < MAX_PLAYING {
                     let mut prefer = greet.take();
-                    if prefer.as_deref().is_some_and(|ext| busy(&playing).contains(ext)) {
+                    if prefer
+                        .as_deref()
+                        .is_some_and(|ext| busy(&playing).contains(ext))
+                    {
                         // Still on a call: her own call waits until she hangs up.
                         greet = prefer.take();
                     }

@@ -66,7 +66,9 @@ impl Scenario {
             Scenario::GroupAnswered => {
                 "Un client appelle le groupe 600 : Claire et Nadia sonnent, Nadia décroche"
             }
-            Scenario::KnownMissed => "Un client appelle Claire (201), qui ne décroche pas : à rappeler",
+            Scenario::KnownMissed => {
+                "Un client appelle Claire (201), qui ne décroche pas : à rappeler"
+            }
             Scenario::UnknownAnswered => "Un inconnu appelle Nadia (202), qui décroche",
             Scenario::WithheldGroup => "Un numéro masqué appelle le groupe 600 : Claire décroche",
             Scenario::Transfer => "Un client appelle Claire, qui transfère l’appel à Nadia",

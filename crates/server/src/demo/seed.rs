@@ -214,7 +214,11 @@ fn e164(raw: &str, policy: &NumberPolicy) -> Option<String> {
 
 /// Whether the database is empty (no account): the demo fills only such a one.
 pub async fn is_empty(store: &Store) -> anyhow::Result<bool> {
-    Ok(store.list_users().await.context("listing users")?.is_empty())
+    Ok(store
+        .list_users()
+        .await
+        .context("listing users")?
+        .is_empty())
 }
 
 /// Whether the database holds the demo's accounts (a `--database` kept from
@@ -308,11 +312,7 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
         customers.push(customer);
     }
     let now = Utc::now();
-    let history = History {
-        store,
-        policy,
-        now,
-    };
+    let history = History { store, policy, now };
     // (customer, days ago, hour, answered by, outcome, minutes talked)
     let bernard = &customers[0];
     let haddad = &customers[1];
@@ -335,7 +335,10 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
             Some("Dépannage / SAV"),
             TicketStatus::Closed,
             Some(claire),
-            &[(claire, "Rendez-vous fixé le 14 à 8 h 30. Technicien : Julien.")],
+            &[(
+                claire,
+                "Rendez-vous fixé le 14 à 8 h 30. Technicien : Julien.",
+            )],
         )
         .await?;
     let call = history
@@ -351,7 +354,10 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
             TicketStatus::Open,
             Some(claire),
             &[
-                (claire, "Souhaite un ballon de 200 L, pose avant les vacances scolaires."),
+                (
+                    claire,
+                    "Souhaite un ballon de 200 L, pose avant les vacances scolaires.",
+                ),
                 (claire, "Devis envoyé par courriel, relancer vendredi."),
             ],
         )
@@ -369,7 +375,10 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
             Some("Facturation"),
             TicketStatus::Closed,
             Some(nadia),
-            &[(nadia, "TVA à 10 % pour la rénovation confirmée, avoir envoyé.")],
+            &[(
+                nadia,
+                "TVA à 10 % pour la rénovation confirmée, avoir envoyé.",
+            )],
         )
         .await?;
     // Élodie Roux: a complaint, open, on Nadia.
@@ -385,7 +394,10 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
             Some("Réclamation"),
             TicketStatus::Open,
             Some(nadia),
-            &[(nadia, "Bruit depuis le dégivrage. Passage du technicien à planifier.")],
+            &[(
+                nadia,
+                "Bruit depuis le dégivrage. Passage du technicien à planifier.",
+            )],
         )
         .await?;
     // Jean-Marc Petit: an urgent repair last week.
@@ -401,7 +413,10 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
             Some("Dépannage / SAV"),
             TicketStatus::Closed,
             Some(claire),
-            &[(claire, "Urgence : technicien sur place à 9 h, résistance changée.")],
+            &[(
+                claire,
+                "Urgence : technicien sur place à 9 h, résistance changée.",
+            )],
         )
         .await?;
     history
@@ -416,7 +431,12 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
         .call(moreau.id, "0353013344", 1, 12, None, 0)
         .await?;
     history
-        .callback(call, moreau.id, "0353013344", "À rappeler : Nathalie Moreau")
+        .callback(
+            call,
+            moreau.id,
+            "0353013344",
+            "À rappeler : Nathalie Moreau",
+        )
         .await?;
     Ok(logins)
 }

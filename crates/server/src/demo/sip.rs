@@ -96,11 +96,12 @@ impl Dialog {
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
             dialog.caller_tag
         );
-        dialog.with_header(&format!(
-            "P-Asserted-Identity: <sip:{number}@{}>",
-            TRUNK.ip()
-        ))
-        .with_header("Privacy: id")
+        dialog
+            .with_header(&format!(
+                "P-Asserted-Identity: <sip:{number}@{}>",
+                TRUNK.ip()
+            ))
+            .with_header("Privacy: id")
     }
 
     /// Adds a header line to the INVITE.
@@ -111,7 +112,11 @@ impl Dialog {
     }
 
     fn record_route(&self) -> String {
-        format!("Record-Route: <sip:{};lr;ftag={}>", PBX.ip(), self.caller_tag)
+        format!(
+            "Record-Route: <sip:{};lr;ftag={}>",
+            PBX.ip(),
+            self.caller_tag
+        )
     }
 
     /// The proxy's branch towards `ext`.

@@ -72,7 +72,9 @@ fn play(scenario: Scenario, caller: &Caller) -> HashMap<String, Vec<K>> {
             .handle(at, packet.src, packet.dst, &packet.payload)
             .unwrap_or_else(|e| panic!("{e}:\n{}", step.packet.text));
         while let Some(event) = tracker.poll_event() {
-            let key = ids.get(&event.call_id).expect("an event of the script's calls");
+            let key = ids
+                .get(&event.call_id)
+                .expect("an event of the script's calls");
             calls.entry(key.clone()).or_default().push(event.kind);
         }
     }
