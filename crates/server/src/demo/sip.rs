@@ -423,11 +423,10 @@ impl Dialog {
         );
         let forwarded = format!(
             "{method} {ruri} SIP/2.0
-            Via: SIP/2.0/UDP {pbx};branch={branch}.k
+            Via: SIP/2.0/UDP {PBX};branch={branch}.k
             Via: SIP/2.0/UDP {phone};rport;branch={branch}
             Max-Forwards: 69
-            {common}",
-            pbx = PBX,
+            {common}"
         );
         vec![
             message(phone, PBX, &received, ""),
