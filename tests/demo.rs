@@ -352,3 +352,66 @@ async fn serve_has_no_simulated_calls() {
     let me = fiche.get_json("/api/me").await.expect("me");
     assert_eq!(me["demo"], false, "{me}");
 }
+
+/// `--database` keeps the demo: a second start finds the company (nothing
+/// doubled) and gives the logins new passwords; a database holding other
+/// accounts is refused, untouched.
+#[tokio::test]
+async fn a_kept_demo_database_is_reused_and_a_foreign_one_refused() {
+    let scratch = Scratch::create().expect("scratch folder");
+    let url = format!("sqlite://{}/kept.db", scratch.path().display());
+    let args = ["--http", "127.0.0.1:0", "--database", url.as_str()];
+    let mut first = start(&scratch, &args, &[]).await.expect("first start");
+    let old_password = first.passwords["admin"].clone();
+    first.process.stop();
+
+    let second = start(&scratch, &args, &[]).await.expect("second start");
+    let new_password = second.passwords["admin"].clone();
+    assert_ne!(old_password, new_password);
+    assert!(login(second.port, "admin", &old_password).await.is_err());
+    let admin = second.token("admin").await;
+    let customers = get(second.port, &admin, "/api/customers?limit=100").await;
+    assert_eq!(
+        customers["total"], 8,
+        "the company is not doubled: {customers}"
+    );
+    drop(second);
+
+    let foreign = format!("sqlite://{}/prod.db", scratch.path().display());
+    let mut add = std::process::Command::new(fiche_binary().expect("binary"))
+        .args(["user", "add", "bob", "--role", "admin"])
+        .env("FICHE_DATABASE_URL", &foreign)
+        .env_remove("FICHE_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("fiche user add");
+    if let Some(mut stdin) = add.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(b"a-long-password\n")
+            .expect("password on stdin");
+    }
+    assert!(add.wait().expect("user add ends").success());
+    let log = scratch.path().join("foreign.log");
+    let mut refused = Process::spawn(
+        "fiche-demo-foreign",
+        &fiche_binary().expect("binary"),
+        &[
+            "demo".into(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            foreign,
+        ],
+        &[("NO_COLOR", "1".into())],
+        scratch.path(),
+        &log,
+        Duration::from_secs(30),
+    )
+    .expect("spawn");
+    let status = refused.wait(Duration::from_secs(20)).await.expect("exits");
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("base vide"), "{text}");
+}
