@@ -441,6 +441,13 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
     Ok(logins)
 }
 
+/// A call of the history: its id and when it ended (its ticket's date).
+#[derive(Debug, Clone, Copy)]
+struct PastCall {
+    id: CallId,
+    ended_at: DateTime<Utc>,
+}
+
 /// Writes the history of the demo company, dated in the past.
 struct History<'a> {
     store: &'a Store,
@@ -460,7 +467,7 @@ impl History<'_> {
         hour: u32,
         agent: Option<&str>,
         minutes: i64,
-    ) -> anyhow::Result<CallId> {
+    ) -> anyhow::Result<PastCall> {
         let day = (self.now - Duration::days(days)).date_naive();
         let started = day
             .and_hms_opt(hour, 12, 0)
@@ -517,14 +524,14 @@ impl History<'_> {
             })
             .await
             .context("writing a past call")?;
-        Ok(id)
+        Ok(PastCall { id, ended_at })
     }
 
     /// A call's ticket with its notes.
     #[allow(clippy::too_many_arguments)] // Reason: one line of the demo's history per call.
     async fn ticket(
         &self,
-        call: CallId,
+        call: PastCall,
         customer: CustomerId,
         number: &str,
         subject: &str,
@@ -536,7 +543,7 @@ impl History<'_> {
         let ticket = self
             .store
             .insert_ticket(&NewTicket {
-                call_id: Some(call),
+                call_id: Some(call.id),
                 customer_id: Some(customer),
                 phone_e164: e164(number, self.policy),
                 kind: TicketKind::Call,
@@ -562,20 +569,25 @@ impl History<'_> {
                 .await
                 .context("writing a past note")?;
         }
+        self.store
+            .backdate_ticket(ticket.id, call.ended_at)
+            .await
+            .context("dating a past ticket")?;
         Ok(())
     }
 
     /// An open callback for a missed call, due an hour after it (overdue now).
     async fn callback(
         &self,
-        call: CallId,
+        call: PastCall,
         customer: CustomerId,
         number: &str,
         subject: &str,
     ) -> anyhow::Result<()> {
-        self.store
+        let ticket = self
+            .store
             .insert_ticket(&NewTicket {
-                call_id: Some(call),
+                call_id: Some(call.id),
                 customer_id: Some(customer),
                 phone_e164: e164(number, self.policy),
                 kind: TicketKind::Callback,
@@ -585,10 +597,14 @@ impl History<'_> {
                 priority: 0,
                 assignee_user_id: None,
                 assignee_group: Some(RING_GROUP.into()),
-                due_at: Some(self.now - Duration::hours(20)),
+                due_at: Some(call.ended_at + Duration::hours(1)),
             })
             .await
             .context("writing a past callback")?;
+        self.store
+            .backdate_ticket(ticket.id, call.ended_at)
+            .await
+            .context("dating a past callback")?;
         Ok(())
     }
 }
