@@ -384,6 +384,7 @@ async fn a_kept_demo_database_is_reused_and_a_foreign_one_refused() {
         .env_remove("FICHE_CONFIG")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("fiche user add");
     if let Some(mut stdin) = add.stdin.take() {
