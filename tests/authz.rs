@@ -442,6 +442,9 @@ const MATRIX: &[Row] = &[
     // event stream is the board's.
     ("WS", "/ws", None, [101, 101, 101]),
     ("WS", "/ws/events", None, [403, 101, 101]),
+    // `fiche demo`'s "Simuler un appel" does not exist under `serve`; in the
+    // demo it is the admin's (tests/demo.rs: agent and supervisor 403, admin 202).
+    ("POST", "/api/demo/calls", None, [404, 404, 404]),
 ];
 
 #[tokio::test]

@@ -13,6 +13,26 @@ let figures = null;
 
 const user = await currentUser().catch(() => null);
 setupHeader(user);
+setupDemo(user);
+
+/** `fiche demo`: admins get a button that makes the simulated phone system call now. */
+function setupDemo(me) {
+  if (!me || !me.demo || me.role !== "admin") return;
+  const button = document.getElementById("simulate-call");
+  const status = document.getElementById("demo-status");
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const placed = await api("POST", "/api/demo/calls");
+      status.textContent = t("simulated", { what: placed.title });
+    } catch (error) {
+      status.textContent = t("simulate_failed", { why: error.message });
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
 
 const SVG = "http://www.w3.org/2000/svg";
 function svg(tag, attrs = {}, text) {

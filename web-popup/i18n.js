@@ -47,6 +47,8 @@ const TEXT = {
     f_average_duration: "Durée moyenne", f_open_tickets: "Tickets ouverts",
     oldest: "le plus ancien : {when}", calls_per_hour: "Appels par heure",
     to_call_back: "À rappeler", agent_page: "Page agent", board_link: "Tableau de bord",
+    simulate_call: "Simuler un appel", simulate_call_title: "Démonstration : le standard simulé appelle maintenant",
+    simulated: "Appel simulé : {what}", simulate_failed: "Pas d’appel simulé : {why}",
   },
   en: {
     app: "Fiche", offline: "Offline", online: "Connected", connecting: "Connecting…",
@@ -92,6 +94,8 @@ const TEXT = {
     f_average_duration: "Average duration", f_open_tickets: "Open tickets",
     oldest: "oldest: {when}", calls_per_hour: "Calls per hour",
     to_call_back: "To call back", agent_page: "Agent page", board_link: "Board",
+    simulate_call: "Simulate a call", simulate_call_title: "Demo: the simulated phone system calls now",
+    simulated: "Simulated call: {what}", simulate_failed: "No simulated call: {why}",
   },
 };
 

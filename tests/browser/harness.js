@@ -171,6 +171,52 @@ export class Fiche {
 }
 
 /**
+ * One running `fiche demo` on a port of its own: its throwaway database, its
+ * simulated phone system, the pages built into the binary. `passwords` holds
+ * the printed table's passwords by login.
+ */
+export class Demo {
+  static async start() {
+    const dir = mkdtempSync(join(tmpdir(), "fiche-demo-browser-"));
+    const env = { ...process.env, FICHE_LOG: process.env.FICHE_LOG || "info", NO_COLOR: "1" };
+    // What the evaluator runs: the built-in pages, no configuration at all.
+    for (const key of Object.keys(env)) if (key.startsWith("FICHE_") && key !== "FICHE_LOG") delete env[key];
+    const logPath = join(dir, "demo.log");
+    const out = openSync(logPath, "a");
+    const child = track(spawn(ficheBinary(), ["demo", "--http", "127.0.0.1:0"], { env, cwd: dir, detached: true, stdio: ["ignore", out, out] }));
+    const demo = new Demo(dir, child, logPath);
+    try {
+      await waitFor(async () => {
+        if (child.exitCode !== null) throw new Error(`fiche demo exited with ${child.exitCode}`);
+        demo.httpPort = boundPort(demo.log(), "HTTP listening");
+        if (!demo.httpPort) return false;
+        const response = await fetch(demo.url("/healthz"));
+        return response.ok;
+      }, { timeout: 30000, what: "fiche demo to log its port and answer /healthz" });
+    } catch (error) {
+      throw new Error(`${error.message}\n--- fiche demo log tail:\n${demo.log().split("\n").slice(-30).join("\n")}`);
+    }
+    for (const line of demo.log().split("\n")) {
+      const match = /^\s+(claire|nadia|mathilde|admin)\s+(\S+)\s/.exec(line);
+      if (match) demo.passwords[match[1]] = match[2];
+    }
+    return demo;
+  }
+
+  constructor(dir, child, logPath) {
+    Object.assign(this, { dir, child, logPath, httpPort: null, passwords: {} });
+  }
+
+  url(path) { return `http://127.0.0.1:${this.httpPort}${path}`; }
+  log() { try { return readFileSync(this.logPath, "utf8"); } catch { return ""; } }
+
+  async stop() {
+    await stopChild(this.child);
+    if (!process.env.FICHE_BROWSER_KEEP) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
  * Plays a scenario of sip-test-scripts/ through Kamailio with its HEP mirror
  * pointed at `fiche`, using the runner's documented port variables. Resolves
  * to {code, output} when the runner exits (it stops its own children).

@@ -80,6 +80,18 @@ pub fn logged_call_concerns(extensions: &[String], call: &Call) -> bool {
         .is_some_and(|ext| extensions.contains(ext))
 }
 
+/// Ok when `user` may ask `fiche demo`'s simulated phone system for a call
+/// (the board's "Simuler un appel"): admins only, as the demo's owner.
+pub fn may_simulate_calls(user: &CurrentUser) -> Result<(), ApiError> {
+    if user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only an admin simulates calls in the demo".into(),
+        ))
+    }
+}
+
 /// Which part of the call log `user` may list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallLogScope {
@@ -242,6 +254,13 @@ mod tests {
             live_call_concerns(&claire, &transferred),
             "transferred to her"
         );
+    }
+
+    #[test]
+    fn only_the_admin_simulates_demo_calls() {
+        assert!(may_simulate_calls(&user(Role::Admin, 1, &[])).is_ok());
+        assert!(may_simulate_calls(&user(Role::Supervisor, 4, &[])).is_err());
+        assert!(may_simulate_calls(&user(Role::Agent, CLAIRE, &["201"])).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cti;
 pub mod customer_memory;
 pub mod customers_sync;
+pub mod demo;
 pub mod http;
 pub mod pipeline;
 pub mod serve;

@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run the server: HEP/AMI listeners, HTTP API, websocket, web pages.
     Serve,
+    /// Try Fiche: the server on a throwaway demo database, with a simulated
+    /// phone system placing calls; on loopback only.
+    Demo(fiche_server::demo::DemoArgs),
     /// Check the configuration and print it (secrets redacted).
     CheckConfig,
     /// Create or upgrade the database schema (also done by `serve` at start).
@@ -83,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(config).await,
+            Command::Demo(args) => demo(config, args).await,
             Command::CheckConfig => Ok(()),
             Command::Migrate => {
                 let store = open_store(&config).await?;
@@ -137,6 +141,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = fiche_server::serve::Listeners::bind(&config).await?;
     let store = open_store(&config).await?;
     fiche_server::serve::run(config, listeners, store, shutdown).await
+}
+
+async fn demo(config: Config, args: fiche_server::demo::DemoArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        info!("stop requested, draining");
+        signals.cancel();
+    });
+    fiche_server::demo::run(config, args, shutdown).await
 }
 
 async fn wait_for_stop_signal() {

@@ -81,6 +81,18 @@ pub async fn run(
     store: Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(config, listeners, store, shutdown, None).await
+}
+
+/// [`run`], with `fiche demo`'s simulated phone system when given: it runs
+/// on the server's tasks and `POST /api/demo/calls` asks it for calls.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    store: Store,
+    shutdown: CancellationToken,
+    demo: Option<crate::demo::phone::PhoneSystem>,
+) -> anyhow::Result<()> {
     // Read before the index and the name cache are, so that the customer sync
     // re-reads every change made while they load.
     let sync_clock = store
@@ -208,6 +220,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     let completion = cards.start_completion(hub.clone(), &tasks, shutdown.clone());
+    // `fiche demo`: the simulated phone system, fed the hub to see who is online.
+    let demo = demo.map(|phone| {
+        let handle = phone.handle();
+        tasks.spawn(phone.run(hub.clone(), shutdown.clone()));
+        handle
+    });
     let mut outputs = Outputs {
         fanout: fanout.clone(),
         hub: hub.clone(),
@@ -255,6 +273,7 @@ pub async fn run(
         tickets_feed,
         allowed_origins: Arc::new(config.websocket.allowed_origins.clone()),
         sockets: sockets.clone(),
+        demo,
     };
     // Read before the users, so that the watcher starts from what is loaded.
     let users_stamp = state.store.users_stamp().await.ok();

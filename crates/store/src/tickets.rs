@@ -786,6 +786,41 @@ impl Store {
         Ok(ticket)
     }
 
+    /// Dates ticket `id` and its events back to `at` (created, updated, and
+    /// closed when it is closed). A ticket is otherwise dated when written:
+    /// this is for history written after the fact (`fiche demo`'s company).
+    pub async fn backdate_ticket(&self, id: TicketId, at: DateTime<Utc>) -> Result<()> {
+        let at = stored_time(at);
+        let found = dispatch!(self, |pool, dialect| {
+            let mut tx = crate::begin_write!(pool, dialect);
+            let found = sqlx::query(&dialect.sql(
+                "UPDATE tickets SET created_at = ?, updated_at = ?, \
+                 closed_at = CASE WHEN closed_at IS NULL THEN NULL ELSE ? END WHERE id = ?",
+            ))
+            .bind(at)
+            .bind(at)
+            .bind(at)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(&dialect.sql("UPDATE ticket_events SET at = ? WHERE ticket_id = ?"))
+                .bind(at)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            found
+        });
+        if found == 0 {
+            return Err(StoreError::NotFound {
+                entity: "ticket",
+                id: id.0.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// The ticket a call created or was linked to (merged attempt, reached callback),
     /// if any: how the ticket writer stays idempotent across replays.
     pub async fn ticket_for_call(&self, call_id: CallId) -> Result<Option<Ticket>> {

@@ -50,6 +50,8 @@ pub struct AppState {
     /// The hub sockets' tasks: a stopping server tells each "going away"
     /// (1001) and waits for the frame to leave.
     pub sockets: tokio_util::task::TaskTracker,
+    /// `fiche demo`'s simulated phone system; `None` in production.
+    pub demo: Option<crate::demo::phone::DemoHandle>,
 }
 
 impl AppState {
@@ -119,6 +121,8 @@ pub fn router(state: AppState, web_root: Option<PathBuf>) -> Router {
         .nest("/api", customers::router())
         .merge(calls::router())
         .merge(tickets::router())
+        // `fiche demo`'s "Simuler un appel" (404 outside demo mode).
+        .merge(crate::demo::router())
         .fallback_service(pages::service(web_root))
         .with_state(state)
         // Last, so that it wraps every route above, whatever order they are added in.

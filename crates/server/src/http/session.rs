@@ -96,8 +96,20 @@ async fn logout(
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
-async fn me(user: CurrentUser) -> Json<CurrentUser> {
-    Json(user)
+/// `GET /api/me`: the user, and whether this server is `fiche demo` (the
+/// board then shows admins its "Simuler un appel" button).
+#[derive(serde::Serialize)]
+struct Me {
+    #[serde(flatten)]
+    user: CurrentUser,
+    demo: bool,
+}
+
+async fn me(State(state): State<AppState>, user: CurrentUser) -> Json<Me> {
+    Json(Me {
+        user,
+        demo: state.demo.is_some(),
+    })
 }
 
 /// The session token a request carries: `Authorization: Bearer`, else the cookie.

@@ -118,3 +118,52 @@ async fn a_missed_call_makes_one_callback_ticket(db: &TestDb) {
     );
 }
 store_test!(a_missed_call_makes_one_callback_ticket);
+
+/// History written after the fact (the demo's company) carries its own dates.
+async fn a_ticket_is_dated_back_with_its_notes(db: &TestDb) {
+    let helene = db.store.create_customer(&dupont()).await.unwrap();
+    let call = missed_call("1700000000.7");
+    db.store.upsert_call(&call).await.unwrap();
+    let ticket = db
+        .store
+        .insert_ticket(&NewTicket {
+            call_id: Some(call.id),
+            customer_id: Some(helene.id),
+            phone_e164: Some("+33612345678".into()),
+            kind: TicketKind::Call,
+            status: TicketStatus::Closed,
+            subject: "Entretien".into(),
+            reason: None,
+            priority: 0,
+            assignee_user_id: None,
+            assignee_group: None,
+            due_at: None,
+        })
+        .await
+        .unwrap();
+    db.store
+        .add_ticket_event(&NewTicketEvent {
+            ticket_id: ticket.id,
+            author_user_id: None,
+            kind: "note".into(),
+            call_id: None,
+            body: serde_json::json!({ "text": "fait" }),
+        })
+        .await
+        .unwrap();
+    let then = DateTime::from_timestamp(1_760_000_000, 0).unwrap();
+    db.store.backdate_ticket(ticket.id, then).await.unwrap();
+    let dated = db.store.get_ticket(ticket.id).await.unwrap();
+    assert_eq!(
+        (dated.created_at, dated.updated_at, dated.closed_at),
+        (then, then, Some(then))
+    );
+    let events = db.store.ticket_events(ticket.id).await.unwrap();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e.at == then), "{events:?}");
+    assert!(matches!(
+        db.store.backdate_ticket(TicketId(999), then).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+store_test!(a_ticket_is_dated_back_with_its_notes);
