@@ -13,10 +13,11 @@
 //! socket.
 
 use crate::protocol::{
-    AgentInfo, AgentState, AgentView, Body, CallCard, Card, Figures, Frame, ServerMessage,
+    AgentInfo, AgentState, AgentView, Body, CallCard, Card, Figures, Frame, Role, ServerMessage,
     Snapshot, TicketSummary, Viewer,
 };
 use crate::queue::{PushError, Queue, Status};
+use crate::stats::HubStats;
 use fiche_model::{
     CallEvent, CallEventKind, CallId, CallState, LiveCall, LiveCalls, StopCause, Timestamp,
 };
@@ -157,6 +158,21 @@ impl Drop for Connection {
     }
 }
 
+/// What one call event queued, for [`HubStats`]: messages, one per socket.
+#[derive(Debug, Default, Clone, Copy)]
+struct Queued {
+    pops: u64,
+    withdrawn: u64,
+}
+
+/// What a message routed by `apply_call` counts as.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Pop,
+    Withdrawn,
+    Other,
+}
+
 /// Handle to the hub; clones share one state.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -169,6 +185,8 @@ struct Inner {
     state: Mutex<State>,
     /// Set by [`Hub::shut_down`]: sockets ending now end because the server stops.
     closing: std::sync::atomic::AtomicBool,
+    /// Pops and withdrawals queued, pop latency; read by the server's `/metrics`.
+    stats: HubStats,
 }
 
 #[derive(Debug)]
@@ -220,6 +238,7 @@ impl Hub {
                     ..State::default()
                 }),
                 closing: std::sync::atomic::AtomicBool::new(false),
+                stats: HubStats::default(),
             }),
         }
     }
@@ -330,6 +349,22 @@ impl Hub {
         self.state().sockets.len()
     }
 
+    /// Registered sockets by their user's role (every role listed, zeros too).
+    pub fn connections_by_role(&self) -> [(Role, usize); 3] {
+        let mut counts = [(Role::Agent, 0), (Role::Supervisor, 0), (Role::Admin, 0)];
+        for socket in self.state().sockets.values() {
+            if let Some((_, n)) = counts.iter_mut().find(|(r, _)| *r == socket.viewer.role) {
+                *n += 1;
+            }
+        }
+        counts
+    }
+
+    /// What the hub counted: pops, withdrawals, pop latency.
+    pub fn stats(&self) -> &HubStats {
+        &self.inner.stats
+    }
+
     /// Replaces whatever a socket has queued (stale deltas) with a fresh
     /// snapshot, and clears its lagged mark.
     pub fn resync(&self, id: ConnectionId) -> Result<(), HubError> {
@@ -373,7 +408,16 @@ impl Hub {
     pub fn publish_call(&self, event: &CallEvent, card: Option<Card>) {
         let config = &self.inner.config;
         let mut state = self.state();
-        state.apply_call(event, card, config);
+        let queued = state.apply_call(event, card, config);
+        if queued.pops > 0 {
+            // `at` is when Fiche read what made the phone ring (the HEP packet,
+            // the AMI message, the CTI request): see `fiche_model::CallEvent`.
+            let latency = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
+            self.inner.stats.popped(queued.pops, latency);
+        }
+        if queued.withdrawn > 0 {
+            self.inner.stats.withdrew(queued.withdrawn);
+        }
     }
 
     /// Replaces a call's card (the agent created the customer, or attached the
@@ -654,19 +698,21 @@ impl State {
     /// Queues `body` for each recipient once, without ever waiting: a full queue
     /// marks the socket lagged (it resyncs when it drains) and, past the overflow
     /// budget, closes it.
+    /// Returns on how many sockets it was queued.
     fn deliver(
         &mut self,
         mut recipients: Vec<ConnectionId>,
         body: Result<Body, serde_json::Error>,
         config: &HubConfig,
-    ) {
+    ) -> u64 {
         let body = match body {
             Ok(body) => body,
             Err(error) => {
                 warn!(%error, "hub message not serialisable");
-                return;
+                return 0;
             }
         };
+        let mut queued = 0;
         recipients.sort_unstable();
         recipients.dedup();
         let mut dropped = Vec::new();
@@ -676,7 +722,10 @@ impl State {
             };
             let frame = Frame::new(socket.seq + 1, body.clone());
             match socket.queue.push(frame, config.queue_capacity.max(1)) {
-                Ok(()) => socket.seq += 1,
+                Ok(()) => {
+                    socket.seq += 1;
+                    queued += 1;
+                }
                 Err(PushError::Lagged) => {}
                 Err(PushError::Full) => {
                     socket.overflows += 1;
@@ -697,6 +746,7 @@ impl State {
                 self.refresh_agent(socket.viewer.user_id, config);
             }
         }
+        queued
     }
 
     fn send_snapshot(&mut self, id: ConnectionId, config: &HubConfig) {
@@ -762,7 +812,7 @@ impl State {
         }
     }
 
-    fn apply_call(&mut self, event: &CallEvent, card: Option<Card>, config: &HubConfig) {
+    fn apply_call(&mut self, event: &CallEvent, card: Option<Card>, config: &HubConfig) -> Queued {
         let id = event.call_id;
         let (ringing_before, occupied_before) = match self.calls.get(&id) {
             Some(call) => (
@@ -775,12 +825,13 @@ impl State {
         if let Some(gone) = evicted {
             self.forget_call(gone);
         }
+        let mut queued = Queued::default();
         if !self
             .calls
             .get(&id)
             .is_some_and(|_| changed || card.is_some())
         {
-            return;
+            return queued;
         }
         let new_card = card.is_some();
         {
@@ -797,13 +848,13 @@ impl State {
             }
         }
         let Some(call) = self.calls.get(&id) else {
-            return;
+            return queued;
         };
         let meta = self.meta.get(&id);
         let occupied_after = occupied(call, meta);
 
-        // Messages, each serialised once.
-        let mut sends: Vec<(Vec<ConnectionId>, Result<Body, serde_json::Error>)> = Vec::new();
+        // Messages, each serialised once, with what they count as.
+        let mut sends: Vec<(Vec<ConnectionId>, Result<Body, serde_json::Error>, Sent)> = Vec::new();
         let card_ref = meta.and_then(|m| m.card.as_ref());
         let update = ServerMessage::Call {
             event: event.kind.name(),
@@ -823,7 +874,11 @@ impl State {
                         card: card_ref,
                     }
                     .to_body();
-                    sends.push((self.sockets_of_extensions([extension.as_str()]), pop));
+                    sends.push((
+                        self.sockets_of_extensions([extension.as_str()]),
+                        pop,
+                        Sent::Pop,
+                    ));
                 }
                 agent_exts = concerned(call, meta);
                 agent_exts.retain(|e| e != extension);
@@ -872,11 +927,15 @@ impl State {
                 answered_by_name: name,
             }
             .to_body();
-            sends.push((self.sockets_of_extensions([ext.as_str()]), body));
+            sends.push((
+                self.sockets_of_extensions([ext.as_str()]),
+                body,
+                Sent::Withdrawn,
+            ));
         }
         let mut update_to = self.sockets_of_extensions(agent_exts.iter().map(String::as_str));
         update_to.extend(self.supervisors.iter().copied());
-        sends.push((update_to, update));
+        sends.push((update_to, update, Sent::Other));
         if new_card {
             if let Some(card) = card_ref {
                 let body = ServerMessage::Card { call_id: id, card }.to_body();
@@ -894,15 +953,20 @@ impl State {
                             .filter(|e| Some(*e) != popped),
                     ),
                 );
-                sends.push((to, body));
+                sends.push((to, body, Sent::Other));
             }
         }
         let unattributed = answered_by.is_none();
         let withdrawn_exts: Vec<String> = withdrawals.into_iter().map(|(e, _)| e).collect();
 
         // Deliver after the borrows of the call end.
-        for (recipients, body) in sends {
-            self.deliver(recipients, body, config);
+        for (recipients, body, sent) in sends {
+            let n = self.deliver(recipients, body, config);
+            match sent {
+                Sent::Pop => queued.pops += n,
+                Sent::Withdrawn => queued.withdrawn += n,
+                Sent::Other => {}
+            }
         }
         if let Some(meta) = self.meta.get_mut(&id) {
             if unattributed {
@@ -940,6 +1004,7 @@ impl State {
         for user in users {
             self.refresh_agent(user, config);
         }
+        queued
     }
 
     /// What an agent is doing: the busiest state among the calls on their

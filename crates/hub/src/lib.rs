@@ -15,6 +15,7 @@ mod hub;
 pub mod protocol;
 mod pump;
 mod queue;
+pub mod stats;
 
 pub use hub::{
     Connection, ConnectionId, Hub, HubConfig, HubError, MAX_CALLS, MAX_CLIENT_MESSAGE,
@@ -26,3 +27,4 @@ pub use protocol::{
     PROTOCOL_VERSION,
 };
 pub use pump::{pump, Pump, PumpEnd};
+pub use stats::{Histogram, HistogramSnapshot, HubStats};
