@@ -239,6 +239,8 @@ pub struct Outputs {
     pub cards: Option<CardMaker>,
     /// Completes those cards from the store, off the pipeline's path.
     pub completion: Option<CardCompletion>,
+    /// Calls begun and ended, for `/metrics`.
+    pub calls: Arc<crate::metrics::CallStats>,
 }
 
 /// Applies events until every sender is gone or `shutdown` fires, then drains
@@ -341,6 +343,7 @@ async fn handle(
         other => info!(event = other.name(), "call event"),
     }
     table.apply(&event);
+    outputs.calls.count(&event);
     // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
     let card = match (&event.kind, &outputs.cards) {
         (CallEventKind::Ringing { .. }, Some(cards)) if !carded.contains(&event.call_id) => {
