@@ -442,6 +442,9 @@ const MATRIX: &[Row] = &[
     // event stream is the board's.
     ("WS", "/ws", None, [101, 101, 101]),
     ("WS", "/ws/events", None, [403, 101, 101]),
+    // Metrics are no role's: this test scrapes directly from loopback with no
+    // metrics token configured, so every role gets them, as anyone would.
+    ("GET", "/metrics", None, [200, 200, 200]),
 ];
 
 #[tokio::test]
