@@ -3,7 +3,8 @@
 //! counters move, the pop latency histogram has the pop); who may scrape (a
 //! configured token is always required, loopback or not; without one, a
 //! request relayed by a proxy is refused); and `fiche backup` taken while
-//! tickets are being written, restored, and opened by `fiche serve`.
+//! tickets are being written, restored, and opened by `fiche serve`; the AMI
+//! connection state as the manager comes and goes.
 //!
 //! Calls come in through the CTI webhook: a reply means the call and its
 //! ticket are committed (durable before acknowledged), which is what lets the
@@ -12,6 +13,7 @@
 //! Needs `cargo build -p fiche-server` first; nothing installed.
 
 use anyhow::bail;
+use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer};
 use fiche_e2e::auth::admin_token;
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::http;
@@ -241,6 +243,113 @@ async fn metrics_move_with_a_call_and_the_pop_latency_has_its_sample() {
         "scrapes are in the access log"
     );
     drop(socket);
+}
+
+/// Scrapes until `done` holds (bounded); the last scrape.
+async fn metrics_until(port: u16, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let scraped = metrics(port, &[]).await;
+        if done(&scraped) {
+            return scraped;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_ami_connection_state_follows_the_manager() {
+    let server = AmiTestServer::start(AmiServerOptions::default(), AmiScript::default())
+        .await
+        .unwrap();
+    let scratch = Scratch::create().unwrap();
+    let setup = AmiSetup::Env {
+        addr: server.addr().to_string(),
+        username: "fiche".to_owned(),
+        secret: "s3cret".to_owned(),
+    };
+    let fiche = FicheProcess::start(&scratch, "fiche", &setup, &[])
+        .await
+        .unwrap();
+    let port = fiche.http_port();
+    let state = |scrape: &Scrape, state: &str| {
+        value(
+            scrape,
+            "fiche_ami_connection_state",
+            &[("pbx", "asterisk"), ("state", state)],
+        )
+    };
+    let up = metrics_until(port, "logged in", |m| state(m, "logged_in") == 1.0).await;
+    assert_eq!(state(&up, "disconnected") + state(&up, "connecting"), 0.0);
+    assert_eq!(
+        value(
+            &up,
+            "fiche_ami_connection_losses_total",
+            &[("pbx", "asterisk")]
+        ),
+        0.0
+    );
+
+    // The manager goes away: the state says so, and the loss is counted.
+    server.stop().await;
+    let down = metrics_until(port, "connection lost", |m| {
+        state(m, "logged_in") == 0.0
+            && value(
+                m,
+                "fiche_ami_connection_losses_total",
+                &[("pbx", "asterisk")],
+            ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        state(&down, "disconnected") + state(&down, "connecting"),
+        1.0,
+        "one state at a time"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_target_that_is_down_shows_in_its_outbox_depth_and_failures() {
+    // A port nobody listens on: every attempt is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port_down = closed.local_addr().unwrap().port();
+    drop(closed);
+    let scratch = Scratch::create().unwrap();
+    let token = cti_token(&sqlite_url(scratch.path())).unwrap();
+    let toml =
+        format!("[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{port_down}/hook\"\n");
+    let fiche = FicheProcess::start(&scratch, "fiche", &AmiSetup::Toml(toml), &[])
+        .await
+        .unwrap();
+    let port = fiche.http_port();
+    let new_call = json!({"event": "newCall", "direction": "in", "from": "0611223344",
+                          "to": "0140000000", "callId": "w1", "user": ["201"]});
+    assert_eq!(cti(port, &token, new_call).await.unwrap(), 200);
+    let crm = [("target", "crm")];
+    let scraped = metrics_until(port, "a failed delivery", |m| {
+        value(
+            m,
+            "fiche_webhook_delivery_failures_total",
+            &[("target", "crm"), ("kind", "retried")],
+        ) >= 1.0
+    })
+    .await;
+    // The reply came once the deliveries were stored: call_started, ringing.
+    assert!(
+        value(&scraped, "fiche_webhook_outbox_depth", &crm) >= 2.0,
+        "{:?}",
+        find(&scraped, "fiche_webhook_outbox_depth", &crm)
+    );
+    assert_eq!(value(&scraped, "fiche_webhook_deliveries_total", &crm), 0.0);
+    assert_eq!(
+        value(
+            &scraped,
+            "fiche_webhook_delivery_failures_total",
+            &[("target", "crm"), ("kind", "refused")]
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]
