@@ -407,8 +407,8 @@ impl Hub {
     /// call's card (kept for snapshots).
     pub fn publish_call(&self, event: &CallEvent, card: Option<Card>) {
         let config = &self.inner.config;
-        let mut state = self.state();
-        let queued = state.apply_call(event, card, config);
+        let queued = self.state().apply_call(event, card, config);
+        // Counted after the lock is released: the pop is queued already.
         if queued.pops > 0 {
             // `at` is when Fiche read what made the phone ring (the HEP packet,
             // the AMI message, the CTI request): see `fiche_model::CallEvent`.
