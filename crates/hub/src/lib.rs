@@ -16,6 +16,7 @@ pub mod protocol;
 mod pump;
 mod queue;
 mod routing;
+pub mod stats;
 
 pub use hub::{
     Connection, ConnectionId, Hub, HubConfig, HubError, MAX_CALLS, MAX_CLIENT_MESSAGE,
@@ -27,3 +28,4 @@ pub use protocol::{
     PROTOCOL_VERSION,
 };
 pub use pump::{pump, Pump, PumpEnd};
+pub use stats::{Histogram, HistogramSnapshot, HubStats};

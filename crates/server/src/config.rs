@@ -55,7 +55,36 @@ pub struct Config {
     /// Outbound webhook targets.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Who may read `/metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
+
+// --- [metrics] (issue 14) ---
+
+/// Who may read the Prometheus metrics (`GET /metrics`).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, every scrape must send `Authorization: Bearer <token>`, from
+    /// loopback too (`FICHE_METRICS_TOKEN`; at least 16 characters; never
+    /// logged). Unset: only direct requests from loopback are answered.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Shortest `metrics.token` accepted: a scrape token is guessed over the network.
+const MIN_METRICS_TOKEN: usize = 16;
+
+// --- end [metrics] ---
 
 /// The inbound CTI webhook.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -599,6 +628,9 @@ impl Config {
                 }),
             }
         }
+        if let Some(v) = set("FICHE_METRICS_TOKEN") {
+            self.metrics.token = Some(v.trim().to_owned());
+        }
         if let Some(v) = set("FICHE_AMI_ALIASES") {
             // `account=extension` pairs, separated by commas or spaces.
             let first = self
@@ -649,6 +681,11 @@ impl Config {
                 }
             }
         }
+        if let Some(token) = &self.metrics.token {
+            if token.chars().count() < MIN_METRICS_TOKEN {
+                bail!("metrics.token: at least {MIN_METRICS_TOKEN} characters (e.g. `openssl rand -hex 32`)");
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let https = hook.url.starts_with("https://");
@@ -680,6 +717,17 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_the_environment_is_checked_and_never_printed() {
+        let token = "0123456789abcdef0123";
+        let config = Config::load(None, env_of(&[("FICHE_METRICS_TOKEN", token)])).unwrap();
+        assert_eq!(config.metrics.token.as_deref(), Some(token));
+        assert!(!format!("{config:?}").contains(token));
+        let err = Config::load(None, env_of(&[("FICHE_METRICS_TOKEN", "short")])).unwrap_err();
+        assert!(format!("{err:#}").contains("metrics.token"), "{err:#}");
+        assert!(!format!("{err:#}").contains("short"), "{err:#}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod customer_memory;
 pub mod customers_sync;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod serve;
 pub mod tickets;

@@ -54,6 +54,9 @@ enum Command {
         #[command(subcommand)]
         command: fiche_server::cti::cli::CtiCommand,
     },
+    /// Copy the SQLite database to FILE, consistently, while the server runs
+    /// (PostgreSQL: use pg_dump).
+    Backup(fiche_server::cli::backup::BackupArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +128,10 @@ fn main() -> anyhow::Result<()> {
                 let result = fiche_server::cti::cli::run(&store, command).await;
                 store.close().await;
                 result
+            }
+            // Never migrates: a backup copies the database as it is.
+            Command::Backup(args) => {
+                fiche_server::cli::backup::run(&config.database_url, &args).await
             }
         }
     })

@@ -189,6 +189,8 @@ pub struct Outputs {
     pub cards: Option<CardMaker>,
     /// Completes those cards from the store, off the pipeline's path.
     pub completion: Option<CardCompletion>,
+    /// Calls begun and ended, for `/metrics`.
+    pub calls: Arc<crate::metrics::CallStats>,
 }
 
 /// Applies events until every sender is gone or `shutdown` fires, then drains
@@ -279,6 +281,7 @@ async fn handle(
         CallEventKind::Ended { outcome, cause } => info!(?outcome, cause = ?cause, "call ended"),
         other => info!(event = other.name(), "call event"),
     }
+    outputs.calls.count(&event);
     // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
     // The card is made from the call as the hub's live table holds it, which
     // knows the call since its `CallStarted`; the hub applies this event below.

@@ -107,11 +107,22 @@ pub async fn run_with(
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (acknowledged_tx, acknowledged_rx) = mpsc::channel(ACKNOWLEDGED_QUEUE_CAPACITY);
     let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
+    // What /metrics reads, kept where it happens (see `metrics`).
+    let hep_stats = Arc::new(hep_driver::HepStats::default());
+    let call_stats = Arc::new(crate::metrics::CallStats::default());
+    let writer_stats = Arc::new(crate::metrics::WriterStats::default());
+    let webhook_stats: crate::metrics::WebhookStats = config
+        .webhooks
+        .iter()
+        .map(|hook| Arc::new(crate::metrics::TargetStats::new(hook.target_name())))
+        .collect();
+    let mut ami_statuses = Vec::new();
 
     // Phone-system sources.
     let filter = Arc::new(HepFilter {
         allow: config.hep.allow.clone(),
         auth_key: config.hep.auth_key.clone().map(Bytes::from),
+        stats: hep_stats.clone(),
     });
     let (captures_tx, captures_rx) = mpsc::channel(SIP_QUEUE_CAPACITY);
     if let Some(socket) = listeners.hep_udp {
@@ -149,6 +160,7 @@ pub async fn run_with(
     let mut ami_commands = Vec::new();
     for source in &config.ami {
         let ami_config = ami_source_config(source, &agents)?;
+        ami_statuses.push((source.name.clone(), ami_config.status.clone()));
         let (commands_tx, commands_rx) = mpsc::channel(AMI_COMMAND_CAPACITY);
         info!(name = %source.name, addr = %source.addr, "AMI source");
         tasks.spawn(ami_driver::run(
@@ -204,7 +216,7 @@ pub async fn run_with(
         let (feed, rx) = crate::tickets::TicketFeed::channel();
         (feed, Some(rx))
     };
-    let writer = crate::tickets::writer::TicketWriter::new(
+    let mut writer = crate::tickets::writer::TicketWriter::new(
         store.clone(),
         hub.clone(),
         cards.clone(),
@@ -212,6 +224,8 @@ pub async fn run_with(
         tickets_changed.clone(),
         tickets_feed.clone(),
     );
+    writer.stats = writer_stats.clone();
+    let writer_queue = tickets_tx.downgrade();
     tasks.spawn(writer.run(tickets_rx));
     tasks.spawn(crate::tickets::figures::run(
         store.clone(),
@@ -232,10 +246,12 @@ pub async fn run_with(
         sinks: vec![tickets_tx],
         cards: Some(cards),
         completion: Some(completion),
+        calls: call_stats.clone(),
     };
     // Outbound webhooks: an outbox writer fed like any sink, delivery tasks per target.
     outputs.sinks.extend(crate::webhooks::start(
         &config.webhooks,
+        &webhook_stats,
         store.clone(),
         tickets_feed_rx,
         &tasks,
@@ -258,6 +274,17 @@ pub async fn run_with(
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");
     let sockets = TaskTracker::new();
     let hub_for_shutdown = hub.clone();
+    let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+        calls: call_stats,
+        hep: hep_stats,
+        ami: ami_statuses,
+        hub: hub.clone(),
+        writer: writer_stats,
+        writer_queue,
+        webhooks: webhook_stats,
+        store: store.clone(),
+        token: config.metrics.token.clone(),
+    });
     let state = AppState {
         fanout,
         store: store.clone(),
@@ -296,6 +323,8 @@ pub async fn run_with(
     // access log, outermost, replaces that token in the path it writes.
     let app = http::router(state, config.web_root.clone())
         .merge(crate::cti::router(cti))
+        // /metrics has its own rule (loopback, or the metrics token).
+        .merge(metrics.router())
         // Outermost, so that every request, the CTI webhook's too, is logged
         // once (with its token replaced).
         .layer(axum::middleware::from_fn(http::access_log::log_request));

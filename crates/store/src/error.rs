@@ -52,6 +52,9 @@ pub enum StoreError {
     /// Hashing a password failed.
     #[error("password hashing failed: {0}")]
     Password(String),
+    /// The operation does not exist on this backend; the text says what to use instead.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// Any other database error (connection lost, disk full, ...).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -19,6 +19,7 @@
 //!   matcher); `e164` is indexed, and unique per customer;
 //! - `sqlx::Any` is not used: in sqlx 0.8 it maps neither chrono nor uuid types.
 
+mod backup;
 mod calls;
 mod cti;
 mod customers;
@@ -127,10 +128,21 @@ impl Store {
     /// `synchronous=NORMAL`, which in WAL mode cannot corrupt the file but may lose the
     /// last transactions on a power cut (not on a crash of Fiche).
     pub async fn connect(url: &str) -> Result<Store> {
+        Self::open(url, true).await
+    }
+
+    /// [`Store::connect`] to a database that must exist already: a SQLite file
+    /// missing is an error rather than a new empty database (what a backup of
+    /// the wrong path would otherwise copy).
+    pub async fn connect_existing(url: &str) -> Result<Store> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, create_sqlite_file: bool) -> Result<Store> {
         let backend = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Url(format!("{}: {e}", redacted_url(url))))?
-                .create_if_missing(true)
+                .create_if_missing(create_sqlite_file)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)

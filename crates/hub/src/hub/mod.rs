@@ -13,9 +13,10 @@
 //! socket.
 
 use crate::protocol::{
-    AgentInfo, AgentView, Body, CallCard, Card, Figures, Frame, ServerMessage, Snapshot,
+    AgentInfo, AgentView, Body, CallCard, Card, Figures, Frame, Role, ServerMessage, Snapshot,
     TicketSummary, Viewer,
 };
+use crate::stats::HubStats;
 mod board;
 mod registry;
 
@@ -159,6 +160,21 @@ impl Drop for Connection {
     }
 }
 
+/// What one call event queued, for [`HubStats`]: messages, one per socket.
+#[derive(Debug, Default, Clone, Copy)]
+struct Queued {
+    pops: u64,
+    withdrawn: u64,
+}
+
+/// What a message routed by `apply_call` counts as.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Pop,
+    Withdrawn,
+    Other,
+}
+
 /// Handle to the hub; clones share one state.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -171,6 +187,8 @@ struct Inner {
     state: Mutex<State>,
     /// Set by [`Hub::shut_down`]: sockets ending now end because the server stops.
     closing: std::sync::atomic::AtomicBool,
+    /// Pops and withdrawals queued, pop latency; read by the server's `/metrics`.
+    stats: HubStats,
 }
 
 #[derive(Debug)]
@@ -212,6 +230,7 @@ impl Hub {
                     ..State::default()
                 }),
                 closing: std::sync::atomic::AtomicBool::new(false),
+                stats: HubStats::default(),
             }),
         }
     }
@@ -322,6 +341,22 @@ impl Hub {
         self.state().sockets.len()
     }
 
+    /// Registered sockets by their user's role (every role listed, zeros too).
+    pub fn connections_by_role(&self) -> [(Role, usize); 3] {
+        let mut counts = [(Role::Agent, 0), (Role::Supervisor, 0), (Role::Admin, 0)];
+        for socket in self.state().sockets.values() {
+            if let Some((_, n)) = counts.iter_mut().find(|(r, _)| *r == socket.viewer.role) {
+                *n += 1;
+            }
+        }
+        counts
+    }
+
+    /// What the hub counted: pops, withdrawals, pop latency.
+    pub fn stats(&self) -> &HubStats {
+        &self.inner.stats
+    }
+
     /// Replaces whatever a socket has queued (stale deltas) with a fresh
     /// snapshot, and clears its lagged mark.
     pub fn resync(&self, id: ConnectionId) -> Result<(), HubError> {
@@ -364,8 +399,17 @@ impl Hub {
     /// call's card (kept for snapshots).
     pub fn publish_call(&self, event: &CallEvent, card: Option<Card>) {
         let config = &self.inner.config;
-        let mut state = self.state();
-        state.apply_call(event, card, config);
+        let queued = self.state().apply_call(event, card, config);
+        // Counted after the lock is released: the pop is queued already.
+        if queued.pops > 0 {
+            // `at` is when Fiche read what made the phone ring (the HEP packet,
+            // the AMI message, the CTI request): see `fiche_model::CallEvent`.
+            let latency = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
+            self.inner.stats.popped(queued.pops, latency);
+        }
+        if queued.withdrawn > 0 {
+            self.inner.stats.withdrew(queued.withdrawn);
+        }
     }
 
     /// Replaces a call's card (the agent created the customer, or attached the
@@ -516,6 +560,11 @@ impl Hub {
         self.state().calls.get(id).cloned()
     }
 
+    /// How many calls the live table holds.
+    pub fn call_count(&self) -> usize {
+        self.state().calls.len()
+    }
+
     /// Whether the live table holds this call.
     pub fn has_call(&self, id: &CallId) -> bool {
         self.state().calls.get(id).is_some()
@@ -613,19 +662,20 @@ impl State {
         }
     }
 
-    fn apply_call(&mut self, event: &CallEvent, card: Option<Card>, config: &HubConfig) {
+    fn apply_call(&mut self, event: &CallEvent, card: Option<Card>, config: &HubConfig) -> Queued {
         let id = event.call_id;
         let before = Before::of(self.calls.get(&id), self.meta.get(&id));
         let (changed, evicted) = self.calls.apply_evicting(event);
         if let Some(gone) = evicted {
             self.forget_call(gone);
         }
+        let mut queued = Queued::default();
         if !self
             .calls
             .get(&id)
             .is_some_and(|_| changed || card.is_some())
         {
-            return;
+            return queued;
         }
         let new_card = card.is_some();
         self.meta
@@ -633,13 +683,13 @@ impl State {
             .or_default()
             .follow(&event.kind, changed, card);
         let Some(call) = self.calls.get(&id) else {
-            return;
+            return queued;
         };
         let meta = self.meta.get(&id);
         let routing = routing::route(&event.kind, call, meta, &before, changed, new_card);
 
-        // Messages, each serialised once.
-        let mut sends: Vec<(Vec<ConnectionId>, Result<Body, serde_json::Error>)> = Vec::new();
+        // Messages, each serialised once, with what they count as.
+        let mut sends: Vec<(Vec<ConnectionId>, Result<Body, serde_json::Error>, Sent)> = Vec::new();
         let card_ref = meta.and_then(|m| m.card.as_ref());
         if let Some(extension) = routing.pop {
             let pop = ServerMessage::Pop {
@@ -648,7 +698,7 @@ impl State {
                 card: card_ref,
             }
             .to_body();
-            sends.push((self.sockets_of_extensions([extension]), pop));
+            sends.push((self.sockets_of_extensions([extension]), pop, Sent::Pop));
         }
         for (ext, cause) in &routing.withdrawals {
             let name = routing
@@ -665,7 +715,11 @@ impl State {
                 answered_by_name: name,
             }
             .to_body();
-            sends.push((self.sockets_of_extensions([ext.as_str()]), body));
+            sends.push((
+                self.sockets_of_extensions([ext.as_str()]),
+                body,
+                Sent::Withdrawn,
+            ));
         }
         let update = ServerMessage::Call {
             event: event.kind.name(),
@@ -675,17 +729,22 @@ impl State {
         .to_body();
         let mut update_to = self.sockets_of_extensions(routing.update.iter().map(String::as_str));
         update_to.extend(self.supervisors.iter().copied());
-        sends.push((update_to, update));
+        sends.push((update_to, update, Sent::Other));
         if let (Some(card_exts), Some(card)) = (&routing.card, card_ref) {
             let body = ServerMessage::Card { call_id: id, card }.to_body();
             let mut to = self.supervisors.clone();
             to.extend(self.sockets_of_extensions(card_exts.iter().map(String::as_str)));
-            sends.push((to, body));
+            sends.push((to, body, Sent::Other));
         }
 
         // Deliver after the borrows of the call end.
-        for (recipients, body) in sends {
-            self.deliver(recipients, body, config);
+        for (recipients, body, sent) in sends {
+            let n = self.deliver(recipients, body, config);
+            match sent {
+                Sent::Pop => queued.pops += n,
+                Sent::Withdrawn => queued.withdrawn += n,
+                Sent::Other => {}
+            }
         }
         if let Some(meta) = self.meta.get_mut(&id) {
             meta.remember_withdrawals(&routing);
@@ -720,5 +779,6 @@ impl State {
         for user in users {
             self.refresh_agent(user, config);
         }
+        queued
     }
 }

@@ -85,20 +85,21 @@ impl State {
 
     /// Queues `body` for each recipient once, without ever waiting: a full queue
     /// marks the socket lagged (it resyncs when it drains) and, past the overflow
-    /// budget, closes it.
+    /// budget, closes it. Returns on how many sockets it was queued.
     pub(super) fn deliver(
         &mut self,
         mut recipients: Vec<ConnectionId>,
         body: Result<Body, serde_json::Error>,
         config: &HubConfig,
-    ) {
+    ) -> u64 {
         let body = match body {
             Ok(body) => body,
             Err(error) => {
                 warn!(%error, "hub message not serialisable");
-                return;
+                return 0;
             }
         };
+        let mut queued = 0;
         recipients.sort_unstable();
         recipients.dedup();
         let mut dropped = Vec::new();
@@ -108,7 +109,10 @@ impl State {
             };
             let frame = Frame::new(socket.seq + 1, body.clone());
             match socket.queue.push(frame, config.queue_capacity.max(1)) {
-                Ok(()) => socket.seq += 1,
+                Ok(()) => {
+                    socket.seq += 1;
+                    queued += 1;
+                }
                 Err(PushError::Lagged) => {}
                 Err(PushError::Full) => {
                     socket.overflows += 1;
@@ -129,5 +133,6 @@ impl State {
                 self.refresh_agent(socket.viewer.user_id, config);
             }
         }
+        queued
     }
 }

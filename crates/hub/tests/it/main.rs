@@ -274,6 +274,46 @@ fn ring_group_pops_three_then_withdraws_two_naming_who_answered() {
 }
 
 #[test]
+fn the_hub_counts_pops_and_withdrawals_queued_and_each_pops_latency() {
+    let hub = hub();
+    let conns: Vec<Connection> = [(1, "201"), (2, "202")]
+        .into_iter()
+        .map(|(u, e)| hub.connect(agent(u, e)))
+        .collect();
+    let _supervisor = hub.connect(supervisor(9));
+    // The packet that made the phones ring arrived 20 ms ago.
+    let arrived = chrono::Utc::now() - chrono::Duration::milliseconds(20);
+    let at_arrival = |mut event: CallEvent| {
+        event.at = arrived;
+        event
+    };
+    hub.publish_call(&at_arrival(inbound("s", "0612345678")), None);
+    assert_eq!(hub.stats().pops_sent(), 0, "a call start pops nothing");
+    for ext in ["201", "202", "209"] {
+        hub.publish_call(&at_arrival(ringing("s", ext)), None);
+    }
+    assert_eq!(hub.stats().pops_sent(), 2, "nobody is at 209");
+    let latency = hub.stats().pop_latency();
+    assert_eq!(latency.count, 2);
+    assert!(latency.sum >= 2.0 * 0.02, "{latency:?}");
+    let bucket_0_01: u64 = latency
+        .buckets
+        .iter()
+        .filter(|(le, _)| *le <= 0.01)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(bucket_0_01, 0, "20 ms is above 10 ms: {latency:?}");
+
+    hub.publish_call(&answered("s", "202"), None);
+    assert_eq!(hub.stats().pops_withdrawn(), 1, "201's pop only");
+    assert_eq!(
+        hub.connections_by_role(),
+        [(Role::Agent, 2), (Role::Supervisor, 1), (Role::Admin, 0)]
+    );
+    drop(conns);
+}
+
+#[test]
 fn a_card_built_after_the_first_pop_reaches_every_ringing_agent() {
     let hub = hub();
     let mut a = hub.connect(agent(1, "201"));

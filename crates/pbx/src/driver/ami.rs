@@ -20,6 +20,8 @@ use bytes::BytesMut;
 use chrono::Utc;
 use rand::Rng;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -76,6 +78,73 @@ pub struct AmiSourceConfig {
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// The connection's state, kept by the driver for `/metrics`.
+    pub status: Arc<AmiStatus>,
+}
+
+/// Where an AMI source's connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmiState {
+    /// No connection: waiting to reconnect, or stopped.
+    Disconnected,
+    /// Connecting, or connected and logging in.
+    Connecting,
+    /// Logged in: events flow.
+    LoggedIn,
+}
+
+impl AmiState {
+    /// Every state, in a fixed order.
+    pub const ALL: [AmiState; 3] = [
+        AmiState::Disconnected,
+        AmiState::Connecting,
+        AmiState::LoggedIn,
+    ];
+
+    /// The state as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmiState::Disconnected => "disconnected",
+            AmiState::Connecting => "connecting",
+            AmiState::LoggedIn => "logged_in",
+        }
+    }
+}
+
+/// An AMI source's connection state and how often it was lost, readable from
+/// other tasks without a lock.
+#[derive(Debug)]
+pub struct AmiStatus {
+    state: AtomicU8,
+    losses: AtomicU64,
+}
+
+impl Default for AmiStatus {
+    fn default() -> Self {
+        Self {
+            state: AtomicU8::new(AmiState::Disconnected as u8),
+            losses: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AmiStatus {
+    /// The state now.
+    pub fn state(&self) -> AmiState {
+        AmiState::ALL
+            .get(usize::from(self.state.load(Relaxed)))
+            .copied()
+            .unwrap_or(AmiState::Disconnected)
+    }
+
+    /// Connections lost or refused since start (a failed connect or login counts).
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Relaxed)
+    }
+
+    fn set(&self, state: AmiState) {
+        self.state.store(state as u8, Relaxed);
+    }
 }
 
 impl AmiSourceConfig {
@@ -102,6 +171,7 @@ impl AmiSourceConfig {
             originate_context: "from-internal".into(),
             reconnect_initial: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
+            status: Arc::default(),
         }
     }
 }
@@ -234,6 +304,7 @@ pub async fn run(
         }
         connection += 1;
         let mut ready = false;
+        config.status.set(AmiState::Connecting);
         let result = session(
             &config,
             connection,
@@ -244,6 +315,7 @@ pub async fn run(
             &mut ready,
         )
         .await;
+        config.status.set(AmiState::Disconnected);
         match result {
             Ok(()) => return,
             Err(SessionError::EventsClosed) => {
@@ -251,6 +323,7 @@ pub async fn run(
                 return;
             }
             Err(error) => {
+                config.status.losses.fetch_add(1, Relaxed);
                 tracing::warn!(source = %config.name, addr = %config.addr, %error, "AMI connection lost");
             }
         }
@@ -389,6 +462,7 @@ async fn session(
                             Ok(true) => {
                                 logged_in = true;
                                 *ready = true;
+                                config.status.set(AmiState::LoggedIn);
                                 next_ping = Some(Instant::now() + config.ping_interval);
                                 next_resync = Some(Instant::now() + RESYNC_INTERVAL);
                                 tracing::info!(source = %config.name, addr = %config.addr, version = ?framer.banner_version(), "AMI logged in");

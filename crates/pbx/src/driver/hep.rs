@@ -21,6 +21,7 @@ use chrono::Utc;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -72,6 +73,95 @@ pub struct HepFilter {
     pub allow: Vec<IpNet>,
     /// Required auth key (chunk 0x000e), when set.
     pub auth_key: Option<Bytes>,
+    /// What the listeners accepted and dropped, and why (shared with `/metrics`).
+    pub stats: Arc<HepStats>,
+}
+
+/// Why a HEP packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HepDrop {
+    /// From a network not in `hep.allow` (over TCP: each connection refused).
+    NotAllowed,
+    /// Not a HEP v3 packet that decodes.
+    Malformed,
+    /// HEP v1 or v2: the sender is misconfigured.
+    LegacyVersion,
+    /// Without the configured auth key, or with another one.
+    BadAuthKey,
+    /// A HEP packet that carries no SIP (RTCP, logs, …): nothing Fiche reads.
+    NotSip,
+}
+
+impl HepDrop {
+    /// Every reason, in a fixed order.
+    pub const ALL: [HepDrop; 5] = [
+        HepDrop::NotAllowed,
+        HepDrop::Malformed,
+        HepDrop::LegacyVersion,
+        HepDrop::BadAuthKey,
+        HepDrop::NotSip,
+    ];
+
+    /// The reason as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HepDrop::NotAllowed => "not_allowed",
+            HepDrop::Malformed => "malformed",
+            HepDrop::LegacyVersion => "legacy_version",
+            HepDrop::BadAuthKey => "bad_auth_key",
+            HepDrop::NotSip => "not_sip",
+        }
+    }
+}
+
+/// HEP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HepTransport {
+    /// Datagrams.
+    Udp,
+    /// A stream of packets per connection.
+    Tcp,
+}
+
+impl HepTransport {
+    /// Both transports.
+    pub const ALL: [HepTransport; 2] = [HepTransport::Udp, HepTransport::Tcp];
+
+    /// The transport as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HepTransport::Udp => "udp",
+            HepTransport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Counters of the HEP listeners: relaxed atomic additions, nothing else, on
+/// the receive path.
+#[derive(Debug, Default)]
+pub struct HepStats {
+    accepted: [AtomicU64; 2],
+    dropped: [AtomicU64; 5],
+}
+
+impl HepStats {
+    /// SIP messages passed on to the tracker, per transport.
+    pub fn accepted(&self, transport: HepTransport) -> u64 {
+        self.accepted[transport as usize].load(Relaxed)
+    }
+
+    /// Packets dropped for `reason`.
+    pub fn dropped(&self, reason: HepDrop) -> u64 {
+        self.dropped[reason as usize].load(Relaxed)
+    }
+
+    fn accept(&self, transport: HepTransport) {
+        self.accepted[transport as usize].fetch_add(1, Relaxed);
+    }
+
+    fn drop_for(&self, reason: HepDrop) {
+        self.dropped[reason as usize].fetch_add(1, Relaxed);
+    }
 }
 
 impl HepFilter {
@@ -165,13 +255,17 @@ impl Complaints {
         }
     }
 
-    fn decode_error(&mut self, peer: SocketAddr, error: &HepError) {
+    fn decode_error(&mut self, peer: SocketAddr, error: &HepError, stats: &HepStats) {
         if let HepError::LegacyVersion(version) = error {
+            stats.drop_for(HepDrop::LegacyVersion);
             if let Some(suppressed) = self.legacy.tick() {
                 warn!(%peer, version, suppressed, "HEP v1/v2 packet refused: the sender is misconfigured, set it to HEP version 3 (Kamailio: modparam(\"siptrace\", \"hep_version\", 3))");
             }
-        } else if let Some(suppressed) = self.malformed.tick() {
-            warn!(%peer, %error, suppressed, "malformed HEP packet dropped");
+        } else {
+            stats.drop_for(HepDrop::Malformed);
+            if let Some(suppressed) = self.malformed.tick() {
+                warn!(%peer, %error, suppressed, "malformed HEP packet dropped");
+            }
         }
     }
 }
@@ -179,20 +273,23 @@ impl Complaints {
 /// Decodes one datagram or stream packet and forwards it when it is SIP.
 async fn forward(
     packet: HepPacket,
-    peer: SocketAddr,
+    (peer, transport): (SocketAddr, HepTransport),
     filter: &HepFilter,
     complaints: &mut Complaints,
     out: &mpsc::Sender<SipCapture>,
 ) -> Result<(), mpsc::error::SendError<SipCapture>> {
     if !filter.allows_packet(&packet) {
+        filter.stats.drop_for(HepDrop::BadAuthKey);
         if let Some(suppressed) = complaints.bad_auth.tick() {
             warn!(%peer, suppressed, "HEP packet with a wrong or missing auth key dropped");
         }
         return Ok(());
     }
     if !packet.is_sip() {
+        filter.stats.drop_for(HepDrop::NotSip);
         return Ok(());
     }
+    filter.stats.accept(transport);
     out.send(SipCapture {
         received_at: Utc::now(),
         src: packet.src,
@@ -224,6 +321,7 @@ pub async fn run_udp(
             },
         };
         if !filter.allows_peer(peer.ip()) {
+            filter.stats.drop_for(HepDrop::NotAllowed);
             if let Some(suppressed) = complaints.denied.tick() {
                 warn!(%peer, suppressed, "HEP from a network not in hep.allow dropped");
             }
@@ -234,14 +332,15 @@ pub async fn run_udp(
         };
         match hep::decode(datagram) {
             Ok(packet) => {
-                if forward(packet, peer, &filter, &mut complaints, &out)
+                let from = (peer, HepTransport::Udp);
+                if forward(packet, from, &filter, &mut complaints, &out)
                     .await
                     .is_err()
                 {
                     return;
                 }
             }
-            Err(error) => complaints.decode_error(peer, &error),
+            Err(error) => complaints.decode_error(peer, &error, &filter.stats),
         }
     }
 }
@@ -340,6 +439,7 @@ pub async fn run_tcp(
             },
         };
         if !filter.allows_peer(peer.ip()) {
+            filter.stats.drop_for(HepDrop::NotAllowed);
             if let Some(suppressed) = denied.tick() {
                 warn!(%peer, suppressed, "HEP TCP connection from a network not in hep.allow refused");
             }
@@ -431,7 +531,8 @@ impl TcpConnection<'_> {
                     Ok(Some(packet)) => {
                         decoded = true;
                         self.activity.delivered.store(true, Relaxed);
-                        if forward(packet, peer, self.filter, &mut complaints, self.out)
+                        let from = (peer, HepTransport::Tcp);
+                        if forward(packet, from, self.filter, &mut complaints, self.out)
                             .await
                             .is_err()
                         {
@@ -440,7 +541,7 @@ impl TcpConnection<'_> {
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        complaints.decode_error(peer, &error);
+                        complaints.decode_error(peer, &error, &self.filter.stats);
                         // A bad packet whose length was sound was consumed whole; a bad
                         // header cannot be resynchronised on a HEP boundary: drop it.
                         if error.breaks_framing() {
@@ -539,6 +640,7 @@ mod tests {
         let filter = HepFilter {
             allow: vec!["127.0.0.0/8".parse().unwrap()],
             auth_key: None,
+            stats: Arc::default(),
         };
         assert!(filter.allows_peer("127.0.0.1".parse().unwrap()));
         assert!(filter.allows_peer("::ffff:127.0.0.1".parse().unwrap()));
@@ -562,6 +664,7 @@ mod tests {
         let filter = Arc::new(HepFilter {
             allow: vec!["127.0.0.0/8".parse().unwrap()],
             auth_key: None,
+            stats: Arc::default(),
         });
         let task = tokio::spawn(run_tcp(listener, filter, limits, tx, shutdown.clone()));
         (addr, rx, shutdown, task)
@@ -650,6 +753,53 @@ mod tests {
             let capture = tokio::time::timeout(Duration::from_secs(5), captures.recv()).await;
             assert!(matches!(capture, Ok(Some(_))));
         }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn udp_packets_are_counted_accepted_or_dropped_with_their_reason() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stats = Arc::new(HepStats::default());
+        let filter = Arc::new(HepFilter {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            auth_key: Some(Bytes::from_static(b"key")),
+            stats: stats.clone(),
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_udp(socket, filter, tx, shutdown.clone()));
+        let with_key = |proto_type, key: Option<&'static [u8]>| {
+            hep::encode(&HepPacket {
+                proto_type: Some(proto_type),
+                auth_key: key.map(Bytes::from_static),
+                payload: Bytes::from_static(b"OPTIONS sip:201@127.0.0.1 SIP/2.0\r\n\r\n"),
+                ..HepPacket::default()
+            })
+        };
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for datagram in [
+            with_key(1, Some(b"key")),
+            with_key(1, Some(b"other")),
+            with_key(1, None),
+            with_key(5, Some(b"key")),
+            b"not HEP at all".to_vec(),
+            with_key(1, Some(b"key")),
+        ] {
+            sender.send_to(&datagram, addr).await.unwrap();
+        }
+        for _ in 0..2 {
+            let capture = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            assert!(matches!(capture, Ok(Some(_))));
+        }
+        // The datagrams are read in order: the last one passed, so all were seen.
+        assert_eq!(stats.accepted(HepTransport::Udp), 2);
+        assert_eq!(stats.accepted(HepTransport::Tcp), 0);
+        assert_eq!(stats.dropped(HepDrop::BadAuthKey), 2);
+        assert_eq!(stats.dropped(HepDrop::NotSip), 1);
+        assert_eq!(stats.dropped(HepDrop::Malformed), 1);
+        assert_eq!(stats.dropped(HepDrop::NotAllowed), 0);
         shutdown.cancel();
         task.await.unwrap();
     }

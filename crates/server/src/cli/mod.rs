@@ -1,5 +1,6 @@
 //! The administrative commands of the `fiche` binary (everything but `serve`).
 
+pub mod backup;
 pub mod customers_file;
 pub mod user;
 

@@ -75,6 +75,8 @@ pub struct TicketWriter {
     pub changed: Arc<Notify>,
     /// Ticket changes for the webhook outbox.
     pub feed: super::TicketFeed,
+    /// Batch sizes, lag and failures, for `/metrics`.
+    pub stats: Arc<crate::metrics::WriterStats>,
     tracks: HashMap<CallId, Track>,
     callback_users: HashSet<i64>,
     /// The tracks as they were before the batch being written touched them, to
@@ -107,6 +109,7 @@ impl TicketWriter {
             config,
             changed,
             feed,
+            stats: Arc::default(),
             tracks: HashMap::new(),
             callback_users: HashSet::new(),
             journal: HashMap::new(),
@@ -130,13 +133,16 @@ impl TicketWriter {
                     // How long the oldest event waited between its source and the
                     // disk: a crash within that time loses it (HEP's crash window).
                     if let Some(oldest) = batch.iter().map(|item| item.event.at).min() {
-                        let waited_us =
-                            (Utc::now() - oldest).num_microseconds().unwrap_or(i64::MAX);
+                        let waited = Utc::now() - oldest;
+                        let waited_us = waited.num_microseconds().unwrap_or(i64::MAX);
                         debug!(events = batch.len(), waited_us, "batch committed");
+                        self.stats
+                            .committed(batch.len(), waited.to_std().unwrap_or_default());
                     }
                     changed
                 }
                 Err(error) if batch.len() == 1 => {
+                    self.stats.failed();
                     let event = &batch[0].event;
                     warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written");
                     false
@@ -148,9 +154,12 @@ impl TicketWriter {
                         match self.write(std::slice::from_ref(item)).await {
                             Ok(c) => {
                                 changed |= c;
+                                let waited = Utc::now() - item.event.at;
+                                self.stats.committed(1, waited.to_std().unwrap_or_default());
                                 settle(std::slice::from_mut(item));
                             }
                             Err(error) => {
+                                self.stats.failed();
                                 let event = &item.event;
                                 warn!(%error, call = %event.call_id, event = event.kind.name(), "call not written")
                             }

@@ -108,9 +108,11 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 
 /// Starts the outbox writer and one delivery task per target under `tasks`;
 /// returns the sink to register in the pipeline's outputs, `None` when no
-/// target is configured. `tickets` is the ticket feed's listener end.
+/// target is configured. `tickets` is the ticket feed's listener end; `stats`
+/// holds each target's counters, in the order of `configs`.
 pub fn start(
     configs: &[WebhookConfig],
+    stats: &crate::metrics::WebhookStats,
     store: Store,
     tickets: Option<mpsc::Receiver<TicketSummary>>,
     tasks: &TaskTracker,
@@ -124,12 +126,17 @@ pub fn start(
         .map(Target::new)
         .collect::<anyhow::Result<Vec<Target>>>()?;
     let mut wakers = Vec::new();
-    for target in &targets {
+    for (i, target) in targets.iter().enumerate() {
         let notify = Arc::new(Notify::new());
         wakers.push(notify.clone());
         info!(target = %target.name, kind = ?target.kind, "webhook target");
+        let counters = stats
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crate::metrics::TargetStats::new(target.name.clone())));
         tasks.spawn(deliver(
             target.clone(),
+            counters,
             store.clone(),
             notify,
             shutdown.clone(),
@@ -281,7 +288,13 @@ enum Attempt {
 }
 
 /// Sends `target`'s outbox rows in order until `shutdown`.
-async fn deliver(target: Target, store: Store, notify: Arc<Notify>, shutdown: CancellationToken) {
+async fn deliver(
+    target: Target,
+    stats: Arc<crate::metrics::TargetStats>,
+    store: Store,
+    notify: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
         let batch = match store.outbox_next(&target.name, BATCH).await {
             Ok(batch) => batch,
@@ -312,12 +325,17 @@ async fn deliver(target: Target, store: Store, notify: Arc<Notify>, shutdown: Ca
                 return;
             }
             let outcome = match send(&target, &entry).await {
-                Attempt::Delivered => store.outbox_delete(entry.id).await,
+                Attempt::Delivered => {
+                    stats.delivered();
+                    store.outbox_delete(entry.id).await
+                }
                 Attempt::Refused(reason) => {
+                    stats.refused();
                     warn!(target = %target.name, delivery = entry.id, %reason, "webhook delivery refused by the target; dropped");
                     store.outbox_delete(entry.id).await
                 }
                 Attempt::Retry(reason) => {
+                    stats.retried();
                     let delay = backoff(entry.attempts, target.max_backoff);
                     warn!(target = %target.name, delivery = entry.id, attempts = entry.attempts + 1,
                         retry_in = ?delay, %reason, "webhook delivery failed");

@@ -3,6 +3,7 @@
 //! in a schema of its own, created for the test and dropped after it, so tests run in
 //! parallel. PostgreSQL being unreachable fails the tests: it is never skipped.
 
+mod backup;
 mod calls;
 mod cti_outbox;
 mod customer_changes;
