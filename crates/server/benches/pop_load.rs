@@ -8,6 +8,12 @@
 //! the INVITE. Also reports cards expected vs received and the server's CPU time
 //! and resident memory.
 //!
+//! The same calls are then sent, at the same rate to the same number of sockets,
+//! through a bare relay (`pop_load/relay.rs`: HEP in, the raw INVITE to the
+//! extension's websocket, nothing else) started as a process of its own, and the
+//! ratio of Fiche's latency to the relay's is printed: what Fiche adds beyond
+//! the wire, measured in one run under one load (`POP_BENCH_RELAY=0` skips it).
+//!
 //! A second mode (`POP_BENCH_IDLE=<sockets>`) opens that many idle agent sockets
 //! (shared between `POP_BENCH_IDLE_USERS` logins: a socket costs the same
 //! whichever session opened it) and reports the server's resident memory per
@@ -24,6 +30,8 @@
 //! sockets stay open after the first reading before a second one, default 32:
 //! one heartbeat), `FICHE_BIN` (default target/release/fiche).
 
+#[path = "pop_load/relay.rs"]
+mod relay;
 mod support;
 
 use bytes::Bytes;
@@ -61,6 +69,9 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Ok(ports) = std::env::var(relay::CHILD) {
+        return relay::serve(&ports);
+    }
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
     let http_port = free_port()?;
     let hep_port = free_port()?;
@@ -224,11 +235,29 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// The settings of a pop run.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    agents: usize,
+    rate: usize,
+    seconds: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    lost: usize,
+}
+
 async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
-    let agents = env_number("POP_BENCH_AGENTS", 1000).clamp(1, 10_000);
-    let rate = env_number("POP_BENCH_RATE", 100).max(1);
-    let seconds = env_number("POP_BENCH_SECONDS", 20).max(1);
-    let calls = rate * seconds;
+    let load = Load {
+        agents: env_number("POP_BENCH_AGENTS", 1000).clamp(1, 10_000),
+        rate: env_number("POP_BENCH_RATE", 100).max(1),
+        seconds: env_number("POP_BENCH_SECONDS", 20).max(1),
+    };
+    let agents = load.agents;
     let api = Arc::new(Api {
         http: api.http,
         client: api.client.clone(),
@@ -245,7 +274,47 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
         "setup: {agents} agents created and logged in in {created:.1?}, sockets open in {:.1?}",
         setup.elapsed() - created
     );
+    let fiche = measure("fiche", sockets, pid, hep, load).await?;
+    if env_number("POP_BENCH_RELAY", 1) == 0 {
+        return Ok(());
+    }
+    let relay = relay::Relay::start(free_port()?, free_port()?)?;
+    let extensions: Vec<String> = (0..agents)
+        .map(|i| (FIRST_EXTENSION + i).to_string())
+        .collect();
+    let sockets = relay.sockets(&extensions).await?;
+    let bare = measure("bare relay", sockets, relay.pid(), relay.hep, load).await?;
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    println!(
+        "side by side: fiche p50 {:.2?} / relay {:.2?} = {:.2}x; fiche p99 {:.2?} / relay {:.2?} = {:.2}x; \
+         lost: fiche {}, relay {}",
+        fiche.p50,
+        bare.p50,
+        ratio(fiche.p50, bare.p50),
+        fiche.p99,
+        bare.p99,
+        ratio(fiche.p99, bare.p99),
+        fiche.lost,
+        bare.lost,
+    );
+    Ok(())
+}
 
+/// Sends the calls to `hep` and times each pop at its agent's socket; `pid` is
+/// the process whose CPU and memory are reported.
+async fn measure(
+    name: &str,
+    sockets: Vec<Ws>,
+    pid: u32,
+    hep: SocketAddr,
+    load: Load,
+) -> anyhow::Result<Figures> {
+    let Load {
+        agents,
+        rate,
+        seconds,
+    } = load;
+    let calls = rate * seconds;
     // Nanoseconds since `base`, per call: when the INVITE left, when the pop arrived.
     let base = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..calls).map(|_| AtomicU64::new(0)).collect());
@@ -304,7 +373,7 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
     let pct = |p: f64| percentile(&latencies, p);
     let cpu = after.cpu.saturating_sub(before.cpu);
     println!(
-        "pop latency (INVITE sent → pop frame at the agent's socket), {agents} agents, \
+        "{name}: pop latency (INVITE sent → pop frame at the agent's socket), {agents} agents, \
          {rate} calls/s for {seconds} s: p50 {:.2?}, p90 {:.2?}, p99 {:.2?}, p99.9 {:.2?}, max {:.2?}",
         pct(0.50),
         pct(0.90),
@@ -326,14 +395,18 @@ async fn pops(api: &Api, pid: u32, hep: SocketAddr) -> anyhow::Result<()> {
         stray.load(Ordering::Relaxed)
     );
     println!(
-        "server: CPU {cpu:.2?} over {elapsed:.1?} ({:.1} % of one core); RSS {} KiB before, {} KiB after; \
+        "{name} process: CPU {cpu:.2?} over {elapsed:.1?} ({:.1} % of one core); RSS {} KiB before, {} KiB after; \
          load average {}",
         100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
         before.rss_kib,
         after.rss_kib,
         load_average()
     );
-    Ok(())
+    Ok(Figures {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        lost: calls - received,
+    })
 }
 
 async fn read_pops(
