@@ -345,6 +345,7 @@ impl Translator {
                 caller,
                 callee,
                 diverted_from: Vec::new(),
+                queue: None,
             },
         )];
         for extension in tracked.ringing.iter().filter_map(|e| Extension::new(e)) {
