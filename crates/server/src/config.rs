@@ -65,6 +65,85 @@ pub struct CtiConfig {
     /// region reads (`0899…`, `+33 8 99…`); no call events are produced for them.
     #[serde(default)]
     pub blocked_numbers: Vec<String>,
+
+    // Cloud phone systems (issue 17): kept in one block for easy merges.
+    /// Fiche's public base URL as the phone system reaches it
+    /// (`https://fiche.example.com`): sipgate is told to send `answer` and
+    /// `hangup` there. Unset: the request's `Host` (and `X-Forwarded-Proto`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Queue name (or dialled number, as the PBX sends it) → the agents that
+    /// ring when a request names nobody (extensions or provider ids).
+    #[serde(default)]
+    pub queues: BTreeMap<String, Vec<String>>,
+    /// A provider's id of an agent (sipgate `userId`/`fullUserId`, Placetel
+    /// peer, Aircall or Ringover user id or e-mail; case-insensitive) → her extension.
+    #[serde(default)]
+    pub agents: BTreeMap<String, String>,
+    /// Outbound caller-ID routing (Zammad's `outbound` settings).
+    #[serde(default)]
+    pub outbound: CtiOutboundConfig,
+    /// Aircall's webhook (`/api/v1/aircall/{token}`).
+    #[serde(default)]
+    pub aircall: Option<AircallConfig>,
+    /// Ringover's webhook (`/api/v1/ringover/{token}`).
+    #[serde(default)]
+    pub ringover: Option<RingoverConfig>,
+}
+
+/// Outbound caller-ID routing: the first route whose `dest` matches the
+/// dialled number, else `default_caller_id`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiOutboundConfig {
+    /// Routes, tried in order.
+    #[serde(default)]
+    pub routes: Vec<CallerIdRouteConfig>,
+    /// The caller id presented when no route matches; unset: the PBX decides.
+    #[serde(default)]
+    pub default_caller_id: Option<String>,
+}
+
+/// One outbound caller-ID route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerIdRouteConfig {
+    /// Dialled numbers, as the PBX sends them; `*` is one or more characters (`41*`).
+    pub dest: String,
+    /// The number to present.
+    pub caller_id: String,
+}
+
+/// Aircall's webhook settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AircallConfig {
+    /// The token Aircall shows for the webhook; every event's body carries it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AircallConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AircallConfig")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Ringover's webhook settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingoverConfig {
+    /// The webhook key Ringover signs its `X-Ringover-Webhook-Signature` with.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RingoverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingoverConfig")
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What an outbound webhook target receives.

@@ -50,6 +50,7 @@ async fn a_missed_call_makes_one_callback_ticket(db: &TestDb) {
         priority: 1,
         assignee_user_id: None,
         assignee_group: Some("support".into()),
+        queue: None,
         due_at: Some(due),
     };
     let ticket = db.store.insert_ticket(&new).await.unwrap();
