@@ -58,7 +58,7 @@ pub struct Config {
 }
 
 /// The inbound CTI webhook.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CtiConfig {
     /// Callers answered `{"action":"reject","reason":"busy"}`, in any format the
@@ -89,6 +89,29 @@ pub struct CtiConfig {
     /// Ringover's webhook (`/api/v1/ringover/{token}`).
     #[serde(default)]
     pub ringover: Option<RingoverConfig>,
+    /// Seconds an unanswered call whose caller hung up waits for Aircall or
+    /// Ringover to say whether a voicemail was left, before it ends missed.
+    #[serde(default = "default_voicemail_wait_secs")]
+    pub voicemail_wait_secs: u64,
+}
+
+impl Default for CtiConfig {
+    fn default() -> Self {
+        Self {
+            blocked_numbers: Vec::new(),
+            public_url: None,
+            queues: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            outbound: CtiOutboundConfig::default(),
+            aircall: None,
+            ringover: None,
+            voicemail_wait_secs: default_voicemail_wait_secs(),
+        }
+    }
+}
+
+fn default_voicemail_wait_secs() -> u64 {
+    u64::try_from(fiche_pbx::cti::VOICEMAIL_WAIT.num_seconds()).unwrap_or(180)
 }
 
 /// Outbound caller-ID routing: the first route whose `dest` matches the

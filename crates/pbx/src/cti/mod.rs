@@ -47,10 +47,10 @@ pub const MAX_USERS: usize = 32;
 pub const MAX_TRACKED_CALLS: usize = 100_000;
 /// How long an ended call is remembered, to ignore late duplicates.
 pub const ENDED_KEEP: Duration = Duration::minutes(10);
-/// How long an unanswered call whose caller hung up waits for the provider to
-/// say whether a voicemail was left (Aircall's `call.ended` comes about 30 s
-/// after the hang-up; Ringover's `voicemail` once the message is recorded)
-/// before it ends as missed.
+/// How long, by default, an unanswered call whose caller hung up waits for the
+/// provider to say whether a voicemail was left (Aircall's `call.ended` comes
+/// about 30 s after the hang-up; Ringover's `voicemail` once the message is
+/// recorded) before it ends as missed ([`TranslatorConfig::voicemail_wait`]).
 pub const VOICEMAIL_WAIT: Duration = Duration::minutes(3);
 /// The `user` Zammad's specs send on an `answer` taken by the voicemail.
 const VOICEMAIL_USER: &str = "voicemail";
@@ -76,7 +76,7 @@ pub enum CtiEvent {
     /// The caller hung up before anyone answered; whether a voicemail was left
     /// is told later (Aircall `call.hungup`, Ringover `missed`): the call ends
     /// missed at the next [`CtiEvent::Hangup`] or [`CtiEvent::VoicemailLeft`],
-    /// or after [`VOICEMAIL_WAIT`].
+    /// or after [`TranslatorConfig::voicemail_wait`].
     HungUpUnanswered,
 }
 
@@ -275,6 +275,9 @@ pub struct TranslatorConfig {
     pub agent_ids: HashMap<String, String>,
     /// Outbound caller-ID routing.
     pub outbound: OutboundRules,
+    /// How long an unanswered call whose caller hung up waits for news of a
+    /// voicemail ([`CtiEvent::HungUpUnanswered`]); [`VOICEMAIL_WAIT`] by default.
+    pub voicemail_wait: Duration,
 }
 
 /// The per-call state machine.
@@ -480,12 +483,13 @@ impl Translator {
         let mut events = Vec::new();
         let silence = self.config.silence_timeout;
         let ringing = self.config.ringing_timeout;
+        let voicemail_wait = self.config.voicemail_wait;
         self.calls.retain(|_, call| {
             if call.ended || call.blocked {
                 return now - call.last_seen < ENDED_KEEP;
             }
             if let Some((at, cause)) = call.hung_up.clone() {
-                if now - at < VOICEMAIL_WAIT {
+                if now - at < voicemail_wait {
                     return true;
                 }
                 call.hung_up = None;
@@ -1068,7 +1072,7 @@ impl crate::CallSource for Translator {
             .values()
             .map(|call| {
                 if let (Some((at, _)), false) = (&call.hung_up, call.ended) {
-                    return *at + VOICEMAIL_WAIT;
+                    return *at + self.config.voicemail_wait;
                 }
                 let keep = if call.ended || call.blocked {
                     ENDED_KEEP
@@ -1162,6 +1166,7 @@ mod tests {
             queues: HashMap::new(),
             agent_ids: HashMap::new(),
             outbound: OutboundRules::default(),
+            voicemail_wait: VOICEMAIL_WAIT,
         })
     }
 

@@ -10,7 +10,7 @@
 //! Events: `ringing` (one per agent; the first starts the call), `answered`
 //! (a second agent answering takes the call over), `hangup`, `missed` (the
 //! caller hung up unanswered: the call ends missed unless a `voicemail` follows
-//! within [`super::VOICEMAIL_WAIT`]) and `voicemail`. Other events are ignored.
+//! within `[cti] voicemail_wait_secs`) and `voicemail`. Other events are ignored.
 
 use super::{CtiError, CtiEvent, CtiRequest};
 use serde_json::Value;

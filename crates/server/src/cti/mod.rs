@@ -510,6 +510,7 @@ pub fn translator_config(
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned),
         },
+        voicemail_wait: seconds(cti.voicemail_wait_secs),
     }
 }
 
