@@ -938,6 +938,46 @@ mod tests {
     }
 
     #[test]
+    fn cloud_phone_system_settings_parse_and_keep_their_secrets() {
+        let plain = Config::parse("").unwrap();
+        assert_eq!(
+            plain.cti.voicemail_wait_secs, 180,
+            "the default without [cti]"
+        );
+        let text = "[cti]\npublic_url = \"https://fiche.example.com\"\n\
+                    [cti.outbound]\ndefault_caller_id = \"4930777000000\"\n\
+                    routes = [{ dest = \"41*\", caller_id = \"41715880339000\" }]\n\
+                    [cti.queues]\nsupport = [\"201\", \"w0\"]\n\
+                    [cti.agents]\n\"Claire@Example.com\" = \"202\"\n\
+                    [cti.aircall]\ntoken = \"air-s3cret\"\n\
+                    [cti.ringover]\nsecret = \"ring-s3cret\"\n";
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cti.outbound.routes[0].dest, "41*");
+        assert_eq!(c.cti.queues["support"], ["201", "w0"]);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("air-s3cret") && !debug.contains("ring-s3cret"),
+            "secrets never in Debug (fiche check-config prints it)"
+        );
+        let agents = fiche_pbx::ExtensionPatterns::new([r"2\d\d"]).unwrap();
+        let translator = crate::cti::translator_config(&c, &agents);
+        assert_eq!(
+            translator
+                .agent_ids
+                .get("claire@example.com")
+                .map(String::as_str),
+            Some("202"),
+            "ids are matched case-insensitively"
+        );
+        assert_eq!(
+            translator.outbound.caller_id_for("4147110000000"),
+            Some("41715880339000")
+        );
+        assert!(Config::parse("[cti.outbound]\nroutes = [{ dest = \"41*\" }]\n").is_err());
+    }
+
+    #[test]
     fn errors_name_the_setting() {
         let err = Config::load(None, env_of(&[("FICHE_HEP_ADDR", "nowhere")])).unwrap_err();
         assert!(format!("{err:#}").contains("FICHE_HEP_ADDR"), "{err:#}");
