@@ -536,6 +536,10 @@ async fn sipgate_spec() {
     );
     let call = bench.ended_call("sg-7").await;
     assert_eq!(
+        call["answered_by"], "203",
+        "the agent, not the number reached"
+    );
+    assert_eq!(
         (call["rang"].clone(), call["outcome"].as_str()),
         (json!(["203"]), Some("answered"))
     );

@@ -706,25 +706,25 @@ impl Translator {
         out
     }
 
-    /// The extension that answered: `answeringNumber` (an extension, or an
-    /// id the configuration maps), else the one agent the request names, else
+    /// The extension that answered: `answeringNumber` when it names an agent
+    /// (an extension, or an id the configuration maps), else the one agent the
+    /// request names (sipgate's `answeringNumber` is the number that was
+    /// reached, its `userId` the agent), else `answeringNumber` as sent, else
     /// the only ringing extension (decided by [`answer`]).
     fn answering_extension(&self, request: &CtiRequest, named: &[String]) -> Answering {
-        if let Some(number) = request
+        let number = request
             .answering_number
             .as_deref()
             .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
-            return Answering::Known(
-                self.agent_extension(number)
-                    .unwrap_or_else(|| number.to_owned()),
-            );
+            .filter(|n| !n.is_empty());
+        if let Some(agent) = number.and_then(|n| self.agent_extension(n)) {
+            return Answering::Known(agent);
         }
-        match named {
-            [one] => Answering::Known(one.clone()),
-            [] => Answering::Unnamed,
-            _ => Answering::Ambiguous,
+        match (named, number) {
+            ([one], _) => Answering::Known(one.clone()),
+            (_, Some(number)) => Answering::Known(number.to_owned()),
+            ([], None) => Answering::Unnamed,
+            (_, None) => Answering::Ambiguous,
         }
     }
 
@@ -1855,6 +1855,7 @@ mod tests {
                         ("event", "answer"),
                         ("userId", "w1"),
                         ("user", "Claire Martin"),
+                        ("answeringNumber", "4930600000000"),
                     ],
                 ],
                 &[&["started -", "ringing 202"], &["answered 202"]],
