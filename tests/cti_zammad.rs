@@ -561,6 +561,13 @@ async fn sipgate_spec() {
     );
     assert_eq!(bench.verdict("sg-8").await.0, "forwarded");
 
+    let log = bench.fiche.log_text();
+    assert!(
+        log.contains("/api/v1/sipgate/<token>/in"),
+        "requests are logged"
+    );
+    assert!(!log.contains(&bench.token), "the token never is");
+
     // "alternative fqdn": the configured public URL wins over the Host.
     let config = format!("{CONFIG}\n");
     let config = config.replace(
@@ -1003,6 +1010,11 @@ async fn aircall_sequences() {
     send("call.tagged", aircall_call(5, "outbound", json!({}))).await;
     send("call.answered", aircall_call(777, "inbound", claire)).await;
     assert!(!bench.has_call("777").await);
+    let log = bench.fiche.log_text();
+    assert!(
+        !log.contains(AIRCALL_TOKEN) && !log.contains(&bench.token),
+        "neither Fiche's token nor Aircall's is logged"
+    );
 }
 
 /// Ringover's signature header: a JWT signed HS512 with `key`.
@@ -1196,4 +1208,6 @@ async fn ringover_sequences() {
 
     // Events Fiche does not follow are acknowledged.
     send(json!({"event": "tags_updated", "resource": "aftercall", "timestamp": 0, "data": {"call_id": 5, "tags": ["x"]}}).to_string()).await;
+    let log = bench.fiche.log_text();
+    assert!(!log.contains(RINGOVER_KEY) && !log.contains(&signature));
 }
