@@ -491,7 +491,7 @@ async fn cti_requests_become_call_events_and_zammad_replies() {
             "call_started inbound +33611111111→202",
             "ringing 202",
             "transferred 0622222222",
-            "ended missed forwarded"
+            "ended forwarded forwarded"
         ]
     );
     assert!(

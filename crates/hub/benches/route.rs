@@ -62,6 +62,7 @@ fn started(key: &str) -> CallEvent {
                 ..Party::default()
             },
             diverted_from: vec![],
+            queue: None,
         },
     )
 }

@@ -218,6 +218,7 @@ mod tests {
                 ..Party::default()
             },
             diverted_from: vec![],
+            queue: None,
         }
     }
 

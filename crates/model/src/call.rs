@@ -110,6 +110,12 @@ pub enum Outcome {
     Rejected,
     /// The call failed: wrong number, network error, lost signalling.
     Failed,
+    /// Nobody answered; the voicemail took the call. A missed call: the
+    /// caller who left a message is called back.
+    Voicemail,
+    /// The phone system forwarded the call out before anyone here answered
+    /// (to a mobile, another site): handled elsewhere, not missed.
+    Forwarded,
 }
 
 impl Outcome {
@@ -121,6 +127,8 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
+            Outcome::Voicemail => "voicemail",
+            Outcome::Forwarded => "forwarded",
         }
     }
 }
@@ -341,6 +349,10 @@ pub enum CallEventKind {
         /// Forwarding history (Diversion / History-Info targets, oldest first).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         diverted_from: Vec<String>,
+        /// The queue (or line, hunt group) the phone system says the call
+        /// came through, as it names it; only sources that tell (CTI webhooks).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
     },
     /// A phone rings. One per ringing phone: a ring group rings several.
     Ringing {

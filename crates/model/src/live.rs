@@ -59,6 +59,9 @@ pub struct LiveCall {
     pub transfers: Vec<Transfer>,
     /// Forwarding history from the signalling.
     pub diverted_from: Vec<String>,
+    /// The queue or line the call came through, when the source names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// When the call started.
     pub started_at: Timestamp,
     /// When it was answered.
@@ -152,6 +155,7 @@ impl LiveCalls {
             caller,
             callee,
             diverted_from,
+            queue,
         } = &event.kind
         {
             if self.calls.contains_key(&event.call_id) {
@@ -184,6 +188,7 @@ impl LiveCalls {
                     transferred_to: Vec::new(),
                     transfers: Vec::new(),
                     diverted_from: diverted_from.clone(),
+                    queue: queue.clone(),
                     started_at: event.at,
                     answered_at: None,
                     ended_at: None,
@@ -367,6 +372,7 @@ mod tests {
                     ..Party::default()
                 },
                 diverted_from: vec![],
+                queue: None,
             },
         )
     }

@@ -58,6 +58,7 @@ fn events(calls: usize) -> Vec<CallEvent> {
                     caller: party(&caller),
                     callee: party(&callee),
                     diverted_from: Vec::new(),
+                    queue: None,
                 },
             ));
             out.push(event(

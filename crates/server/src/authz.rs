@@ -202,6 +202,7 @@ mod tests {
             transferred_to: Vec::new(),
             transfers: Vec::new(),
             diverted_from: Vec::new(),
+            queue: None,
             started_at: chrono::Utc::now(),
             answered_at: answered.then(chrono::Utc::now),
             ended_at: None,

@@ -87,13 +87,115 @@ const MIN_METRICS_TOKEN: usize = 16;
 // --- end [metrics] ---
 
 /// The inbound CTI webhook.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CtiConfig {
     /// Callers answered `{"action":"reject","reason":"busy"}`, in any format the
     /// region reads (`0899…`, `+33 8 99…`); no call events are produced for them.
     #[serde(default)]
     pub blocked_numbers: Vec<String>,
+
+    // Cloud phone systems (issue 17): kept in one block for easy merges.
+    /// Fiche's public base URL as the phone system reaches it
+    /// (`https://fiche.example.com`): sipgate is told to send `answer` and
+    /// `hangup` there. Unset: the request's `Host` (and `X-Forwarded-Proto`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Queue name (or dialled number, as the PBX sends it) → the agents that
+    /// ring when a request names nobody (extensions or provider ids).
+    #[serde(default)]
+    pub queues: BTreeMap<String, Vec<String>>,
+    /// A provider's id of an agent (sipgate `userId`/`fullUserId`, Placetel
+    /// peer, Aircall or Ringover user id or e-mail; case-insensitive) → her extension.
+    #[serde(default)]
+    pub agents: BTreeMap<String, String>,
+    /// Outbound caller-ID routing (Zammad's `outbound` settings).
+    #[serde(default)]
+    pub outbound: CtiOutboundConfig,
+    /// Aircall's webhook (`/api/v1/aircall/{token}`).
+    #[serde(default)]
+    pub aircall: Option<AircallConfig>,
+    /// Ringover's webhook (`/api/v1/ringover/{token}`).
+    #[serde(default)]
+    pub ringover: Option<RingoverConfig>,
+    /// Seconds an unanswered call whose caller hung up waits for Aircall or
+    /// Ringover to say whether a voicemail was left, before it ends missed.
+    #[serde(default = "default_voicemail_wait_secs")]
+    pub voicemail_wait_secs: u64,
+}
+
+impl Default for CtiConfig {
+    fn default() -> Self {
+        Self {
+            blocked_numbers: Vec::new(),
+            public_url: None,
+            queues: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            outbound: CtiOutboundConfig::default(),
+            aircall: None,
+            ringover: None,
+            voicemail_wait_secs: default_voicemail_wait_secs(),
+        }
+    }
+}
+
+fn default_voicemail_wait_secs() -> u64 {
+    u64::try_from(fiche_pbx::cti::VOICEMAIL_WAIT.num_seconds()).unwrap_or(180)
+}
+
+/// Outbound caller-ID routing: the first route whose `dest` matches the
+/// dialled number, else `default_caller_id`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiOutboundConfig {
+    /// Routes, tried in order.
+    #[serde(default)]
+    pub routes: Vec<CallerIdRouteConfig>,
+    /// The caller id presented when no route matches; unset: the PBX decides.
+    #[serde(default)]
+    pub default_caller_id: Option<String>,
+}
+
+/// One outbound caller-ID route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerIdRouteConfig {
+    /// Dialled numbers, as the PBX sends them; `*` is one or more characters (`41*`).
+    pub dest: String,
+    /// The number to present.
+    pub caller_id: String,
+}
+
+/// Aircall's webhook settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AircallConfig {
+    /// The token Aircall shows for the webhook; every event's body carries it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AircallConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AircallConfig")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Ringover's webhook settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingoverConfig {
+    /// The webhook key Ringover signs its `X-Ringover-Webhook-Signature` with.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RingoverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingoverConfig")
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What an outbound webhook target receives.
@@ -881,6 +983,46 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(format!("{err:#}").contains("webhooks[0].url"), "{err:#}");
+    }
+
+    #[test]
+    fn cloud_phone_system_settings_parse_and_keep_their_secrets() {
+        let plain = Config::parse("").unwrap();
+        assert_eq!(
+            plain.cti.voicemail_wait_secs, 180,
+            "the default without [cti]"
+        );
+        let text = "[cti]\npublic_url = \"https://fiche.example.com\"\n\
+                    [cti.outbound]\ndefault_caller_id = \"4930777000000\"\n\
+                    routes = [{ dest = \"41*\", caller_id = \"41715880339000\" }]\n\
+                    [cti.queues]\nsupport = [\"201\", \"w0\"]\n\
+                    [cti.agents]\n\"Claire@Example.com\" = \"202\"\n\
+                    [cti.aircall]\ntoken = \"air-s3cret\"\n\
+                    [cti.ringover]\nsecret = \"ring-s3cret\"\n";
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cti.outbound.routes[0].dest, "41*");
+        assert_eq!(c.cti.queues["support"], ["201", "w0"]);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("air-s3cret") && !debug.contains("ring-s3cret"),
+            "secrets never in Debug (fiche check-config prints it)"
+        );
+        let agents = fiche_pbx::ExtensionPatterns::new([r"2\d\d"]).unwrap();
+        let translator = crate::cti::translator_config(&c, &agents);
+        assert_eq!(
+            translator
+                .agent_ids
+                .get("claire@example.com")
+                .map(String::as_str),
+            Some("202"),
+            "ids are matched case-insensitively"
+        );
+        assert_eq!(
+            translator.outbound.caller_id_for("4147110000000"),
+            Some("41715880339000")
+        );
+        assert!(Config::parse("[cti.outbound]\nroutes = [{ dest = \"41*\" }]\n").is_err());
     }
 
     #[test]

@@ -42,13 +42,29 @@ use tracing::warn;
 /// Sources, in the order of [`CallStats`]' arrays.
 const SOURCES: [Source; 3] = [Source::Hep, Source::Ami, Source::Cti];
 /// Outcomes, in the order of [`CallStats`]' arrays.
-const OUTCOMES: [Outcome; 5] = [
+const OUTCOMES: [Outcome; 7] = [
     Outcome::Answered,
     Outcome::Missed,
+    Outcome::Voicemail,
+    Outcome::Forwarded,
     Outcome::Busy,
     Outcome::Rejected,
     Outcome::Failed,
 ];
+
+/// Where `outcome` sits in [`OUTCOMES`]: a match, so that a new outcome
+/// cannot be left uncounted.
+fn outcome_slot(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Answered => 0,
+        Outcome::Missed => 1,
+        Outcome::Voicemail => 2,
+        Outcome::Forwarded => 3,
+        Outcome::Busy => 4,
+        Outcome::Rejected => 5,
+        Outcome::Failed => 6,
+    }
+}
 
 /// Upper bounds of the ticket writer's batch size histogram (events).
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
@@ -60,8 +76,8 @@ const LAG_BUCKETS: &[f64] = &[
 /// Calls seen by the pipeline, by source, and ended by source and outcome.
 #[derive(Debug, Default)]
 pub struct CallStats {
-    started: [AtomicU64; 3],
-    ended: [[AtomicU64; 5]; 3],
+    started: [AtomicU64; SOURCES.len()],
+    ended: [[AtomicU64; OUTCOMES.len()]; SOURCES.len()],
 }
 
 impl CallStats {
@@ -73,9 +89,7 @@ impl CallStats {
                 self.started[s].fetch_add(1, Relaxed);
             }
             (fiche_pbx::CallEventKind::Ended { outcome, .. }, Some(s)) => {
-                if let Some(o) = OUTCOMES.iter().position(|x| x == outcome) {
-                    self.ended[s][o].fetch_add(1, Relaxed);
-                }
+                self.ended[s][outcome_slot(*outcome)].fetch_add(1, Relaxed);
             }
             _ => {}
         }
@@ -600,6 +614,13 @@ impl Collector for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_slot() {
+        for (slot, outcome) in OUTCOMES.iter().enumerate() {
+            assert_eq!(outcome_slot(*outcome), slot, "{outcome:?}");
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

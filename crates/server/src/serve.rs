@@ -269,6 +269,7 @@ pub async fn run_with(
         store.clone(),
         acknowledged_tx,
         crate::cti::translator_config(&config, &agents),
+        crate::cti::providers::settings(&config),
     );
     tasks.spawn(cti.clone().run_expiry(shutdown.clone()));
     info!(addr = ?listeners.http.local_addr().ok(), "HTTP listening");

@@ -110,6 +110,8 @@ pub(crate) fn parse_outcome(text: Option<&str>) -> Result<Option<Outcome>> {
         Some("busy") => Some(Outcome::Busy),
         Some("rejected") => Some(Outcome::Rejected),
         Some("failed") => Some(Outcome::Failed),
+        Some("voicemail") => Some(Outcome::Voicemail),
+        Some("forwarded") => Some(Outcome::Forwarded),
         Some(other) => return Err(corrupt("outcome", other)),
     })
 }

@@ -155,6 +155,9 @@ impl Store {
                     if let Some(answered) = row.answered_at {
                         answered_in += 1;
                         waits.push(secs(row.started_at, answered));
+                    } else if outcome == Some(Outcome::Forwarded) {
+                        // Forwarded out by the phone system: handled elsewhere,
+                        // neither answered here nor missed.
                     } else if row.ended_at.is_some() || outcome.is_some() {
                         kpis.missed += 1;
                         if row

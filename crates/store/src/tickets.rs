@@ -61,6 +61,8 @@ pub struct NewTicket {
     pub assignee_user_id: Option<UserId>,
     /// Assigned group (ring group, queue, team).
     pub assignee_group: Option<String>,
+    /// The queue or line the call came through, as the phone system names it.
+    pub queue: Option<String>,
     /// When it should be done.
     pub due_at: Option<DateTime<Utc>>,
 }
@@ -90,6 +92,8 @@ pub struct Ticket {
     pub assignee_user_id: Option<UserId>,
     /// Assigned group.
     pub assignee_group: Option<String>,
+    /// The queue or line the call came through.
+    pub queue: Option<String>,
     /// When it should be done.
     pub due_at: Option<DateTime<Utc>>,
     /// Calls counted against it (merged missed calls).
@@ -149,6 +153,7 @@ struct TicketRow {
     priority: i32,
     assignee_user_id: Option<i64>,
     assignee_group: Option<String>,
+    queue: Option<String>,
     due_at: Option<DateTime<Utc>>,
     attempts: i32,
     created_at: DateTime<Utc>,
@@ -201,6 +206,7 @@ impl TryFrom<TicketRow> for Ticket {
             priority: row.priority,
             assignee_user_id: row.assignee_user_id.map(UserId),
             assignee_group: row.assignee_group,
+            queue: row.queue,
             due_at: row.due_at,
             attempts: row.attempts,
             created_at: row.created_at,
@@ -229,7 +235,7 @@ impl TryFrom<TicketEventRow> for TicketEvent {
 }
 
 const TICKET_COLUMNS: &str = "id, call_id, customer_id, phone_e164, kind, status, subject, \
-     reason, priority, assignee_user_id, assignee_group, due_at, attempts, created_at, \
+     reason, priority, assignee_user_id, assignee_group, queue, due_at, attempts, created_at, \
      updated_at, closed_at";
 
 pub(crate) fn check_short(field: &'static str, text: &str) -> Result<()> {
@@ -332,6 +338,7 @@ impl TicketTx {
         for (field, value) in [
             ("reason", &ticket.reason),
             ("assignee_group", &ticket.assignee_group),
+            ("queue", &ticket.queue),
         ] {
             if let Some(value) = value {
                 check_short(field, value)?;
@@ -346,9 +353,9 @@ impl TicketTx {
             // A conflict would abort a PostgreSQL transaction: skip it instead.
             let sql = dialect.sql_owned(format!(
                 "INSERT INTO tickets (call_id, customer_id, phone_e164, kind, status, subject, \
-                 reason, priority, assignee_user_id, assignee_group, due_at, attempts, \
+                 reason, priority, assignee_user_id, assignee_group, queue, due_at, attempts, \
                  created_at, updated_at, closed_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (call_id) WHERE call_id IS NOT NULL DO NOTHING \
                  RETURNING {TICKET_COLUMNS}"
             ));
@@ -363,6 +370,7 @@ impl TicketTx {
                 .bind(ticket.priority)
                 .bind(ticket.assignee_user_id.map(|id| id.0))
                 .bind(&ticket.assignee_group)
+                .bind(&ticket.queue)
                 .bind(ticket.due_at.map(stored_time))
                 .bind(i32::from(ticket.call_id.is_some()))
                 .bind(at)

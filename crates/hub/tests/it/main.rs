@@ -86,6 +86,7 @@ fn inbound(key: &str, from: &str) -> CallEvent {
                 ..Party::default()
             },
             diverted_from: vec![],
+            queue: None,
         },
     )
 }

@@ -1119,6 +1119,7 @@ impl AmiTracker {
             caller,
             callee,
             diverted_from: Vec::new(),
+            queue: None,
         };
         self.out.push_back(CallEvent {
             call_id: call.call_id,

@@ -530,6 +530,7 @@ fn started(call_id: &str, direction: Direction, caller: Party, callee: &str) -> 
         caller,
         callee: party(callee, None),
         diverted_from: Vec::new(),
+        queue: None,
     }
 }
 

@@ -525,6 +525,7 @@ impl SipTracker {
                 caller,
                 callee,
                 diverted_from: identity::diverted_from(&headers),
+                queue: None,
             },
         );
         self.calls.insert(f.call_id.to_owned(), call);

@@ -13,6 +13,7 @@
 //! request-logging layer of that router sees the path either.
 
 pub mod cli;
+pub mod providers;
 /// The translator lives with the other call sources, in `fiche-pbx`.
 pub use fiche_pbx::cti as translate;
 
@@ -32,7 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{info, warn};
-pub use translate::{CtiError, CtiRequest, KnownCall, Reply, Translator, TranslatorConfig};
+pub use translate::{
+    CtiError, CtiEvent, CtiRequest, KnownCall, Reply, Translator, TranslatorConfig,
+};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -69,6 +72,9 @@ struct Inner {
     // pipeline in the order its requests were handled.
     translator: Mutex<Translator>,
     tokens: Mutex<Tokens>,
+    /// The cloud providers' settings (sipgate's callback URL, Aircall's and
+    /// Ringover's secrets).
+    providers: providers::ProviderSettings,
 }
 
 struct Tokens {
@@ -79,10 +85,16 @@ struct Tokens {
 
 impl CtiContext {
     /// A context sending events into `events` (the pipeline's acknowledged input).
-    pub fn new(store: Store, events: mpsc::Sender<Acknowledged>, config: TranslatorConfig) -> Self {
+    pub fn new(
+        store: Store,
+        events: mpsc::Sender<Acknowledged>,
+        config: TranslatorConfig,
+        providers: providers::ProviderSettings,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             events,
+            providers,
             translator: Mutex::new(Translator::new(config)),
             tokens: Mutex::new(Tokens {
                 by_hash: HashMap::new(),
@@ -164,10 +176,12 @@ impl CtiContext {
     }
 }
 
-/// The route, with its own state; merge it into the application.
+/// The routes (Generic CTI and the providers' dialects), with their own
+/// state; merge them into the application.
 pub fn router(context: CtiContext) -> Router {
     Router::new()
         .route("/api/v1/cti/{token}", post(receive))
+        .merge(providers::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(context)
 }
@@ -182,66 +196,122 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let name = match context.token_name(&token).await {
-        Ok(Some(name)) => name,
-        Ok(None) => {
-            warn!("CTI request with an unknown or revoked token refused");
-            return error(StatusCode::UNAUTHORIZED, INVALID_TOKEN);
-        }
-        Err(error_) => {
-            warn!(error = %error_, "CTI token lookup failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable, retry later",
-            );
-        }
+    let name = match context.authenticate(&token).await {
+        Ok(name) => name,
+        Err(refused) => return refused.json(),
     };
     let request = match parse_body(&headers, &body) {
         Ok(request) => request,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let (mut reply, mut durable) = match translate(&context, &name, &request, None).await {
-        Ok(translated) => translated,
-        Err(response) => return response,
-    };
-    if let Err(CtiError::UnknownCall(_)) = reply {
-        // Perhaps a call that started before Fiche restarted: the call log has it.
-        match recall(&context, &name, &request).await {
-            Ok(Some(known)) => {
-                // An unknown call made no events: nothing of the first try to wait for.
-                (reply, durable) = match translate(&context, &name, &request, Some(known)).await {
-                    Ok(translated) => translated,
-                    Err(response) => return response,
-                };
+    match context.process(&name, None, &request).await {
+        Ok(Reply::Accepted) => Json(json!({})).into_response(),
+        Ok(Reply::Reject) => Json(json!({ "action": "reject", "reason": "busy" })).into_response(),
+        Ok(Reply::Dial { caller_id, number }) => {
+            Json(json!({ "action": "dial", "caller_id": caller_id, "number": number }))
+                .into_response()
+        }
+        Err(refused) => refused.json(),
+    }
+}
+
+/// Why a request was not taken: its status and message, written in the
+/// answer's format by each route (JSON, or XML for sipgate and Placetel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What went wrong; never a secret.
+    pub message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// Zammad's JSON error: `{"error": "…"}`.
+    pub fn json(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
+impl From<CtiError> for Refused {
+    fn from(e: CtiError) -> Self {
+        let status = match e {
+            CtiError::UnknownCall(_) => StatusCode::NOT_FOUND,
+            CtiError::TooManyCalls => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Refused::new(status, e.to_string())
+    }
+}
+
+impl CtiContext {
+    /// The name of the live token `token`, or the refusal (Zammad's words
+    /// for a wrong token).
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<String, Refused> {
+        match self.token_name(token).await {
+            Ok(Some(name)) => Ok(name),
+            Ok(None) => {
+                warn!("CTI request with an unknown or revoked token refused");
+                Err(Refused::new(StatusCode::UNAUTHORIZED, INVALID_TOKEN))
             }
-            Ok(None) => {}
             Err(error_) => {
-                warn!(error = %error_, "CTI call lookup failed");
-                return error(
+                warn!(error = %error_, "CTI token lookup failed");
+                Err(Refused::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database unavailable, retry later",
-                );
+                ))
             }
         }
     }
-    if let Err(response) = wait_durable(durable).await {
-        // The translator moved on, the database did not: forgotten, the call's
-        // state comes from the call log again, so the phone system's retry of
-        // this request makes its events again instead of passing as a repeat.
-        if let Some((key, _)) = Translator::call_key(&name, &request) {
-            context.0.translator.lock().await.forget(&key);
+
+    /// Translates one request of the PBX `name` (`event`: a dialect's, or
+    /// `None` for a Generic CTI request naming its own), and waits until its
+    /// events are durable: the reply, once it may be given.
+    pub(crate) async fn process(
+        &self,
+        name: &str,
+        event: Option<CtiEvent>,
+        request: &CtiRequest,
+    ) -> Result<Reply, Refused> {
+        let context = self;
+        let (mut reply, mut durable) = translate(context, name, event, request, None).await?;
+        if let Err(CtiError::UnknownCall(_)) = reply {
+            // Perhaps a call that started before Fiche restarted: the call log has it.
+            match recall(context, name, request).await {
+                Ok(Some(known)) => {
+                    // An unknown call made no events: nothing of the first try to wait for.
+                    (reply, durable) =
+                        translate(context, name, event, request, Some(known)).await?;
+                }
+                Ok(None) => {}
+                Err(error_) => {
+                    warn!(error = %error_, "CTI call lookup failed");
+                    return Err(Refused::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database unavailable, retry later",
+                    ));
+                }
+            }
         }
-        return response;
-    }
-    match reply {
-        Ok(Reply::Accepted) => Json(json!({})).into_response(),
-        Ok(Reply::Reject) => {
+        if let Err(refused) = wait_durable(durable).await {
+            // The translator moved on, the database did not: forgotten, the call's
+            // state comes from the call log again, so the phone system's retry of
+            // this request makes its events again instead of passing as a repeat.
+            if let Some((key, _)) = Translator::call_key(name, request) {
+                context.0.translator.lock().await.forget(&key);
+            }
+            return Err(refused);
+        }
+        if let Ok(Reply::Reject) = reply {
             info!(pbx = %name, caller = ?request.from, "blocked caller rejected");
-            Json(json!({ "action": "reject", "reason": "busy" })).into_response()
         }
-        Err(e @ CtiError::UnknownCall(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ CtiError::TooManyCalls) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        reply.map_err(Refused::from)
     }
 }
 
@@ -250,7 +320,7 @@ type Durable = Option<oneshot::Receiver<bool>>;
 
 /// Waits until the events a request sent are durable; the 503 that ends the
 /// request when they are not (the phone system retries it).
-async fn wait_durable(durable: Durable) -> Result<(), Response> {
+async fn wait_durable(durable: Durable) -> Result<(), Refused> {
     let Some(answer) = durable else {
         return Ok(());
     };
@@ -258,14 +328,14 @@ async fn wait_durable(durable: Durable) -> Result<(), Response> {
         Ok(Ok(true)) => Ok(()),
         Ok(Ok(false) | Err(_)) => {
             warn!("CTI request not recorded; answered 503 so that the phone system retries");
-            Err(error(
+            Err(Refused::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not recorded, retry later",
             ))
         }
         Err(_) => {
             warn!(timeout = ?DURABLE_TIMEOUT, "CTI request not recorded in time; answered 503");
-            Err(error(
+            Err(Refused::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not recorded in time, retry later",
             ))
@@ -279,16 +349,21 @@ async fn wait_durable(durable: Durable) -> Result<(), Response> {
 async fn translate(
     context: &CtiContext,
     name: &str,
+    event: Option<CtiEvent>,
     request: &CtiRequest,
     restored: Option<(String, KnownCall)>,
-) -> Result<(Result<Reply, CtiError>, Durable), Response> {
+) -> Result<(Result<Reply, CtiError>, Durable), Refused> {
     let now = Utc::now();
     let mut translator = context.0.translator.lock().await;
     let mut events = Vec::new();
     if let Some((key, known)) = restored {
         translator.restore(key, &known, now);
     }
-    let reply = match translator.handle(name, request, now) {
+    let handled = match event {
+        Some(event) => translator.handle_event(name, event, request, now),
+        None => translator.handle(name, request, now),
+    };
+    let reply = match handled {
         Ok(translated) => {
             events.extend(translated.events);
             Ok(translated.reply)
@@ -302,7 +377,10 @@ async fn translate(
     let (receipt, durable) = Receipt::new();
     let item = Acknowledged { events, receipt };
     if context.0.events.send(item).await.is_err() {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        ));
     }
     Ok((reply, Some(durable)))
 }
@@ -332,39 +410,44 @@ async fn recall(
 /// Reads a JSON object or a form-encoded body (also what Zammad accepts: form
 /// when the content type is not JSON).
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<CtiRequest, String> {
+    body_pairs(headers, body).map(CtiRequest::from_pairs)
+}
+
+/// A JSON object's members (arrays repeat their name) or a form's fields.
+pub(crate) fn body_pairs(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if is_json {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
-        let Value::Object(map) = value else {
-            return Err("invalid JSON body: expected an object".to_owned());
-        };
-        let mut pairs = Vec::with_capacity(map.len());
-        for (name, value) in map {
-            match value {
-                Value::Array(items) => {
-                    for item in items {
-                        if let Some(text) = scalar(item) {
-                            pairs.push((name.clone(), text));
-                        }
-                    }
-                }
-                other => {
-                    if let Some(text) = scalar(other) {
-                        pairs.push((name, text));
+    if !is_json {
+        return serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("invalid JSON body: expected an object".to_owned());
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    if let Some(text) = scalar(item) {
+                        pairs.push((name.clone(), text));
                     }
                 }
             }
+            other => {
+                if let Some(text) = scalar(other) {
+                    pairs.push((name, text));
+                }
+            }
         }
-        Ok(CtiRequest::from_pairs(pairs))
-    } else {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).map_err(|e| format!("invalid form body: {e}"))?;
-        Ok(CtiRequest::from_pairs(pairs))
     }
+    Ok(pairs)
 }
 
 fn scalar(value: Value) -> Option<String> {
@@ -392,12 +475,42 @@ pub fn translator_config(
             _ => raw.trim().to_owned(),
         })
         .collect();
+    let cti = &config.cti;
     TranslatorConfig {
         policy,
         agents: agents.clone(),
         blocked,
         silence_timeout: seconds(config.calls.silence_timeout_secs),
         ringing_timeout: seconds(config.calls.ringing_timeout_secs),
+        queues: cti
+            .queues
+            .iter()
+            .map(|(queue, agents)| (queue.trim().to_owned(), agents.clone()))
+            .collect(),
+        agent_ids: cti
+            .agents
+            .iter()
+            .map(|(id, extension)| (id.trim().to_lowercase(), extension.trim().to_owned()))
+            .collect(),
+        outbound: translate::OutboundRules {
+            routes: cti
+                .outbound
+                .routes
+                .iter()
+                .map(|r| translate::CallerIdRoute {
+                    dest: r.dest.trim().to_owned(),
+                    caller_id: r.caller_id.trim().to_owned(),
+                })
+                .collect(),
+            default_caller_id: cti
+                .outbound
+                .default_caller_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+        },
+        voicemail_wait: seconds(cti.voicemail_wait_secs),
     }
 }
 

@@ -553,6 +553,7 @@ impl History<'_> {
                 priority: 0,
                 assignee_user_id: assignee,
                 assignee_group: None,
+                queue: None,
                 due_at: None,
             })
             .await
@@ -597,6 +598,7 @@ impl History<'_> {
                 priority: 0,
                 assignee_user_id: None,
                 assignee_group: Some(RING_GROUP.into()),
+                queue: None,
                 due_at: Some(call.ended_at + Duration::hours(1)),
             })
             .await

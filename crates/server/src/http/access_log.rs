@@ -1,6 +1,7 @@
 //! The HTTP access log: one `tracing` line per request (method, path, status,
 //! time, user id), target `fiche::access`. Secrets stay out: the CTI token in
-//! `/api/v1/cti/{token}` is replaced, query strings are not logged (they may
+//! `/api/v1/cti/{token}` (and the sipgate, Placetel, Aircall and Ringover
+//! routes) is replaced, query strings are not logged (they may
 //! carry numbers a customer typed), and no header is logged at all (so no
 //! `Authorization` or cookie either).
 
@@ -15,18 +16,23 @@ use tracing::info;
 #[derive(Debug, Clone, Copy)]
 pub struct LoggedUser(pub i64);
 
+/// The routes whose second segment after `/api/v1/` is a CTI token.
+const TOKEN_ROUTES: [&str; 5] = ["cti", "sipgate", "placetel", "aircall", "ringover"];
+
 /// The path as logged: the CTI token is never written anywhere.
 pub fn loggable_path(path: &str) -> Cow<'_, str> {
-    match path.strip_prefix("/api/v1/cti/") {
-        Some(rest) if !rest.is_empty() => {
-            let tail = rest.split_once('/').map_or("", |(_, tail)| tail);
-            if tail.is_empty() {
-                Cow::Borrowed("/api/v1/cti/<token>")
-            } else {
-                Cow::Owned(format!("/api/v1/cti/<token>/{tail}"))
-            }
-        }
-        _ => Cow::Borrowed(path),
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return Cow::Borrowed(path);
+    };
+    let Some((route, after)) = rest.split_once('/') else {
+        return Cow::Borrowed(path);
+    };
+    if !TOKEN_ROUTES.contains(&route) || after.is_empty() {
+        return Cow::Borrowed(path);
+    }
+    match after.split_once('/').map_or("", |(_, tail)| tail) {
+        "" => Cow::Owned(format!("/api/v1/{route}/<token>")),
+        tail => Cow::Owned(format!("/api/v1/{route}/<token>/{tail}")),
     }
 }
 
@@ -65,5 +71,15 @@ mod tests {
         );
         assert_eq!(loggable_path("/api/calls/live"), "/api/calls/live");
         assert_eq!(loggable_path("/api/v1/cti/"), "/api/v1/cti/");
+        assert_eq!(
+            loggable_path("/api/v1/sipgate/s3cr3t/in"),
+            "/api/v1/sipgate/<token>/in"
+        );
+        for route in ["placetel", "aircall", "ringover"] {
+            assert_eq!(
+                loggable_path(&format!("/api/v1/{route}/s3cr3t")),
+                format!("/api/v1/{route}/<token>")
+            );
+        }
     }
 }

@@ -89,6 +89,8 @@ struct ApiTicket {
     assignee_user_id: Option<i64>,
     assignee_name: Option<String>,
     assignee_group: Option<String>,
+    /// The queue or line the call came through, as the phone system names it.
+    queue: Option<String>,
     due_at: Option<DateTime<Utc>>,
     attempts: i32,
     attempt_times: Vec<DateTime<Utc>>,
@@ -207,6 +209,7 @@ async fn to_api(
             .assignee_user_id
             .and_then(|u| names.users.get(&u.0).cloned()),
         assignee_group: ticket.assignee_group,
+        queue: ticket.queue,
         due_at: ticket.due_at,
         attempts: ticket.attempts,
         attempt_times,

@@ -10,12 +10,18 @@
 use super::{CallKind, TicketsConfig};
 use chrono::{DateTime, Duration, Utc};
 use fiche_hub::Priority;
-use fiche_pbx::Direction;
+use fiche_pbx::{Direction, Outcome};
 
-/// Which rule a call falls under once it ended (or was answered).
-pub fn kind_of(direction: Direction, answered: bool) -> CallKind {
+/// Which rule a call falls under once it ended (or was answered, `outcome`
+/// still unknown). A call the phone system forwarded out before anyone here
+/// answered was handled elsewhere: a call, not a callback (Zammad counts it
+/// done). A voicemail is a missed call.
+pub fn kind_of(direction: Direction, answered: bool, outcome: Option<Outcome>) -> CallKind {
     match (direction, answered) {
         (Direction::Inbound, true) => CallKind::InboundAnswered,
+        (Direction::Inbound, false) if outcome == Some(Outcome::Forwarded) => {
+            CallKind::InboundAnswered
+        }
         (Direction::Inbound, false) => CallKind::Missed,
         (Direction::Outbound, _) => CallKind::Outbound,
         (Direction::Internal, _) => CallKind::Internal,
@@ -88,6 +94,10 @@ pub struct MissedFacts {
     pub rang: Vec<String>,
     /// The number the caller dialled (a ring group, a queue, a DID).
     pub dialled: Option<String>,
+    /// The queue the phone system says the call came through.
+    pub queue: Option<String>,
+    /// The caller reached the voicemail (and may have left a message).
+    pub voicemail: bool,
     /// When the call ended.
     pub ended_at: DateTime<Utc>,
 }
@@ -103,8 +113,11 @@ pub enum MissedAction {
     NewCallback {
         /// When exactly one phone rang, the callback is its owner's.
         assign_to_extension: Option<String>,
-        /// Otherwise (or when that phone has no owner) the group's: the dialled number.
+        /// Otherwise (or when that phone has no owner) the group's: the
+        /// queue, else the dialled number.
         group: String,
+        /// The callback says a voicemail was left: listen to it first.
+        voicemail: bool,
         /// Known customers with work already open are called back first.
         priority: Priority,
         /// When it is due.
@@ -130,9 +143,11 @@ pub fn missed(config: &TicketsConfig, facts: &MissedFacts) -> MissedAction {
     MissedAction::NewCallback {
         assign_to_extension,
         group: facts
-            .dialled
+            .queue
             .clone()
+            .or_else(|| facts.dialled.clone())
             .unwrap_or_else(|| DEFAULT_GROUP.to_owned()),
+        voicemail: facts.voicemail,
         priority: if facts.customer_has_open_work {
             Priority::High
         } else {
@@ -157,6 +172,8 @@ mod tests {
             customer_has_open_work: open_work,
             rang: rang.iter().map(|e| (*e).to_owned()).collect(),
             dialled: Some("600".to_owned()),
+            queue: None,
+            voicemail: false,
             ended_at: at(0),
         }
     }
@@ -178,6 +195,7 @@ mod tests {
                     group: "600".into(),
                     priority: Priority::Normal,
                     due_at: at(30),
+                    voicemail: false,
                 },
             ),
             (
@@ -188,6 +206,7 @@ mod tests {
                     group: "600".into(),
                     priority: Priority::Normal,
                     due_at: at(30),
+                    voicemail: false,
                 },
             ),
             (
@@ -198,6 +217,7 @@ mod tests {
                     group: "600".into(),
                     priority: Priority::High,
                     due_at: at(30),
+                    voicemail: false,
                 },
             ),
             (
@@ -208,7 +228,31 @@ mod tests {
                     group: "600".into(),
                     priority: Priority::Normal,
                     due_at: at(30),
+                    voicemail: false,
                 },
+            ),
+            (
+                "the caller left a voicemail: a callback saying so, for the queue the call came through",
+                MissedFacts {
+                    queue: Some("support".into()),
+                    voicemail: true,
+                    ..missed_facts(&["201", "202"], None, false)
+                },
+                MissedAction::NewCallback {
+                    assign_to_extension: None,
+                    group: "support".into(),
+                    priority: Priority::Normal,
+                    due_at: at(30),
+                    voicemail: true,
+                },
+            ),
+            (
+                "a voicemail from a number with an open callback: one more attempt on it",
+                MissedFacts {
+                    voicemail: true,
+                    ..missed_facts(&["201"], Some(7), false)
+                },
+                MissedAction::Attempt(7),
             ),
             (
                 "a replayed end changes nothing",
@@ -261,9 +305,19 @@ mod tests {
             ),
         ];
         for (promise, direction, answered, drafts, makes) in cases {
-            let kind = kind_of(direction, answered);
+            let kind = kind_of(direction, answered, None);
             assert_eq!(makes_ticket(&config, kind, drafts), makes, "{promise}");
         }
+        assert_eq!(
+            kind_of(Direction::Inbound, false, Some(Outcome::Forwarded)),
+            CallKind::InboundAnswered,
+            "forwarded out before an answer: handled elsewhere, not missed"
+        );
+        assert_eq!(
+            kind_of(Direction::Inbound, false, Some(Outcome::Voicemail)),
+            CallKind::Missed,
+            "a voicemail is a missed call, called back"
+        );
         assert!(ticket_at_answer(&config, Direction::Inbound));
         assert!(!ticket_at_answer(&config, Direction::Outbound));
     }

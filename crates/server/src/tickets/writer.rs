@@ -59,6 +59,10 @@ struct Track {
     remote_e164: Option<String>,
     remote_display: String,
     customer_id: Option<CustomerId>,
+    /// The queue or line the source names.
+    queue: Option<String>,
+    /// How it ended, once it did.
+    outcome: Option<Outcome>,
 }
 
 /// Persists calls and tickets and tells the hub.
@@ -248,6 +252,7 @@ impl TicketWriter {
                 direction,
                 caller,
                 callee,
+                queue,
                 ..
             } => {
                 if self.tracks.len() >= MAX_TRACKED {
@@ -277,6 +282,8 @@ impl TicketWriter {
                     remote_e164: None,
                     remote_display: String::new(),
                     customer_id: None,
+                    queue: queue.clone(),
+                    outcome: None,
                 };
                 if *direction == Direction::Outbound {
                     track.agent = caller.number.clone();
@@ -341,9 +348,10 @@ impl TicketWriter {
             CallEventKind::Ended { outcome, cause } => {
                 self.recall(tx, event.call_id).await?;
                 self.touch(event.call_id);
-                let Some(track) = self.tracks.remove(&event.call_id) else {
+                let Some(mut track) = self.tracks.remove(&event.call_id) else {
                     return Ok(false);
                 };
+                track.outcome = Some(*outcome);
                 let mut row = call_row(event.call_id, &track);
                 row.answered_at = track.answered_at;
                 row.ended_at = Some(event.at);
@@ -351,7 +359,7 @@ impl TicketWriter {
                 row.cause = Some(cause.clone());
                 tx.upsert_call(&row).await?;
                 let answered = track.answered_at.is_some() || *outcome == Outcome::Answered;
-                let kind = rules::kind_of(track.direction, answered);
+                let kind = rules::kind_of(track.direction, answered, Some(*outcome));
                 // Taken before the drafts are read, so that a save racing with this
                 // end either is seen here or sees the ticket.
                 tx.lock_call(event.call_id).await?;
@@ -427,6 +435,8 @@ impl TicketWriter {
             remote_e164: None,
             remote_display: String::new(),
             customer_id: None,
+            queue: call.queue,
+            outcome: None,
         };
         self.identify(&mut track);
         self.touch(call_id);
@@ -463,8 +473,16 @@ impl TicketWriter {
             .and_then(|id| self.cards.customers.cached(id.0))
             .map(|c| c.name)
             .unwrap_or_else(|| track.remote_display.clone());
+        let forwarded_to = track
+            .transfers
+            .last()
+            .and_then(|t| t.to.as_ref())
+            .filter(|_| track.outcome == Some(Outcome::Forwarded));
         match track.direction {
-            Direction::Inbound => format!("Appel de {who}"),
+            Direction::Inbound => match forwarded_to {
+                Some(to) => format!("Appel de {who}, renvoyé vers {to}"),
+                None => format!("Appel de {who}"),
+            },
             Direction::Outbound => format!("Appel vers {who}"),
             Direction::Internal => format!(
                 "Appel interne {} → {}",
@@ -527,6 +545,7 @@ impl TicketWriter {
                     priority: Priority::Normal.level(),
                     assignee_user_id: assignee,
                     assignee_group: None,
+                    queue: track.queue.clone(),
                     due_at: None,
                 };
                 self.insert(tx, call_id, &new).await
@@ -575,6 +594,8 @@ impl TicketWriter {
             customer_has_open_work,
             rang: track.rang.clone(),
             dialled: track.callee.number.clone(),
+            queue: track.queue.clone(),
+            voicemail: track.outcome == Some(Outcome::Voicemail),
             ended_at,
         };
         match rules::missed(&self.config, &facts) {
@@ -583,7 +604,10 @@ impl TicketWriter {
                 let Some(open) = open_callback else {
                     return Ok((false, None));
                 };
-                let body = serde_json::json!({ "at": track.started_at, "rang": track.rang });
+                let mut body = serde_json::json!({ "at": track.started_at, "rang": track.rang });
+                if track.outcome == Some(Outcome::Voicemail) {
+                    body["voicemail"] = serde_json::Value::Bool(true);
+                }
                 let linked = tx.link_call(open.id, call_id, "attempt", body).await?;
                 if let Some(ticket) = &linked {
                     self.publish(ticket);
@@ -595,6 +619,7 @@ impl TicketWriter {
                 group,
                 priority,
                 due_at,
+                voicemail,
             } => {
                 let assignee: Option<UserId> = match &assign_to_extension {
                     Some(ext) => tx.user_for_extension(ext).await?,
@@ -606,11 +631,19 @@ impl TicketWriter {
                     phone_e164: track.remote_e164.clone(),
                     kind: TicketKind::Callback,
                     status: TicketStatus::Open,
-                    subject: format!("À rappeler : {}", self.subject_target(track)),
+                    subject: if voicemail {
+                        format!(
+                            "À rappeler (message vocal) : {}",
+                            self.subject_target(track)
+                        )
+                    } else {
+                        format!("À rappeler : {}", self.subject_target(track))
+                    },
                     reason: None,
                     priority: priority.level(),
                     assignee_user_id: assignee,
                     assignee_group: assignee.is_none().then_some(group),
+                    queue: track.queue.clone(),
                     due_at: Some(due_at),
                 };
                 self.insert(tx, call_id, &new).await
@@ -713,7 +746,7 @@ fn call_row(id: CallId, track: &Track) -> Call {
         rang: track.rang.clone(),
         answered_by: track.answered_by.clone(),
         transfers: track.transfers.clone(),
-        queue: None,
+        queue: track.queue.clone(),
         customer_id: track.customer_id,
         started_at: track.started_at,
         answered_at: None,

@@ -163,6 +163,8 @@ fn zammad_cause(outcome: Outcome, cause: &str) -> &'static str {
         Outcome::Missed => "cancel",
         Outcome::Busy | Outcome::Rejected => "busy",
         Outcome::Failed => "congestion",
+        Outcome::Voicemail => "voicemail",
+        Outcome::Forwarded => "forwarded",
     }
 }
 
@@ -195,6 +197,7 @@ mod tests {
                 ..Party::default()
             },
             diverted_from: Vec::new(),
+            queue: None,
         });
         let (name, body) = calls.form(&started).unwrap();
         assert_eq!(name, "newCall");
@@ -262,6 +265,7 @@ mod tests {
                 ..Party::default()
             },
             diverted_from: Vec::new(),
+            queue: None,
         });
         assert!(calls.form(&started).is_none());
         let answered = event(CallEventKind::Answered {

@@ -546,6 +546,7 @@ async fn a_restart_mid_call_or_a_replay_after_one_keeps_one_ticket_per_call() {
                     withheld: false,
                 },
                 diverted_from: Vec::new(),
+                queue: None,
             },
         )
     };
@@ -646,6 +647,7 @@ mod events {
                 caller: party(caller),
                 callee: party(callee),
                 diverted_from: Vec::new(),
+                queue: None,
             },
         )
     }

@@ -47,6 +47,7 @@ fn callback(call_id: CallId, due_at: DateTime<Utc>) -> NewTicket {
         priority: 0,
         assignee_user_id: None,
         assignee_group: Some("accueil".into()),
+        queue: None,
         due_at: Some(due_at),
     }
 }
@@ -160,6 +161,7 @@ async fn lists_filter_and_put_overdue_callbacks_first(db: &TestDb) {
             priority: 0,
             assignee_user_id: None,
             assignee_group: None,
+            queue: None,
             due_at: None,
         })
         .await

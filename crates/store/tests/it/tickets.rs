@@ -50,10 +50,16 @@ async fn a_missed_call_makes_one_callback_ticket(db: &TestDb) {
         priority: 1,
         assignee_user_id: None,
         assignee_group: Some("support".into()),
+        queue: Some("support".into()),
         due_at: Some(due),
     };
     let ticket = db.store.insert_ticket(&new).await.unwrap();
     assert_eq!(ticket.attempts, 1);
+    assert_eq!(
+        ticket.queue.as_deref(),
+        Some("support"),
+        "the queue the call came through"
+    );
     assert_eq!(ticket.due_at, Some(due));
     assert_eq!(ticket.closed_at, None);
     assert_eq!(db.store.get_ticket(ticket.id).await.unwrap(), ticket);
@@ -137,6 +143,7 @@ async fn a_ticket_is_dated_back_with_its_notes(db: &TestDb) {
             priority: 0,
             assignee_user_id: None,
             assignee_group: None,
+            queue: None,
             due_at: None,
         })
         .await
@@ -167,3 +174,22 @@ async fn a_ticket_is_dated_back_with_its_notes(db: &TestDb) {
     ));
 }
 store_test!(a_ticket_is_dated_back_with_its_notes);
+
+/// The outcomes of cloud phone systems: a voicemail (a missed call) and a call
+/// forwarded out (handled elsewhere) are stored and read back as such.
+async fn voicemail_and_forwarded_calls_are_stored(db: &TestDb) {
+    for (key, outcome) in [
+        ("vm.1", fiche_model::Outcome::Voicemail),
+        ("fw.1", fiche_model::Outcome::Forwarded),
+    ] {
+        let mut call = missed_call(key);
+        call.ended_at = Some(Utc::now());
+        call.outcome = Some(outcome);
+        db.store.upsert_call(&call).await.unwrap();
+        let stored = db.store.get_call(call.id).await.unwrap().unwrap();
+        assert_eq!(stored.outcome, Some(outcome));
+        assert_eq!(stored.queue.as_deref(), Some("support"));
+    }
+}
+
+store_test!(voicemail_and_forwarded_calls_are_stored);
