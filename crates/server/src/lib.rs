@@ -11,6 +11,7 @@ pub mod cti;
 pub mod customer_memory;
 pub mod customers_sync;
 pub mod http;
+pub mod odoo;
 pub mod pipeline;
 pub mod serve;
 pub mod tickets;

@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: fiche_server::cti::cli::CtiCommand,
     },
+    /// Odoo: check the connection, import the contacts (needs an [odoo] table).
+    Odoo {
+        #[command(subcommand)]
+        command: fiche_server::odoo::cli::OdooCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +127,7 @@ fn main() -> anyhow::Result<()> {
                 store.close().await;
                 result
             }
+            Command::Odoo { command } => odoo(&config, command).await,
         }
     })
 }
@@ -137,6 +143,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = fiche_server::serve::Listeners::bind(&config).await?;
     let store = open_store(&config).await?;
     fiche_server::serve::run(config, listeners, store, shutdown).await
+}
+
+async fn odoo(
+    config: &Config,
+    command: fiche_server::odoo::cli::OdooCommand,
+) -> anyhow::Result<()> {
+    use fiche_server::odoo::cli::{self as odoo_cli, OdooCommand};
+    let odoo = odoo_cli::configured(config)?;
+    match command {
+        OdooCommand::Check => odoo_cli::check(odoo).await,
+        OdooCommand::Sync => {
+            let store = open_store(config).await?;
+            let result = odoo_cli::sync(odoo, &store, config.numbers.policy()).await;
+            store.close().await;
+            result
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

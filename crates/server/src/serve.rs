@@ -179,6 +179,17 @@ pub async fn run(
             crate::customers_sync::CustomersSync::new(store.clone(), customers.clone(), sync_clock);
         tasks.spawn(sync.run(interval, shutdown.clone()));
     }
+    // Odoo (only with an [odoo] table): partners polled into the customer file,
+    // which the customer sync above brings into the index. Its first attempt
+    // runs at once, so a refused key is in the log at start, without delaying it.
+    if let Some(odoo) = &config.odoo {
+        tasks.spawn(crate::odoo::run_poller(
+            odoo.clone(),
+            store.clone(),
+            config.numbers.policy(),
+            shutdown.clone(),
+        ));
+    }
     let cards = crate::tickets::cards::CardMaker {
         customers: customers.clone(),
         policy: policy.clone(),
