@@ -250,7 +250,9 @@ impl OdooClient {
     /// `model`: `has_access` from Odoo 18, `check_access_rights` before.
     pub async fn may(&self, model: &str, operation: &str) -> Result<bool> {
         let call = if self.version.major >= 18 {
-            Call::new(model, "has_access").arg("operation", json!(operation))
+            Call::new(model, "has_access")
+                .ids(Vec::new())
+                .arg("operation", json!(operation))
         } else {
             Call::new(model, "check_access_rights")
                 .arg("operation", json!(operation))

@@ -104,8 +104,9 @@ pub struct Call {
     pub model: String,
     /// Method, e.g. `search_read`.
     pub method: String,
-    /// Records the method runs on; empty for `@api.model` methods.
-    pub ids: Vec<i64>,
+    /// Records the method runs on (`Some(vec![])`: a record method on no
+    /// record); `None` for `@api.model` methods.
+    pub ids: Option<Vec<i64>>,
     /// The method's parameters by name, in their order in the signature.
     pub params: Vec<(&'static str, Value)>,
     /// How many of `params` JSON-RPC passes by position (after `ids`): `create`
@@ -121,7 +122,7 @@ impl Call {
         Call {
             model: model.to_owned(),
             method: method.to_owned(),
-            ids: Vec::new(),
+            ids: None,
             params: Vec::new(),
             positional: 0,
             context: Map::new(),
@@ -130,7 +131,7 @@ impl Call {
 
     /// Runs on these records.
     pub fn ids(mut self, ids: Vec<i64>) -> Self {
-        self.ids = ids;
+        self.ids = Some(ids);
         self
     }
 
@@ -156,8 +157,9 @@ impl Call {
     /// The `args` of `object.execute_kw`: `[db, uid, key, model, method, args, kwargs]`.
     pub fn execute_kw_args(&self, database: &str, uid: i64, api_key: &str) -> Vec<Value> {
         let mut args: Vec<Value> = Vec::new();
-        if !self.ids.is_empty() {
-            args.push(json!(self.ids));
+        // JSON-RPC reads a record method's first argument as its ids.
+        if let Some(ids) = &self.ids {
+            args.push(json!(ids));
         }
         let mut kwargs = Map::new();
         for (index, (name, value)) in self.params.iter().enumerate() {
@@ -184,8 +186,8 @@ impl Call {
     /// The JSON-2 body: parameters by name, `ids` and `context` when set.
     pub fn json2_body(&self) -> Value {
         let mut body = Map::new();
-        if !self.ids.is_empty() {
-            body.insert("ids".to_owned(), json!(self.ids));
+        if let Some(ids) = self.ids.as_ref().filter(|ids| !ids.is_empty()) {
+            body.insert("ids".to_owned(), json!(ids));
         }
         if !self.context.is_empty() {
             body.insert("context".to_owned(), Value::Object(self.context.clone()));
@@ -303,6 +305,14 @@ fn classify(name: &str, message: &str, status: Option<u16>, asked: Asked<'_>) ->
         return OdooError::MissingField {
             model: on_model.unwrap_or(model),
             field,
+        };
+    }
+    if message.starts_with("Object ") && message.ends_with("doesn't exist") {
+        // `odoo/service/model.py`: execute_kw on a model that is not installed.
+        return OdooError::NotFound {
+            model,
+            method: asked.method.to_owned(),
+            message: message.to_owned(),
         };
     }
     match (short, status) {
