@@ -279,3 +279,307 @@ async fn ten_thousand_partners_then_changes_archives_and_deletions_reach_the_ind
         drop(fiche);
     }
 }
+
+/// `fiche <args>` on the scratch database (user and CTI token commands): stdout.
+async fn fiche_admin(scratch: &Scratch, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(fiche_binary().unwrap())
+        .args(args)
+        .env(
+            "FICHE_DATABASE_URL",
+            format!("sqlite://{}/fiche.db", scratch.path().display()),
+        )
+        .env("FICHE_LOG", "warn")
+        .env_remove("FICHE_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fiche {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One Zammad-style CTI request (JSON); the webhook answers `{}`.
+async fn cti(port: u16, token: &str, body: Value) {
+    let path = format!("/api/v1/cti/{token}");
+    let (status, answer) = http::request(port, "POST", &path, None, Some(&body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!((status, answer.as_str()), (200, "{}"), "{body}");
+}
+
+/// Waits until `done` holds for the test server's records of `model`.
+async fn wait_odoo(
+    odoo: &TestOdoo,
+    fiche: &FicheProcess,
+    model: &str,
+    what: &str,
+    done: impl Fn(&[serde_json::Map<String, Value>]) -> bool,
+) -> Vec<serde_json::Map<String, Value>> {
+    let started = Instant::now();
+    loop {
+        let records = odoo.records(model);
+        if done(&records) {
+            return records;
+        }
+        assert!(
+            started.elapsed() < SYNC_LIMIT,
+            "{what}: after {SYNC_LIMIT:?} Odoo's {model} holds {records:?}; log:\n{}",
+            fiche.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ticket_of(
+    tickets: &[serde_json::Map<String, Value>],
+    fiche_id: i64,
+) -> Option<&serde_json::Map<String, Value>> {
+    let marker = format!("[Fiche #{fiche_id}]");
+    tickets
+        .iter()
+        .find(|t| t["name"].as_str().is_some_and(|n| n.contains(&marker)))
+}
+
+/// An answered call and a missed one, on one server style.
+async fn calls_become_helpdesk_tickets(spec: OdooSpec) {
+    let helpdesk = spec.helpdesk;
+    let scratch = Scratch::create().unwrap();
+    let odoo = TestOdoo::start(spec).await.unwrap();
+    let helene = odoo.add_partner(json!({"name": "Hélène Lefèvre", "phone": "06 11 22 33 44"}));
+    let claire_odoo = odoo.add(
+        "res.users",
+        json!({"login": "claire", "name": "Claire", "email": "claire@example.com"}),
+    );
+    let key = odoo.spec().api_key;
+    let token = fiche_admin(&scratch, &["cti", "token", "add", "pbx1"])
+        .await
+        .trim()
+        .to_owned();
+    let (ok, out, err) = fiche_odoo(&scratch, &odoo, &key, &["sync"]).await;
+    assert!(ok, "{out}\n{err}");
+    let fiche = serve(&scratch, &odoo, &key).await;
+    let port = fiche.http_port();
+    let admin = auth::admin_token(port).await.unwrap();
+    let (status, answer) = http::request(
+        port,
+        "POST",
+        "/api/users",
+        Some(&admin),
+        Some(r#"{"login":"claire","display_name":"Claire","role":"agent","extensions":["201"],"password":"claire-password-1"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+
+    // Answered: Hélène calls Claire.
+    cti(port, &token, json!({"event": "newCall", "direction": "in", "from": "0611223344", "to": "201", "callId": "A1", "user": "201"})).await;
+    cti(
+        port,
+        &token,
+        json!({"event": "answer", "callId": "A1", "answeringNumber": "201"}),
+    )
+    .await;
+    cti(
+        port,
+        &token,
+        json!({"event": "hangup", "callId": "A1", "cause": "normalClearing"}),
+    )
+    .await;
+    let tickets = wait_odoo(&odoo, &fiche, "helpdesk.ticket", "the answered call", |t| {
+        !t.is_empty()
+    })
+    .await;
+    let ticket = &tickets[0];
+    assert_eq!(ticket["partner_id"], json!(helene), "{ticket:?}");
+    assert!(
+        !ticket.contains_key("partner_phone"),
+        "partner set: no partner_phone {ticket:?}"
+    );
+    let ticket_id = ticket["id"].as_i64().unwrap();
+    let messages = wait_odoo(&odoo, &fiche, "mail.message", "the chatter", |m| {
+        m.iter().any(|m| m["res_id"] == json!(ticket_id))
+    })
+    .await;
+    let body = messages
+        .iter()
+        .find(|m| m["res_id"] == json!(ticket_id) && m["model"] == json!("helpdesk.ticket"))
+        .and_then(|m| m["body"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        body.contains("Appel entrant, numéro +33611223344"),
+        "{body}"
+    );
+    assert!(body.contains("Issue : répondu"), "{body}");
+    if helpdesk == Helpdesk::Oca {
+        assert!(
+            ticket["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("Appel entrant")),
+            "{ticket:?}"
+        );
+        assert_eq!(
+            ticket["channel_id"],
+            json!(3),
+            "the Phone channel: {ticket:?}"
+        );
+    }
+    // The partner's own phone is untouched.
+    assert_eq!(
+        odoo.record("res.partner", helene).unwrap()["phone"],
+        json!("06 11 22 33 44")
+    );
+
+    // Missed: a callback, with a "Call" activity for Claire due on its due day.
+    cti(port, &token, json!({"event": "newCall", "direction": "in", "from": "0611223344", "to": "201", "callId": "M1", "user": "201"})).await;
+    cti(
+        port,
+        &token,
+        json!({"event": "hangup", "callId": "M1", "cause": "cancel"}),
+    )
+    .await;
+    let activities = wait_odoo(
+        &odoo,
+        &fiche,
+        "mail.activity",
+        "the callback's activity",
+        |a| !a.is_empty(),
+    )
+    .await;
+    let activity = &activities[0];
+    let (status, listed) = http::get_as(port, "/api/tickets?kind=callback", &admin)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{listed}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let items = listed.get("items").unwrap_or(&listed);
+    let callback = items
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["kind"] == json!("callback")))
+        .cloned()
+        .unwrap_or_else(|| panic!("no callback in {listed}"));
+    let due = callback["due_at"].as_str().unwrap_or_default();
+    assert_eq!(
+        activity["date_deadline"],
+        json!(&due[..10]),
+        "{activity:?} vs {callback}"
+    );
+    assert_eq!(
+        activity["activity_type_id"],
+        json!(2),
+        "the Call type: {activity:?}"
+    );
+    assert!(
+        callback["assignee_user_id"].is_i64(),
+        "Claire owns the callback: {callback}"
+    );
+    assert_eq!(activity["user_id"], json!(claire_odoo), "{activity:?}");
+    let odoo_ticket = ticket_of(
+        &odoo.records("helpdesk.ticket"),
+        callback["id"].as_i64().unwrap(),
+    )
+    .cloned()
+    .expect("the callback's Odoo ticket");
+    assert_eq!(activity["res_id"], odoo_ticket["id"]);
+
+    // Closing the callback in Fiche marks the activity done.
+    let (status, answer) = http::request(
+        port,
+        "PATCH",
+        &format!("/api/tickets/{}", callback["id"]),
+        Some(&admin),
+        Some(r#"{"status":"closed"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    wait_odoo(&odoo, &fiche, "mail.activity", "the activity done", |a| {
+        a.first()
+            .is_some_and(|a| a["active"] == json!(false) && a["date_done"].is_string())
+    })
+    .await;
+    drop(fiche);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_become_helpdesk_tickets_on_17_enterprise() {
+    calls_become_helpdesk_tickets(OdooSpec::v17(Helpdesk::Enterprise)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_become_helpdesk_tickets_on_19_oca() {
+    calls_become_helpdesk_tickets(OdooSpec::v19(Helpdesk::Oca)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_become_helpdesk_tickets_on_17_oca_and_19_enterprise() {
+    calls_become_helpdesk_tickets(OdooSpec::v17(Helpdesk::Oca)).await;
+    calls_become_helpdesk_tickets(OdooSpec::v19(Helpdesk::Enterprise)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odoo_down_for_200_calls_then_back_gets_every_ticket_once_in_order() {
+    let scratch = Scratch::create().unwrap();
+    let odoo = TestOdoo::start(OdooSpec::v19(Helpdesk::Enterprise))
+        .await
+        .unwrap();
+    let key = odoo.spec().api_key;
+    let token = fiche_admin(&scratch, &["cti", "token", "add", "pbx1"])
+        .await
+        .trim()
+        .to_owned();
+    let fiche = serve(&scratch, &odoo, &key).await;
+    let port = fiche.http_port();
+    odoo.set_down(true);
+    for i in 0..200 {
+        let call = format!("D{i}");
+        let from = format!("06{:08}", 20_000_000 + i);
+        cti(port, &token, json!({"event": "newCall", "direction": "in", "from": from, "to": "201", "callId": call})).await;
+        cti(
+            port,
+            &token,
+            json!({"event": "answer", "callId": call, "answeringNumber": "201"}),
+        )
+        .await;
+        cti(
+            port,
+            &token,
+            json!({"event": "hangup", "callId": call, "cause": "normalClearing"}),
+        )
+        .await;
+    }
+    assert!(odoo.records("helpdesk.ticket").is_empty());
+    odoo.set_down(false);
+    let tickets = wait_odoo(&odoo, &fiche, "helpdesk.ticket", "the 200 tickets", |t| {
+        t.len() >= 200
+    })
+    .await;
+    // Give a duplicate the time to show up, then count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tickets = if odoo.records("helpdesk.ticket").len() > tickets.len() {
+        odoo.records("helpdesk.ticket")
+    } else {
+        tickets
+    };
+    assert_eq!(tickets.len(), 200, "every ticket once");
+    // Created in Fiche's order: Odoo ids follow Fiche ids.
+    let fiche_ids: Vec<i64> = tickets
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().unwrap_or_default();
+            let start = name.find("[Fiche #").unwrap() + 8;
+            name[start..name.len() - 1].parse().unwrap()
+        })
+        .collect();
+    let mut sorted = fiche_ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(fiche_ids, sorted, "in order, none twice");
+    // Partner-less tickets carry the caller's number instead (Enterprise).
+    assert!(tickets.iter().all(|t| t["partner_phone"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("+336"))));
+}

@@ -1489,15 +1489,12 @@ async fn json2(
             return fail(Fault::not_found(format!("database {database:?} not found")));
         }
     }
-    let mut params = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(params)) => params,
-        _ => {
-            return fail(Fault {
-                name: "werkzeug.exceptions.BadRequest",
-                message: "could not parse the body, expecting a json object".to_owned(),
-                status: 400,
-            })
-        }
+    let Ok(Value::Object(mut params)) = serde_json::from_slice::<Value>(&body) else {
+        return fail(Fault {
+            name: "werkzeug.exceptions.BadRequest",
+            message: "could not parse the body, expecting a json object".to_owned(),
+            status: 400,
+        });
     };
     if db.model(&model).is_err() {
         return fail(Fault::not_found(format!(

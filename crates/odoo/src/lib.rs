@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod partners;
 pub mod sync;
+pub mod tickets;
 pub mod wire;
 
 pub use client::OdooClient;

@@ -197,13 +197,27 @@ pub async fn run(
     };
     let (tickets_tx, tickets_rx) = mpsc::channel(crate::tickets::writer::WRITER_QUEUE_CAPACITY);
     let tickets_changed = Arc::new(tokio::sync::Notify::new());
-    // Ticket changes reach the webhook outbox only when a target is configured.
-    let (tickets_feed, tickets_feed_rx) = if config.webhooks.is_empty() {
-        (crate::tickets::TicketFeed::default(), None)
-    } else {
-        let (feed, rx) = crate::tickets::TicketFeed::channel();
-        (feed, Some(rx))
-    };
+    // Ticket changes reach the webhook outbox only when a target is configured,
+    // and Odoo's outbox only with an [odoo] table.
+    let (tickets_feed, mut feed_rxs) = crate::tickets::TicketFeed::channels(
+        usize::from(!config.webhooks.is_empty()) + usize::from(config.odoo.is_some()),
+    );
+    let odoo_feed_rx = config.odoo.as_ref().and_then(|_| feed_rxs.pop());
+    let tickets_feed_rx = feed_rxs.pop();
+    if let (Some(odoo), Some(rx)) = (&config.odoo, odoo_feed_rx) {
+        let waker = Arc::new(tokio::sync::Notify::new());
+        tasks.spawn(crate::odoo::delivery::write(
+            store.clone(),
+            rx,
+            waker.clone(),
+        ));
+        tasks.spawn(crate::odoo::delivery::deliver(
+            odoo.clone(),
+            store.clone(),
+            waker,
+            shutdown.clone(),
+        ));
+    }
     let writer = crate::tickets::writer::TicketWriter::new(
         store.clone(),
         hub.clone(),

@@ -6,6 +6,7 @@
 //! once per outage what is wrong.
 
 pub mod cli;
+pub mod delivery;
 
 use std::time::Duration;
 
