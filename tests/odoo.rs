@@ -10,6 +10,7 @@ use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::odoo::{Helpdesk, OdooSpec, TestOdoo};
 use fiche_e2e::testbed::fiche_binary;
 use fiche_e2e::{auth, http};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -301,6 +302,24 @@ async fn fiche_admin(scratch: &Scratch, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The agent page's websocket (`/ws`), as a raw stream of frames.
+async fn page_socket(
+    port: u16,
+    token: &str,
+) -> impl futures_util::Stream<
+    Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+}
+
 /// One Zammad-style CTI request (JSON); the webhook answers `{}`.
 async fn cti(port: u16, token: &str, body: Value) {
     let path = format!("/api/v1/cti/{token}");
@@ -484,6 +503,44 @@ async fn calls_become_helpdesk_tickets(spec: OdooSpec) {
     .cloned()
     .expect("the callback's Odoo ticket");
     assert_eq!(activity["res_id"], odoo_ticket["id"]);
+
+    // Hélène calls again: Claire's card links her Odoo contact and the open
+    // callback's Odoo ticket.
+    let claire = auth::login(port, "claire", "claire-password-1")
+        .await
+        .unwrap();
+    let mut page = page_socket(port, &claire).await;
+    cti(port, &token, json!({"event": "newCall", "direction": "in", "from": "0611223344", "to": "201", "callId": "L1", "user": "201"})).await;
+    let base = odoo.url();
+    let partner_url = format!("{base}/web#id={helene}&model=res.partner&view_type=form");
+    let ticket_url = format!(
+        "{base}/web#id={}&model=helpdesk.ticket&view_type=form",
+        odoo_ticket["id"]
+    );
+    let started = Instant::now();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), page.next())
+            .await
+            .ok()
+            .flatten()
+            .and_then(Result::ok)
+            .and_then(|m| m.into_text().ok())
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        if frame.contains(&partner_url) && frame.contains(&ticket_url) {
+            break;
+        }
+        assert!(
+            started.elapsed() < SYNC_LIMIT,
+            "no card with the Odoo links; last frame {frame}"
+        );
+    }
+    cti(
+        port,
+        &token,
+        json!({"event": "hangup", "callId": "L1", "cause": "cancel"}),
+    )
+    .await;
 
     // Closing the callback in Fiche marks the activity done.
     let (status, answer) = http::request(

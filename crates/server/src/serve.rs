@@ -194,6 +194,10 @@ pub async fn run(
         customers: customers.clone(),
         policy: policy.clone(),
         store: store.clone(),
+        odoo_url: config
+            .odoo
+            .as_ref()
+            .map(|odoo| Arc::from(odoo.browser_url())),
     };
     let (tickets_tx, tickets_rx) = mpsc::channel(crate::tickets::writer::WRITER_QUEUE_CAPACITY);
     let tickets_changed = Arc::new(tokio::sync::Notify::new());

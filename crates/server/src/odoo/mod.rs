@@ -34,6 +34,45 @@ pub fn access_denied_hint(config: &OdooConfig) -> String {
     )
 }
 
+/// `/web#id=<id>&model=<model>&view_type=form`: the form URL Odoo 16 and 17
+/// open and 18+ still redirect to its `/odoo/...` routes.
+fn form_url(base: &str, model: &str, id: i64) -> String {
+    format!("{base}/web#id={id}&model={model}&view_type=form")
+}
+
+/// The card's "Ouvrir dans Odoo" links: the partner, when the customer came from
+/// Odoo, and each open ticket already in Odoo. URLs are built from the
+/// configuration and integer ids only.
+pub async fn card_links(
+    store: &Store,
+    base: &str,
+    customer: &fiche_store::Customer,
+    open: &[fiche_store::Ticket],
+) -> fiche_store::Result<Vec<fiche_hub::CardLink>> {
+    let mut links = Vec::new();
+    if let Some(partner) = customer
+        .external_ref
+        .as_deref()
+        .and_then(fiche_odoo::partners::partner_id)
+    {
+        links.push(fiche_hub::CardLink {
+            kind: "odoo_partner".to_owned(),
+            url: form_url(base, "res.partner", partner),
+            ticket_id: None,
+        });
+    }
+    for ticket in open {
+        if let Some(odoo_id) = store.odoo_link("ticket", &ticket.id.0.to_string()).await? {
+            links.push(fiche_hub::CardLink {
+                kind: "odoo_ticket".to_owned(),
+                url: form_url(base, "helpdesk.ticket", odoo_id),
+                ticket_id: Some(ticket.id.0),
+            });
+        }
+    }
+    Ok(links)
+}
+
 /// Polls Odoo's changed partners every `poll_interval_secs` until `shutdown`.
 pub async fn run_poller(
     config: OdooConfig,
