@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// Bound of a wait for a change to reach the index (polls are every second; the
 /// margin is for a loaded machine, not a speed assertion).
-const SYNC_LIMIT: Duration = Duration::from_secs(60);
+const SYNC_LIMIT: Duration = Duration::from_secs(120);
 /// Guard against a hung command, in seconds.
 const COMMAND_LIMIT_SECS: u32 = 300;
 
