@@ -346,3 +346,39 @@ impl Poller {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partner(id: i64, write_date: &str) -> Partner {
+        Partner {
+            id,
+            write_date: write_date.to_owned(),
+            active: true,
+            customer: fiche_store::NewCustomer::default(),
+            bad_numbers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_cursor_moves_by_write_date_then_id_and_survives_a_restart() {
+        let mut cursor = Cursor {
+            write_date: "2026-12-06 09:00:00".to_owned(),
+            id: 7,
+        };
+        cursor.advance(&partner(3, "2026-12-06 09:00:00"));
+        assert_eq!(cursor.id, 7, "same second, lower id: already seen");
+        cursor.advance(&partner(9, "2026-12-06 09:00:00"));
+        assert_eq!(cursor.id, 9);
+        cursor.advance(&partner(1, "2026-12-06 09:00:01"));
+        assert_eq!(
+            (cursor.write_date.as_str(), cursor.id),
+            ("2026-12-06 09:00:01", 1)
+        );
+        cursor.advance(&partner(50, "2026-12-06 08:59:59"));
+        assert_eq!(cursor.id, 1, "an older change never moves it back");
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::decode("garbage"), None);
+    }
+}
