@@ -287,6 +287,11 @@ function customerBlock(entry) {
   if (customer.company) facts.append(el("span", { class: "company" }, customer.company));
   for (const tag of customer.tags || []) facts.append(el("span", { class: "tag" }, tag));
   facts.append(el("button", { type: "button", class: "link", onclick: () => openCustomer(customer.id) }, t("open_file")));
+  // Links to Odoo: URLs built by the server from its configuration and ids.
+  for (const link of customer.links || []) {
+    const label = link.kind === "odoo_ticket" ? t("open_ticket_in_odoo", { id: link.ticket_id }) : t("open_in_odoo");
+    facts.append(el("a", { class: "link external", href: link.url, target: "_blank", rel: "noopener noreferrer" }, label));
+  }
   parts.push(facts);
   if (customer.notes) parts.push(el("p", { class: "customer-notes" }, customer.notes));
   const open = customer.open_tickets || [];

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod events;
 pub mod fiche_ami;
 pub mod http;
+pub mod odoo;
 pub mod pg;
 pub mod process;
 pub mod recordings;

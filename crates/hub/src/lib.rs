@@ -23,8 +23,8 @@ pub use hub::{
     MAX_OVERFLOWS, PING_EVERY, QUEUE_CAPACITY,
 };
 pub use protocol::{
-    AgentInfo, AgentState, AgentView, Card, ClientMessage, CustomerCard, CustomerSummary, Figures,
-    Frame, HistoryItem, Priority, Role, TicketKind, TicketStatus, TicketSummary, Viewer,
+    AgentInfo, AgentState, AgentView, Card, CardLink, ClientMessage, CustomerCard, CustomerSummary,
+    Figures, Frame, HistoryItem, Priority, Role, TicketKind, TicketStatus, TicketSummary, Viewer,
     PROTOCOL_VERSION,
 };
 pub use pump::{pump, Pump, PumpEnd};

@@ -107,6 +107,22 @@ pub struct CustomerCard {
     pub open_tickets: Vec<TicketSummary>,
     /// The last calls and tickets (the server sends at most 5), newest first.
     pub recent: Vec<HistoryItem>,
+    /// Links to the customer and its open tickets in another system (Odoo's
+    /// "Ouvrir dans Odoo"); sent once the card is completed from the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<CardLink>,
+}
+
+/// A link to the customer or one of its tickets in another system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardLink {
+    /// What it opens: `odoo_partner` or `odoo_ticket`.
+    pub kind: String,
+    /// Where: built by the server from its configuration and record ids only.
+    pub url: String,
+    /// For a ticket link, the Fiche ticket it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<i64>,
 }
 
 /// A customer in a list (other matches, search results).

@@ -99,6 +99,7 @@ async fn run(label: &str, store: fiche_store::Store, events: &[CallEvent], calls
         customers: CustomerMemory::default(),
         policy: Default::default(),
         store: store.clone(),
+        odoo_url: None,
     };
     let writer = TicketWriter::new(
         store.clone(),

@@ -58,6 +58,9 @@ pub struct Config {
     /// Who may read `/metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Odoo: customers from its contacts, calls into its Helpdesk (absent: no Odoo).
+    #[serde(default)]
+    pub odoo: Option<fiche_odoo::OdooConfig>,
 }
 
 // --- [metrics] (issue 14) ---
@@ -748,6 +751,19 @@ impl Config {
                     .insert(account.trim().to_owned(), extension.trim().to_owned());
             }
         }
+        self.apply_odoo_env(&set)?;
+        Ok(())
+    }
+
+    /// `FICHE_ODOO_API_KEY`: the Odoo key, kept out of the file (only with an `[odoo]` table).
+    fn apply_odoo_env(&mut self, set: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(key) = set("FICHE_ODOO_API_KEY") {
+            let odoo = self
+                .odoo
+                .as_mut()
+                .context("FICHE_ODOO_API_KEY is set but the configuration has no [odoo] table")?;
+            odoo.api_key = key.trim().to_owned();
+        }
         Ok(())
     }
 
@@ -787,6 +803,9 @@ impl Config {
             if token.chars().count() < MIN_METRICS_TOKEN {
                 bail!("metrics.token: at least {MIN_METRICS_TOKEN} characters (e.g. `openssl rand -hex 32`)");
             }
+        }
+        if let Some(odoo) = &self.odoo {
+            odoo.validate().map_err(anyhow::Error::msg)?;
         }
         let mut names = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
@@ -830,6 +849,29 @@ mod tests {
         let err = Config::load(None, env_of(&[("FICHE_METRICS_TOKEN", "short")])).unwrap_err();
         assert!(format!("{err:#}").contains("metrics.token"), "{err:#}");
         assert!(!format!("{err:#}").contains("short"), "{err:#}");
+    }
+
+    #[test]
+    fn the_odoo_key_comes_from_the_environment_and_never_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fiche.toml");
+        std::fs::write(
+            &path,
+            "[odoo]\nurl = \"https://erp.example.com\"\ndatabase = \"prod\"\nlogin = \"fiche-bot\"\n",
+        )
+        .unwrap();
+        let error = Config::load(Some(&path), |_| None).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("FICHE_ODOO_API_KEY"),
+            "{error:#}"
+        );
+        let config =
+            Config::load(Some(&path), env_of(&[("FICHE_ODOO_API_KEY", "s3cret-k3y")])).unwrap();
+        assert_eq!(config.odoo.as_ref().unwrap().api_key, "s3cret-k3y");
+        assert!(!format!("{config:?}").contains("s3cret-k3y"));
+        // Without an [odoo] table the key alone is an error, not silently ignored.
+        assert!(Config::load(None, env_of(&[("FICHE_ODOO_API_KEY", "k")])).is_err());
+        assert!(Config::load(None, |_| None).unwrap().odoo.is_none());
     }
 
     #[test]
@@ -898,6 +940,25 @@ mod tests {
         assert_eq!(config.ami[0].addr, "192.0.2.10:5038");
         assert_eq!(config.ami[0].ping_interval_secs, 20);
         assert_eq!(config.ami[0].originate_context, "from-internal");
+    }
+
+    #[test]
+    fn the_example_odoo_section_parses_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let (_, odoo) = text.split_once("# [odoo]").unwrap();
+        let table: String = odoo
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.trim().is_empty())
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::parse(&format!("[odoo]\n{table}")).unwrap();
+        let odoo = config.odoo.unwrap();
+        assert_eq!(odoo.url, "https://erp.example.com");
+        assert_eq!(odoo.poll_interval_secs, 60);
+        assert_eq!(odoo.page_size, 2000);
     }
 
     #[test]

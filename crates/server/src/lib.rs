@@ -13,6 +13,7 @@ pub mod customers_sync;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod odoo;
 pub mod pipeline;
 pub mod serve;
 pub mod tickets;

@@ -57,6 +57,11 @@ enum Command {
     /// Copy the SQLite database to FILE, consistently, while the server runs
     /// (PostgreSQL: use pg_dump).
     Backup(fiche_server::cli::backup::BackupArgs),
+    /// Odoo: check the connection, import the contacts (needs an [odoo] table).
+    Odoo {
+        #[command(subcommand)]
+        command: fiche_server::odoo::cli::OdooCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             Command::Backup(args) => {
                 fiche_server::cli::backup::run(&config.database_url, &args).await
             }
+            Command::Odoo { command } => odoo(&config, command).await,
         }
     })
 }
@@ -159,6 +165,23 @@ async fn demo(config: Config, args: fiche_server::demo::DemoArgs) -> anyhow::Res
         signals.cancel();
     });
     fiche_server::demo::run(config, args, shutdown).await
+}
+
+async fn odoo(
+    config: &Config,
+    command: fiche_server::odoo::cli::OdooCommand,
+) -> anyhow::Result<()> {
+    use fiche_server::odoo::cli::{self as odoo_cli, OdooCommand};
+    let odoo = odoo_cli::configured(config)?;
+    match command {
+        OdooCommand::Check => odoo_cli::check(odoo).await,
+        OdooCommand::Sync => {
+            let store = open_store(config).await?;
+            let result = odoo_cli::sync(odoo, &store, config.numbers.policy()).await;
+            store.close().await;
+            result
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -202,20 +202,49 @@ pub async fn run_with(
             crate::customers_sync::CustomersSync::new(store.clone(), customers.clone(), sync_clock);
         tasks.spawn(sync.run(interval, shutdown.clone()));
     }
+    // Odoo (only with an [odoo] table): partners polled into the customer file,
+    // which the customer sync above brings into the index. Its first attempt
+    // runs at once, so a refused key is in the log at start, without delaying it.
+    if let Some(odoo) = &config.odoo {
+        tasks.spawn(crate::odoo::run_poller(
+            odoo.clone(),
+            store.clone(),
+            config.numbers.policy(),
+            shutdown.clone(),
+        ));
+    }
     let cards = crate::tickets::cards::CardMaker {
         customers: customers.clone(),
         policy: policy.clone(),
         store: store.clone(),
+        odoo_url: config
+            .odoo
+            .as_ref()
+            .map(|odoo| Arc::from(odoo.browser_url())),
     };
     let (tickets_tx, tickets_rx) = mpsc::channel(crate::tickets::writer::WRITER_QUEUE_CAPACITY);
     let tickets_changed = Arc::new(tokio::sync::Notify::new());
-    // Ticket changes reach the webhook outbox only when a target is configured.
-    let (tickets_feed, tickets_feed_rx) = if config.webhooks.is_empty() {
-        (crate::tickets::TicketFeed::default(), None)
-    } else {
-        let (feed, rx) = crate::tickets::TicketFeed::channel();
-        (feed, Some(rx))
-    };
+    // Ticket changes reach the webhook outbox only when a target is configured,
+    // and Odoo's outbox only with an [odoo] table.
+    let (tickets_feed, mut feed_rxs) = crate::tickets::TicketFeed::channels(
+        usize::from(!config.webhooks.is_empty()) + usize::from(config.odoo.is_some()),
+    );
+    let odoo_feed_rx = config.odoo.as_ref().and_then(|_| feed_rxs.pop());
+    let tickets_feed_rx = feed_rxs.pop();
+    if let (Some(odoo), Some(rx)) = (&config.odoo, odoo_feed_rx) {
+        let waker = Arc::new(tokio::sync::Notify::new());
+        tasks.spawn(crate::odoo::delivery::write(
+            store.clone(),
+            rx,
+            waker.clone(),
+        ));
+        tasks.spawn(crate::odoo::delivery::deliver(
+            odoo.clone(),
+            store.clone(),
+            waker,
+            shutdown.clone(),
+        ));
+    }
     let mut writer = crate::tickets::writer::TicketWriter::new(
         store.clone(),
         hub.clone(),

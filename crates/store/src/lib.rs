@@ -25,6 +25,7 @@ mod cti;
 mod customers;
 mod error;
 mod kpis;
+mod odoo;
 mod outbox;
 mod password;
 mod sessions;
@@ -46,8 +47,8 @@ pub use calls::{Call, CallUpsert};
 pub use cti::CtiToken;
 pub use customers::{
     BatchOutcome, CheckedCustomer, Customer, CustomerChange, CustomerId, CustomerPage,
-    CustomerQuery, MatchedBy, MergeKeys, MergeMatches, NewCustomer, NewPhone, Phone, PhoneEntry,
-    PhoneId, UpsertAction, MAX_BATCH_ROWS, MAX_CHANGES_PAGE, MAX_CUSTOMER_RANGE,
+    CustomerQuery, MatchedBy, MergeKeys, MergeMatches, MirrorOutcome, NewCustomer, NewPhone, Phone,
+    PhoneEntry, PhoneId, UpsertAction, MAX_BATCH_ROWS, MAX_CHANGES_PAGE, MAX_CUSTOMER_RANGE,
 };
 pub use error::{Result, StoreError};
 pub use kpis::{CallQuery, Kpis, MAX_CALL_PAGE};

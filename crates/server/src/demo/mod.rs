@@ -67,7 +67,7 @@ pub fn http_addr(
 
 /// The configuration the demo runs with: `config` on loopback, on
 /// `database_url`, without the production integrations (AMI sources,
-/// outbound webhooks), HEP over UDP on a port of its own.
+/// outbound webhooks, Odoo), HEP over UDP on a port of its own.
 pub fn demo_config(
     mut config: Config,
     args: &DemoArgs,
@@ -88,6 +88,8 @@ pub fn demo_config(
     config.hep.allow = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
     config.ami.clear();
     config.webhooks.clear();
+    // The demo company must never reach a real Odoo, nor its contacts the demo.
+    config.odoo = None;
     Ok(config)
 }
 

@@ -259,3 +259,30 @@ fn the_demo_listens_on_loopback_only() {
     let local: std::net::SocketAddr = "[::1]:9000".parse().expect("addr");
     assert_eq!(http_addr(configured, Some(local)).expect("ok").0, local);
 }
+
+/// The demo keeps none of the production integrations a config file names:
+/// its demo company must never reach a real PBX, webhook target or Odoo.
+#[test]
+fn the_demo_drops_the_production_integrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fiche.toml");
+    std::fs::write(
+        &path,
+        "[[ami]]\nname = \"pbx\"\naddr = \"127.0.0.1:5038\"\nusername = \"fiche\"\nsecret = \"s\"\n\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\n\n\
+         [odoo]\nurl = \"https://erp.example.com\"\ndatabase = \"prod\"\nlogin = \"fiche-bot\"\n",
+    )
+    .unwrap();
+    let env = |name: &str| (name == "FICHE_ODOO_API_KEY").then(|| "key".to_owned());
+    let config = crate::config::Config::load(Some(&path), env).unwrap();
+    assert!(!config.ami.is_empty() && !config.webhooks.is_empty() && config.odoo.is_some());
+    let args = super::DemoArgs {
+        http: None,
+        database: None,
+    };
+    let demo = super::demo_config(config, &args, "sqlite::memory:".into()).unwrap();
+    assert!(demo.ami.is_empty());
+    assert!(demo.webhooks.is_empty());
+    assert!(demo.odoo.is_none());
+    assert!(demo.http_addr.ip().is_loopback());
+}

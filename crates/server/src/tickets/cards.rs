@@ -68,6 +68,9 @@ pub struct CardMaker {
     pub policy: Arc<NumberPolicy>,
     /// Where the rest of the file lives.
     pub store: Store,
+    /// Odoo's base URL as browsers reach it, with an `[odoo]` table: completed
+    /// cards then carry "Ouvrir dans Odoo" links.
+    pub odoo_url: Option<Arc<str>>,
 }
 
 impl CardMaker {
@@ -97,6 +100,7 @@ impl CardMaker {
             notes: None,
             open_tickets: Vec::new(),
             recent: Vec::new(),
+            links: Vec::new(),
         });
         let other_matches = customers
             .map(|(id, cached)| CustomerSummary {
@@ -201,6 +205,10 @@ impl CardMaker {
         });
         recent.truncate(RECENT_ITEMS);
         let name = customer.name.clone();
+        let links = match &self.odoo_url {
+            Some(base) => crate::odoo::card_links(&self.store, base, &customer, &open).await?,
+            None => Vec::new(),
+        };
         card.customer = Some(CustomerCard {
             id: customer.id.0,
             name: customer.name,
@@ -212,6 +220,7 @@ impl CardMaker {
                 .map(|t| summary(t, Some(name.clone())))
                 .collect(),
             recent,
+            links,
         });
         Ok(card)
     }

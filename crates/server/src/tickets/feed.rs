@@ -14,22 +14,28 @@ pub const FEED_CAPACITY: usize = 1024;
 /// Where ticket changes go besides the hub. Without a listener it does nothing.
 #[derive(Clone, Default)]
 pub struct TicketFeed {
-    tx: Option<mpsc::Sender<TicketSummary>>,
+    txs: Vec<mpsc::Sender<TicketSummary>>,
 }
 
 impl TicketFeed {
     /// A feed and its one listener's end.
     pub fn channel() -> (Self, mpsc::Receiver<TicketSummary>) {
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
-        (Self { tx: Some(tx) }, rx)
+        (Self { txs: vec![tx] }, rx)
     }
 
-    /// Hands one change on; waits while the listener is behind. A listener that
-    /// has gone (shutdown, no webhook configured) is ignored.
+    /// A feed with `n` listeners (the webhook outbox, Odoo), each getting every change.
+    pub fn channels(n: usize) -> (Self, Vec<mpsc::Receiver<TicketSummary>>) {
+        let (txs, rxs) = (0..n).map(|_| mpsc::channel(FEED_CAPACITY)).unzip();
+        (Self { txs }, rxs)
+    }
+
+    /// Hands one change on to each listener; waits while one is behind. A
+    /// listener that has gone (shutdown) is ignored.
     pub async fn send(&self, ticket: TicketSummary) {
-        if let Some(tx) = &self.tx {
+        for tx in &self.txs {
             // An error only means the receiver is gone; there is nobody to tell.
-            let _ = tx.send(ticket).await;
+            let _ = tx.send(ticket.clone()).await;
         }
     }
 }

@@ -496,6 +496,7 @@ async fn write(store: &fiche_store::Store, events: &[fiche_pbx::CallEvent]) {
         customers: CustomerMemory::default(),
         policy: Default::default(),
         store: store.clone(),
+        odoo_url: None,
     };
     let writer = TicketWriter::new(
         store.clone(),

@@ -9,6 +9,7 @@ mod cti_outbox;
 mod customer_changes;
 mod customers;
 mod import;
+mod odoo;
 mod sessions;
 mod ticket_work;
 mod tickets;
