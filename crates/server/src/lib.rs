@@ -14,6 +14,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod odoo;
+mod outbox;
 pub mod pipeline;
 pub mod serve;
 pub mod tickets;

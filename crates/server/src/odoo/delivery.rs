@@ -18,7 +18,7 @@ use fiche_hub::TicketSummary;
 use fiche_odoo::partners;
 use fiche_odoo::tickets::{odoo_user, TicketFacts, TicketSync};
 use fiche_odoo::{OdooClient, OdooConfig, OdooError};
-use fiche_store::{NewOutboxEntry, Store, TicketId, TicketKind, TicketStatus};
+use fiche_store::{NewOutboxEntry, OutboxEntry, Store, TicketId, TicketKind, TicketStatus};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -30,10 +30,6 @@ pub const TARGET: &str = "odoo";
 const MAX_ROWS: u64 = 100_000;
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// A delivery task with nothing to send looks at the outbox this often anyway.
-const IDLE_POLL: Duration = Duration::from_secs(30);
-/// Rows read at a time.
-const BATCH: u32 = 100;
 
 /// Stores every ticket change for Odoo, until the feed closes.
 pub async fn write(store: Store, mut tickets: mpsc::Receiver<TicketSummary>, waker: Arc<Notify>) {
@@ -76,112 +72,81 @@ enum Attempt {
     Dropped(OdooError),
 }
 
-/// Delivers the `odoo` outbox in order until `shutdown`.
+/// Delivers the `odoo` outbox in order until `shutdown` (see [`crate::outbox::drain`]).
 pub async fn deliver(
     config: OdooConfig,
     store: Store,
     waker: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut connection: Option<(OdooClient, Option<TicketSync>)> = None;
-    let mut failing = false;
-    loop {
-        let batch = match store.outbox_next(TARGET, BATCH).await {
-            Ok(batch) => batch,
-            Err(error) => {
-                warn!(%error, "reading the Odoo outbox failed");
-                if stop_after(Duration::from_secs(1), &shutdown).await {
-                    return;
-                }
-                continue;
-            }
+    let courier = Courier {
+        config,
+        store: store.clone(),
+        connection: None,
+        failing: false,
+    };
+    crate::outbox::drain(store, courier, waker, shutdown).await;
+}
+
+/// Odoo's side of the outbox: the connection (made again after an error that
+/// is not transient) and whether the last attempt failed, so that a run of
+/// failures is logged once and the recovery once.
+struct Courier {
+    config: OdooConfig,
+    store: Store,
+    connection: Option<(OdooClient, Option<TicketSync>)>,
+    failing: bool,
+}
+
+impl crate::outbox::Courier for Courier {
+    fn target(&self) -> &str {
+        TARGET
+    }
+
+    async fn attempt(&mut self, entry: &OutboxEntry) -> crate::outbox::Attempt {
+        let ticket_id = serde_json::from_str::<serde_json::Value>(&entry.payload)
+            .ok()
+            .and_then(|v| v.get("ticket_id").and_then(serde_json::Value::as_i64));
+        let attempt = match ticket_id {
+            Some(id) => deliver_one(&self.config, &self.store, &mut self.connection, id).await,
+            None => Attempt::Dropped(OdooError::Protocol {
+                what: "outbox row".to_owned(),
+                message: format!("no ticket id in {:?}", entry.payload),
+            }),
         };
-        if batch.is_empty() {
-            tokio::select! {
-                () = waker.notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
-                () = shutdown.cancelled() => return,
-            }
-            continue;
-        }
-        for entry in batch {
-            let wait = (entry.next_attempt_at - chrono::Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            if !wait.is_zero() && stop_after(wait, &shutdown).await {
-                return;
-            }
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let ticket_id = serde_json::from_str::<serde_json::Value>(&entry.payload)
-                .ok()
-                .and_then(|v| v.get("ticket_id").and_then(serde_json::Value::as_i64));
-            let attempt = match ticket_id {
-                Some(id) => deliver_one(&config, &store, &mut connection, id).await,
-                None => Attempt::Dropped(OdooError::Protocol {
-                    what: "outbox row".to_owned(),
-                    message: format!("no ticket id in {:?}", entry.payload),
-                }),
-            };
-            let outcome = match attempt {
-                Attempt::Done => {
-                    if failing {
-                        info!("Odoo takes tickets again");
-                        failing = false;
-                    }
-                    store.outbox_delete(entry.id).await
+        match attempt {
+            Attempt::Done => {
+                if self.failing {
+                    info!("Odoo takes tickets again");
+                    self.failing = false;
                 }
-                Attempt::Dropped(error) => {
-                    error!(%error, delivery = entry.id, "Odoo refused this ticket change for good; dropped");
-                    store.outbox_delete(entry.id).await
-                }
-                Attempt::Retry(error) => {
-                    if !failing {
-                        match &error {
-                            OdooError::AccessDenied { .. } => {
-                                error!("{}", super::access_denied_hint(&config));
-                            }
-                            other => {
-                                warn!(error = %other, "Odoo ticket delivery failed; kept, retrying")
-                            }
+                crate::outbox::Attempt::Delivered
+            }
+            Attempt::Dropped(error) => {
+                error!(%error, delivery = entry.id, "Odoo refused this ticket change for good; dropped");
+                crate::outbox::Attempt::Dropped
+            }
+            Attempt::Retry(error) => {
+                if !self.failing {
+                    match &error {
+                        OdooError::AccessDenied { .. } => {
+                            error!("{}", super::access_denied_hint(&self.config));
+                        }
+                        other => {
+                            warn!(error = %other, "Odoo ticket delivery failed; kept, retrying")
                         }
                     }
-                    failing = true;
-                    if !error.is_transient() {
-                        connection = None;
-                    }
-                    let delay = backoff(entry.attempts);
-                    let next =
-                        chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    if let Err(e) = store
-                        .outbox_failed(entry.id, next, &error.to_string())
-                        .await
-                    {
-                        warn!(error = %e, "recording a failed Odoo delivery failed");
-                    }
-                    // Later rows wait behind this one: order is kept.
-                    break;
                 }
-            };
-            if let Err(error) = outcome {
-                warn!(%error, "removing a delivered Odoo row failed");
-                break;
+                self.failing = true;
+                if !error.is_transient() {
+                    self.connection = None;
+                }
+                crate::outbox::Attempt::Retry {
+                    reason: error.to_string(),
+                    delay: crate::outbox::backoff(entry.attempts, MAX_BACKOFF),
+                }
             }
         }
-    }
-}
-
-/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
-fn backoff(attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
-    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
-}
-
-async fn stop_after(duration: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => false,
-        () = shutdown.cancelled() => true,
     }
 }
 

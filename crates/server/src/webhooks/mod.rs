@@ -29,10 +29,6 @@ use tracing::{error, info, warn};
 
 /// Capacity of the pipeline → outbox writer channel.
 const SINK_CAPACITY: usize = 1024;
-/// Rows read from the outbox at a time.
-const BATCH: u32 = 100;
-/// A delivery task with nothing to send looks at the outbox this often anyway.
-const IDLE_POLL: Duration = Duration::from_secs(30);
 /// Wait after a database error before trying again.
 const DB_RETRY: Duration = Duration::from_secs(1);
 /// Attempts to write one row into the outbox before it is given up (logged).
@@ -134,10 +130,12 @@ pub fn start(
             .get(i)
             .cloned()
             .unwrap_or_else(|| Arc::new(crate::metrics::TargetStats::new(target.name.clone())));
-        tasks.spawn(deliver(
-            target.clone(),
-            counters,
+        tasks.spawn(crate::outbox::drain(
             store.clone(),
+            Courier {
+                target: target.clone(),
+                stats: counters,
+            },
             notify,
             shutdown.clone(),
         ));
@@ -287,86 +285,38 @@ enum Attempt {
     Refused(String),
 }
 
-/// Sends `target`'s outbox rows in order until `shutdown`.
-async fn deliver(
+/// Sends one target's outbox rows (see [`crate::outbox::drain`]), counting
+/// them for `/metrics`.
+struct Courier {
     target: Target,
     stats: Arc<crate::metrics::TargetStats>,
-    store: Store,
-    notify: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let batch = match store.outbox_next(&target.name, BATCH).await {
-            Ok(batch) => batch,
-            Err(e) => {
-                warn!(target = %target.name, error = %e, "reading the webhook outbox failed");
-                if sleep_or_stop(DB_RETRY, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if batch.is_empty() {
-            tokio::select! {
-                () = notify.notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
-                () = shutdown.cancelled() => return,
-            }
-            continue;
-        }
-        for entry in batch {
-            let wait = (entry.next_attempt_at - chrono::Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            if !wait.is_zero() && sleep_or_stop(wait, &shutdown).await {
-                return;
-            }
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let outcome = match send(&target, &entry).await {
-                Attempt::Delivered => {
-                    stats.delivered();
-                    store.outbox_delete(entry.id).await
-                }
-                Attempt::Refused(reason) => {
-                    stats.refused();
-                    warn!(target = %target.name, delivery = entry.id, %reason, "webhook delivery refused by the target; dropped");
-                    store.outbox_delete(entry.id).await
-                }
-                Attempt::Retry(reason) => {
-                    stats.retried();
-                    let delay = backoff(entry.attempts, target.max_backoff);
-                    warn!(target = %target.name, delivery = entry.id, attempts = entry.attempts + 1,
-                        retry_in = ?delay, %reason, "webhook delivery failed");
-                    let next =
-                        chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    if let Err(e) = store.outbox_failed(entry.id, next, &reason).await {
-                        warn!(target = %target.name, error = %e, "recording a failed webhook delivery failed");
-                    }
-                    // Later rows wait behind this one: re-read from the head.
-                    break;
-                }
-            };
-            if let Err(e) = outcome {
-                warn!(target = %target.name, error = %e, "removing a delivered webhook failed");
-                break;
-            }
-        }
+}
+
+impl crate::outbox::Courier for Courier {
+    fn target(&self) -> &str {
+        &self.target.name
     }
-}
 
-/// 1 s after the first failure, doubling, at most `max`.
-fn backoff(attempts: i32, max: Duration) -> Duration {
-    let exponent = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
-    Duration::from_secs(1u64 << exponent).min(max)
-}
-
-/// Sleeps `duration`; true when `shutdown` fired first.
-async fn sleep_or_stop(duration: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => false,
-        () = shutdown.cancelled() => true,
+    async fn attempt(&mut self, entry: &OutboxEntry) -> crate::outbox::Attempt {
+        let target = &self.target;
+        match send(target, entry).await {
+            Attempt::Delivered => {
+                self.stats.delivered();
+                crate::outbox::Attempt::Delivered
+            }
+            Attempt::Refused(reason) => {
+                self.stats.refused();
+                warn!(target = %target.name, delivery = entry.id, %reason, "webhook delivery refused by the target; dropped");
+                crate::outbox::Attempt::Dropped
+            }
+            Attempt::Retry(reason) => {
+                self.stats.retried();
+                let delay = crate::outbox::backoff(entry.attempts, target.max_backoff);
+                warn!(target = %target.name, delivery = entry.id, attempts = entry.attempts + 1,
+                    retry_in = ?delay, %reason, "webhook delivery failed");
+                crate::outbox::Attempt::Retry { reason, delay }
+            }
+        }
     }
 }
 
@@ -460,13 +410,5 @@ mod tests {
         let name = "error sending request: client error (Connect): invalid peer certificate: NotValidForName";
         assert!(tls_hint(name).is_some_and(|h| h.contains("another name")));
         assert_eq!(tls_hint("error sending request: connection refused"), None);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_ceiling() {
-        let max = Duration::from_secs(300);
-        assert_eq!(backoff(0, max), Duration::from_secs(1));
-        assert_eq!(backoff(3, max), Duration::from_secs(8));
-        assert_eq!(backoff(40, max), max);
     }
 }
