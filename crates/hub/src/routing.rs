@@ -183,6 +183,17 @@ pub(crate) fn occupied(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> 
     exts
 }
 
+/// Who gets a card completed or replaced after the event that made it:
+/// whoever holds the call; once it ended, the phones that rang, which showed
+/// the pop (a caller who gave up before the file was read from the store must
+/// still be called back with it).
+pub(crate) fn card_recipients(call: &LiveCall, meta: Option<&CallMeta>) -> Vec<String> {
+    if call.state == CallState::Ended {
+        return call.rang_extensions.iter().map(|e| e.to_string()).collect();
+    }
+    occupied(call, meta)
+}
+
 /// `a` then what `b` adds.
 pub(crate) fn merge(a: &[String], b: &[String]) -> Vec<String> {
     let mut out = a.to_vec();

@@ -421,7 +421,7 @@ impl Hub {
             return;
         };
         let meta = state.meta.get(&call_id);
-        let exts = routing::occupied(call, meta);
+        let exts = routing::card_recipients(call, meta);
         let body = ServerMessage::Card {
             call_id,
             card: &card,

@@ -347,6 +347,29 @@ fn a_card_built_after_the_first_pop_reaches_every_ringing_agent() {
     assert!(drain(&mut c).is_empty());
 }
 
+/// A call missed before its card was completed from the store (the caller
+/// hung up within the completion's time): the file still reaches the phones
+/// that rang, so Claire has it to call back; nobody else gets it.
+#[test]
+fn a_card_completed_after_a_missed_call_reaches_the_phones_that_rang() {
+    let hub = hub();
+    let mut a = hub.connect(agent(1, "201"));
+    let mut c = hub.connect(agent(3, "203"));
+    hub.publish_call(&inbound("m", "0612345678"), None);
+    hub.publish_call(&ringing("m", "201"), Some(card("Mme Martin")));
+    hub.publish_call(&ended("m", Outcome::Missed), None);
+    drain(&mut a);
+    drain(&mut c);
+    hub.publish_card(call_id("m"), card("Mme Martin, avec son dossier"));
+    let got = drain(&mut a);
+    assert_eq!(types(&got), ["card"], "{got:?}");
+    assert_eq!(
+        got[0]["card"]["customer"]["name"],
+        "Mme Martin, avec son dossier"
+    );
+    assert!(drain(&mut c).is_empty());
+}
+
 #[test]
 fn ringing_stopped_before_answer_is_completed_with_who_answered() {
     let hub = hub();
