@@ -558,6 +558,27 @@ async fn calls_become_helpdesk_tickets(spec: OdooSpec) {
             .is_some_and(|a| a["active"] == json!(false) && a["date_done"].is_string())
     })
     .await;
+    // ... and moves its Odoo ticket to the first closing stage ("Done": a
+    // folded stage on Enterprise, a `closed` one on OCA).
+    let (stages, flag) = match helpdesk {
+        Helpdesk::Oca => ("helpdesk.ticket.stage", "closed"),
+        _ => ("helpdesk.stage", "fold"),
+    };
+    let done = odoo
+        .records(stages)
+        .into_iter()
+        .find(|stage| stage[flag] == json!(true))
+        .expect("a closing stage on the test server");
+    assert_eq!(done["name"], json!("Done"));
+    let callback_id = callback["id"].as_i64().unwrap();
+    wait_odoo(
+        &odoo,
+        &fiche,
+        "helpdesk.ticket",
+        "the ticket in its closing stage",
+        |t| ticket_of(t, callback_id).is_some_and(|t| t["stage_id"] == done["id"]),
+    )
+    .await;
     drop(fiche);
 }
 

@@ -412,6 +412,21 @@ fn schema(
                 relation(field("many2one", "Helpdesk Team"), "helpdesk.team"),
             ));
             models.insert("helpdesk.ticket", ("Helpdesk Ticket", common(fields)));
+            // Enterprise's `helpdesk.stage`: a folded stage is a closing one
+            // (helpdesk/models/helpdesk_stage.py, `fold`, "Folded in Kanban";
+            // helpdesk_ticket.py sets `close_date` when the ticket enters a folded
+            // stage, and the stock "Solved" and "Cancelled" stages are folded).
+            models.insert(
+                "helpdesk.stage",
+                (
+                    "Helpdesk Stage",
+                    common(vec![
+                        ("name", required(field("char", "Stage Name"))),
+                        ("sequence", field("integer", "Sequence")),
+                        ("fold", field("boolean", "Folded in Kanban")),
+                    ]),
+                ),
+            );
         }
         Helpdesk::Oca => {
             let mut fields = ticket_common;
@@ -425,7 +440,27 @@ fn schema(
                 "team_id",
                 relation(field("many2one", "Team"), "helpdesk.ticket.team"),
             ));
+            // OCA's tickets point at `helpdesk.ticket.stage`, whose `closed` flag
+            // marks the closing stages (OCA/helpdesk helpdesk_mgmt
+            // models/helpdesk_ticket_stage.py; data/helpdesk_data.xml makes
+            // "Done" and "Cancelled" closed).
+            for (name, def) in fields.iter_mut() {
+                if *name == "stage_id" {
+                    *def = relation(field("many2one", "Stage"), "helpdesk.ticket.stage");
+                }
+            }
             models.insert("helpdesk.ticket", ("Helpdesk Ticket", common(fields)));
+            models.insert(
+                "helpdesk.ticket.stage",
+                (
+                    "Helpdesk Ticket Stage",
+                    common(vec![
+                        ("name", required(field("char", "Stage Name"))),
+                        ("sequence", field("integer", "Sequence")),
+                        ("closed", field("boolean", "Closed")),
+                    ]),
+                ),
+            );
             models.insert(
                 "helpdesk.ticket.channel",
                 (
@@ -500,6 +535,25 @@ impl Db {
             for name in ["Web", "Email", "Phone", "Other"] {
                 db.insert_raw("helpdesk.ticket.channel", json!({"name": name}));
             }
+        }
+        let stages = [
+            ("New", false),
+            ("In Progress", false),
+            ("Done", true),
+            ("Cancelled", true),
+        ];
+        for (sequence, (name, closing)) in stages.into_iter().enumerate() {
+            match db.spec.helpdesk {
+                Helpdesk::Enterprise => db.insert_raw(
+                    "helpdesk.stage",
+                    json!({"name": name, "sequence": sequence, "fold": closing}),
+                ),
+                Helpdesk::Oca => db.insert_raw(
+                    "helpdesk.ticket.stage",
+                    json!({"name": name, "sequence": sequence, "closed": closing}),
+                ),
+                Helpdesk::None => 0,
+            };
         }
         db
     }

@@ -117,6 +117,30 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The first closing stage of the help desk: a folded stage on Enterprise
+/// (`helpdesk.stage.fold`: a ticket entering one is closed), a `closed` one on
+/// OCA (`helpdesk.ticket.stage.closed`). `None` when there is none or the bot
+/// may not read stages: closing then only posts to the chatter.
+async fn closing_stage(client: &OdooClient, helpdesk: Helpdesk) -> Result<Option<i64>> {
+    let (model, flag) = match helpdesk {
+        Helpdesk::Enterprise => ("helpdesk.stage", "fold"),
+        Helpdesk::Oca => ("helpdesk.ticket.stage", "closed"),
+    };
+    let found = client
+        .call(
+            &Call::new(model, "search")
+                .kw("domain", json!([[flag, "=", true]]))
+                .kw("order", json!("sequence, id"))
+                .kw("limit", json!(1)),
+        )
+        .await;
+    match found {
+        Ok(ids) => Ok(ids.get(0).and_then(Value::as_i64)),
+        Err(OdooError::NotFound { .. } | OdooError::AccessError { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// The help desk of a database, discovered once.
 #[derive(Debug, Clone)]
 pub struct TicketSync {
@@ -124,6 +148,8 @@ pub struct TicketSync {
     pub helpdesk: Helpdesk,
     fields: Map<String, Value>,
     phone_channel: Option<i64>,
+    /// The first closing stage, where a ticket closed in Fiche is moved.
+    closing_stage: Option<i64>,
 }
 
 impl TicketSync {
@@ -150,10 +176,12 @@ impl TicketSync {
                 .and_then(|c| c.get("id"))
                 .and_then(Value::as_i64);
         }
+        let closing_stage = closing_stage(client, helpdesk).await?;
         Ok(Some(TicketSync {
             helpdesk,
             fields,
             phone_channel,
+            closing_stage,
         }))
     }
 
@@ -237,6 +265,9 @@ impl TicketSync {
         }
         if let Some(user) = user_id {
             values.insert("user_id".to_owned(), json!(user));
+        }
+        if let (true, Some(stage)) = (facts.closed, self.closing_stage) {
+            values.insert("stage_id".to_owned(), json!(stage));
         }
         client
             .call(
