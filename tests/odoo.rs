@@ -504,6 +504,45 @@ async fn calls_become_helpdesk_tickets(spec: OdooSpec) {
     .expect("the callback's Odoo ticket");
     assert_eq!(activity["res_id"], odoo_ticket["id"]);
 
+    // A crash between Odoo's answer and Fiche recording the activity's id loses
+    // the record: the callback's next change finds the activity again (by its
+    // summary) instead of scheduling a second one.
+    let database = format!("sqlite://{}/fiche.db", scratch.path().display());
+    let pool = sqlx::SqlitePool::connect(&database).await.unwrap();
+    sqlx::query("DELETE FROM odoo_links WHERE kind = 'activity'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, answer) = http::request(
+        port,
+        "PATCH",
+        &format!("/api/tickets/{}", callback["id"]),
+        Some(&admin),
+        Some(r#"{"reason":"Rappel prévu demain matin"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let started = Instant::now();
+    loop {
+        let (links,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM odoo_links WHERE kind = 'activity'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if links == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < SYNC_LIMIT,
+            "the activity was never recorded again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
+    let activities = odoo.records("mail.activity");
+    assert_eq!(activities.len(), 1, "one Call activity: {activities:?}");
+
     // Hélène calls again: Claire's card links her Odoo contact and the open
     // callback's Odoo ticket.
     let claire = auth::login(port, "claire", "claire-password-1")

@@ -141,6 +141,9 @@ async fn closing_stage(client: &OdooClient, helpdesk: Helpdesk) -> Result<Option
     }
 }
 
+/// How the summary of every "Call" activity Fiche schedules begins.
+const CALL_SUMMARY: &str = "Rappeler ";
+
 /// The help desk of a database, discovered once.
 #[derive(Debug, Clone)]
 pub struct TicketSync {
@@ -298,6 +301,27 @@ impl TicketSync {
         Ok(())
     }
 
+    /// The open "Call" activity Fiche scheduled on the Odoo ticket, if any: found
+    /// by its summary, so a crash between Odoo's answer and recording its id
+    /// never makes a second one.
+    pub async fn find_call(&self, client: &OdooClient, odoo_id: i64) -> Result<Option<i64>> {
+        let found = client
+            .call(
+                &Call::new("mail.activity", "search")
+                    .kw(
+                        "domain",
+                        json!([
+                            ["res_model", "=", "helpdesk.ticket"],
+                            ["res_id", "=", odoo_id],
+                            ["summary", "ilike", CALL_SUMMARY]
+                        ]),
+                    )
+                    .kw("limit", json!(1)),
+            )
+            .await?;
+        Ok(found.get(0).and_then(Value::as_i64))
+    }
+
     /// Schedules the "Call" activity of a callback on the Odoo ticket; returns its id.
     pub async fn schedule_call(
         &self,
@@ -315,7 +339,7 @@ impl TicketSync {
             .kw(
                 "summary",
                 json!(format!(
-                    "Rappeler {} avant {} UTC",
+                    "{CALL_SUMMARY}{} avant {} UTC",
                     facts.phone.as_deref().unwrap_or("le client"),
                     due.format("%H:%M")
                 )),

@@ -325,7 +325,10 @@ async fn push_ticket(
         let activity = store.odoo_link("activity", &fiche_id).await?;
         match (activity, facts.closed) {
             (None, false) => {
-                let id = sync.schedule_call(client, odoo_id, &facts, user_id).await?;
+                let id = match sync.find_call(client, odoo_id).await? {
+                    Some(id) => id,
+                    None => sync.schedule_call(client, odoo_id, &facts, user_id).await?,
+                };
                 store.set_odoo_link("activity", &fiche_id, id).await?;
             }
             (Some(id), true) => {
