@@ -15,7 +15,7 @@
 //!
 //! Needs `cargo build -p fiche-server` first.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine as _;
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::testbed::fiche_binary;
@@ -23,8 +23,6 @@ use fiche_pbx::{CallId, Source};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const AIRCALL_TOKEN: &str = "aircall-webhook-token-from-the-dashboard";
@@ -91,38 +89,9 @@ async fn post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let text = String::from_utf8(raw)?;
-        let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("bad status line")?;
-        anyhow::ensure!(
-            !head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked"),
-            "chunked answer"
-        );
-        Ok((status, body.to_owned()))
-    })
-    .await
-    .context("request timed out")?
+    let mut all = vec![("Content-Type", content_type)];
+    all.extend_from_slice(headers);
+    fiche_e2e::http::raw(port, "POST", path, &all, body).await
 }
 
 /// A running Fiche with one CTI token.

@@ -52,6 +52,24 @@ pub async fn request_with(
     .with_context(|| format!("{method} {path} timed out"))?
 }
 
+/// One request (bounded, connection included) with exactly these header lines
+/// and this body, whatever its type (forms, XML, signed JSON): the status code
+/// and the body as text.
+pub async fn raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        exchange(port, method, path, headers, Some(body)),
+    )
+    .await
+    .with_context(|| format!("{method} {path} timed out"))?
+}
+
 /// `GET http://127.0.0.1:<port><path>`: the status code and the header
 /// lines of the answer (its body read and dropped).
 pub async fn get_headers(port: u16, path: &str) -> anyhow::Result<(u16, Vec<(String, String)>)> {
@@ -102,24 +120,38 @@ async fn send_with(
     token: Option<&str>,
     json: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let mut all = headers.to_vec();
+    if let Some(bearer) = &bearer {
+        all.push(("Authorization", bearer));
+    }
+    if json.is_some() {
+        all.push(("Content-Type", "application/json"));
+    }
+    exchange(port, method, path, &all, json).await
+}
+
+/// One request with exactly these header lines, and `body` (with its
+/// `Content-Length`) when given: the status code and the body as text,
+/// de-chunked. Not bounded in time: see [`raw`].
+async fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = json.unwrap_or_default();
-    if json.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    head.push_str(body);
+    head.push_str(body.unwrap_or_default());
     stream.write_all(head.as_bytes()).await?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw).await?;
