@@ -212,7 +212,7 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Starts Fiche (`FICHE_BIN`, else `target/debug/fiche`) and Kamailio on free
+    /// Starts Fiche ([`fiche_binary`]) and Kamailio on free
     /// loopback ports and waits until both are ready.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = WorkDir::create()?;
@@ -551,58 +551,38 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// The `fiche` binary under test: `FICHE_BIN`, else `$CARGO_TARGET_DIR/debug/fiche`,
-/// else `target/debug/fiche`. Not built here: run `cargo build -p fiche-server` first.
+/// The `fiche` binary under test: `FICHE_BIN` when set (an older or a release
+/// build, on purpose), else the one cargo built for the running test binary of
+/// `fiche-server` — never a leftover `target/debug/fiche`.
 pub fn fiche_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("FICHE_BIN") {
         Some(bin) => PathBuf::from(bin),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target"))
-            .join("debug/fiche"),
+        None => built_with_this_test()?,
     };
     if !path.is_file() {
         bail!(
-            "no fiche binary at {}: run `cargo build -p fiche-server` first, or set FICHE_BIN",
+            "no fiche binary at {}: run the suites with `cargo test -p fiche-server --test e2e`, or set FICHE_BIN",
             path.display()
         );
     }
-    warn_if_stale(&path);
     Ok(path)
 }
 
-/// Says so on stderr when a source file under `crates/` is newer than the
-/// binary: the suite would judge yesterday's code.
-fn warn_if_stale(binary: &Path) {
-    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
-        return;
-    };
-    let mut folders = vec![repo_root().join("crates")];
-    while let Some(folder) = folders.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                if !path.ends_with("target") && !path.ends_with("fuzz") {
-                    folders.push(path);
-                }
-            } else if path.extension().is_some_and(|x| x == "rs" || x == "toml")
-                && meta.modified().is_ok_and(|m| m > built)
-            {
-                eprintln!(
-                    "warning: {} is newer than {}: run `cargo build -p fiche-server` to test the current code",
-                    path.display(),
-                    binary.display()
-                );
-                return;
-            }
-        }
+/// The `fiche` cargo built beside the running test binary: `CARGO_BIN_EXE_fiche`,
+/// which cargo sets when it runs a test of `fiche-server`, else (the test binary
+/// started by hand, or a cargo that does not set it at run time) the binary two
+/// folders up from it (`target/debug/deps/e2e-…` → `target/debug/fiche`), the
+/// layout cargo builds both in.
+fn built_with_this_test() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_fiche") {
+        return Ok(PathBuf::from(bin));
     }
+    let test = std::env::current_exe().context("the path of the running test")?;
+    let profile = test
+        .parent()
+        .and_then(Path::parent)
+        .with_context(|| format!("no target folder above {}", test.display()))?;
+    Ok(profile.join("fiche"))
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {

@@ -4,8 +4,8 @@
 //! call as `/api/calls/live` shows it once ended. The expected events are those
 //! `ami_flows.rs` asserts on the driver alone: the binary must not change them.
 //!
-//! Needs a built server: `cargo build -p fiche-server && cargo test -p fiche-e2e --test ami_binary`
-//! (`FICHE_BIN` picks another binary; `FICHE_E2E_KEEP=1` keeps Fiche's logs).
+//! `cargo test -p fiche-server --test e2e ami_binary::`; nothing installed
+//! (`FICHE_E2E_KEEP=1` keeps Fiche's logs).
 //! The time limits below are guards against a hung test, not speed assertions.
 
 use bytes::Bytes;

@@ -4,7 +4,7 @@
 //! callbacks (a repeated missed caller's callback counts two attempts), and
 //! it listens on loopback only whatever the configuration says.
 //!
-//! Needs `cargo build -p fiche-server` first (`FICHE_BIN` picks another binary).
+//! Nothing installed.
 
 use anyhow::bail;
 use fiche_e2e::auth::login;

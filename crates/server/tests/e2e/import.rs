@@ -3,8 +3,7 @@
 //! formats, a few bad rows), an XLSX file, `--map`, `--dry-run`, `--skip-bad`,
 //! re-import, the export read back, on SQLite and on PostgreSQL.
 //!
-//! Needs a built server: `cargo build -p fiche-server && cargo test -p fiche-e2e --test import`
-//! (`FICHE_BIN` picks another binary, e.g. a release build). PostgreSQL at
+//! `FICHE_BIN` picks another binary, e.g. a release build. PostgreSQL at
 //! `FICHE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
 //! is required: each run gets a schema of its own, dropped afterwards.
 

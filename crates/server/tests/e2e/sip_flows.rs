@@ -3,9 +3,8 @@
 //! exact call events Fiche streams on `/ws`, and the call as `/api/calls/live`
 //! shows it once ended.
 //!
-//! Needs `kamailio`, `sipp` and a built server:
-//! `cargo build -p fiche-server && cargo test -p fiche-e2e`
-//! (`FICHE_BIN` picks another binary; `FICHE_E2E_KEEP=1` keeps logs and SIP traces).
+//! Needs `kamailio` and `sipp`: `cargo test -p fiche-server --test e2e sip_flows::`
+//! (`FICHE_E2E_KEEP=1` keeps logs and SIP traces).
 
 use fiche_e2e::events::{epoch_seconds, of_call, summaries};
 use fiche_e2e::{exclusive, Testbed};

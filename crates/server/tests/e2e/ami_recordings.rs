@@ -4,8 +4,7 @@
 //! of call records a correct tracker reports. First through the sans-IO tracker
 //! alone, then through the real `fiche serve` binary fed by the AMI test server.
 //!
-//! Needs a built server for the second part:
-//! `cargo build -p fiche-server && cargo test -p fiche-e2e --test ami_recordings`.
+//! `cargo test -p fiche-server --test e2e ami_recordings::`.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer, Pace};

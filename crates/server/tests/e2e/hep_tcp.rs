@@ -3,7 +3,7 @@
 //! dead connections pile up) still tracks a call sent on a new connection, and
 //! still hears UDP.
 //!
-//! Needs `cargo build -p fiche-server` first; nothing installed.
+//! Nothing installed.
 
 use bytes::Bytes;
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};

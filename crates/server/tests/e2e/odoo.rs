@@ -3,7 +3,7 @@
 //! Customers are checked through `/api/customers/lookup`, which answers from the
 //! server's in-memory index: what the pop card uses.
 //!
-//! Needs a built server: `cargo build -p fiche-server && cargo test -p fiche-e2e --test odoo`.
+//! Nothing installed.
 
 use anyhow::{bail, Context};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};

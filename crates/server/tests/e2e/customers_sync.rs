@@ -4,8 +4,7 @@
 //! `/api/customers/lookup`, which answers from the server's in-memory index (what
 //! the pop card uses), not from the database.
 //!
-//! Needs a built server: `cargo build -p fiche-server && cargo test -p fiche-e2e
-//! --test customers_sync`, and PostgreSQL at `FICHE_TEST_POSTGRES_URL` (default
+//! Needs PostgreSQL at `FICHE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) for the multi-node case.
 
 use anyhow::{bail, Context};

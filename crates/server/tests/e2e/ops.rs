@@ -10,7 +10,7 @@
 //! ticket are committed (durable before acknowledged), which is what lets the
 //! backup test know exactly which tickets were committed before it began.
 //!
-//! Needs `cargo build -p fiche-server` first; nothing installed.
+//! Nothing installed.
 
 use anyhow::bail;
 use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer};

@@ -6,7 +6,7 @@
 //! and a Fiche restart. Acknowledged calls survive `kill -9`, on SQLite and on
 //! PostgreSQL.
 //!
-//! Needs `cargo build -p fiche-server` first, and PostgreSQL at
+//! Needs PostgreSQL at
 //! `FICHE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
 //! for the PostgreSQL crash test.
 

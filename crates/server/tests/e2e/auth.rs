@@ -2,7 +2,7 @@
 //! a one-time admin password (French, then English) and a restart does not; without
 //! a session the API, the pages and both websockets are refused.
 //!
-//! Needs `cargo build -p fiche-server` first (`FICHE_BIN` picks another binary).
+//! Nothing installed.
 
 use fiche_e2e::auth::login;
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};

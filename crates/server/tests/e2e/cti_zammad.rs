@@ -13,7 +13,7 @@
 //! `done` flags and `notify_map` filtering of the list (Fiche's counterpart is
 //! the callback ticket, checked instead), and Zammad's caller-id comments.
 //!
-//! Needs `cargo build -p fiche-server` first.
+//! Nothing installed.
 
 use anyhow::bail;
 use base64::Engine as _;

@@ -8,7 +8,7 @@
 //! (agent, 202) another, a call that rang at both was missed (a callback
 //! assigned to nobody), and one call rings at each of them now.
 //!
-//! Needs `cargo build -p fiche-server` first; nothing installed.
+//! Nothing installed.
 
 use anyhow::{bail, Context};
 use fiche_e2e::auth::{admin_token, login};
