@@ -70,7 +70,7 @@ fn database_url(scratch: &Scratch) -> String {
     format!("sqlite://{}/fiche.db", scratch.path().display())
 }
 
-/// One HTTP/1.1 request over loopback: status and body.
+/// One request with exactly these headers and body: status and body.
 async fn request(
     port: u16,
     method: &str,
@@ -78,7 +78,7 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    fiche_e2e::http::raw(port, method, path, headers, body).await
+    fiche_e2e::http::send(port, method, path, headers, body).await
 }
 
 /// A session token when the server has logins, `None` while every route is open.

@@ -81,7 +81,7 @@ fn add_token(scratch: &Scratch, name: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
-/// One HTTP/1.1 POST over loopback: status and body.
+/// One POST of `body` as `content_type`, with these extra headers: status and body.
 async fn post(
     port: u16,
     path: &str,
@@ -91,7 +91,7 @@ async fn post(
 ) -> anyhow::Result<(u16, String)> {
     let mut all = vec![("Content-Type", content_type)];
     all.extend_from_slice(headers);
-    fiche_e2e::http::raw(port, "POST", path, &all, body).await
+    fiche_e2e::http::send(port, "POST", path, &all, body).await
 }
 
 /// A running Fiche with one CTI token.

@@ -25,3 +25,15 @@ mod odoo;
 mod ops;
 mod pbx_mirror;
 mod sip_flows;
+
+/// The harness starts the `fiche` cargo built with this test binary (unless
+/// `FICHE_BIN` names another on purpose): what the suites judge is the code
+/// being tested, not a binary left on disk by an older build.
+#[test]
+fn the_suites_run_the_fiche_built_with_them() {
+    if std::env::var_os("FICHE_BIN").is_some() {
+        return;
+    }
+    let binary = fiche_e2e::testbed::fiche_binary().unwrap();
+    assert_eq!(binary, std::path::Path::new(env!("CARGO_BIN_EXE_fiche")));
+}

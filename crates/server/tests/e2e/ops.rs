@@ -147,12 +147,18 @@ async fn metrics_move_with_a_call_and_the_pop_latency_has_its_sample() {
     .expect("connecting /ws in time")
     .expect("Claire's socket opens");
 
-    let before = metrics(port, &[]).await;
-    assert_eq!(
-        value(&before, "fiche_websockets", &[("role", "agent")]),
-        1.0,
-        "Claire's page"
-    );
+    // The server counts a socket once its upgrade is done, which may come just
+    // after the client has read the 101: scrape until it shows (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let scrape = metrics(port, &[]).await;
+        let sockets = value(&scrape, "fiche_websockets", &[("role", "agent")]);
+        if sockets == 1.0 || tokio::time::Instant::now() >= deadline {
+            assert_eq!(sockets, 1.0, "Claire's page");
+            break scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(value(&before, "fiche_ami_connection_state", &[]), 0.0);
 
     // A call for Claire, answered, hung up; a datagram that is not HEP.

@@ -52,10 +52,10 @@ async fn login_sets_a_strict_http_only_cookie_and_me_names_the_user() {
 
     // The cookie alone is a session, as a browser sends it.
     let me = fiche
-        .send_raw(
+        .send_with(
             "GET",
             "/api/me",
-            &format!("Cookie: fiche_session={token}\r\n"),
+            &[("cookie", &format!("fiche_session={token}"))],
             None,
         )
         .await;
@@ -68,10 +68,10 @@ async fn login_sets_a_strict_http_only_cookie_and_me_names_the_user() {
 
     // Behind a TLS proxy the cookie is Secure.
     let behind_tls = fiche
-        .send_raw(
+        .send_with(
             "POST",
             "/api/login",
-            "X-Forwarded-Proto: https\r\n",
+            &[("x-forwarded-proto", "https")],
             Some(&credentials("admin", ADMIN_PASSWORD)),
         )
         .await;
@@ -518,30 +518,17 @@ async fn next_news_within(ws: &mut Ws, limit: Duration) -> Value {
 /// One login over its own connection, with a wait long enough for a queue of
 /// argon2 checks in an unoptimised test build (about a second each).
 async fn slow_login(http: std::net::SocketAddr, login: &str, password: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = credentials(login, password).to_string();
-    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
-    let request = format!(
-        "POST /api/login HTTP/1.1\r\nHost: fiche\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        stream.read_to_end(&mut response),
+    let body = credentials(login, password);
+    let response = super::send_to(
+        http,
+        "POST",
+        "/api/login",
+        &[],
+        Some(&body),
+        Duration::from_secs(120),
     )
-    .await
-    .expect("a login answer within 2 minutes")
-    .unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
+    .await;
+    (response.status, response.body)
 }
 
 #[tokio::test]
