@@ -1,38 +1,32 @@
-//! Call events as short comparable lines (`"ringing 201"`, `"ended missed"`),
-//! so a test states a whole call flow in one `assert_eq!`.
+//! The one golden format of call events: a line per event, `#<n> <type>
+//! <details>` (`"#1 ringing 201"`, `"#1 ended missed: caller hung up"`), so a
+//! test states a whole call flow, whatever its source, in one `assert_eq!`.
+//! Events streamed as JSON (`/ws/events`, webhooks) and typed events
+//! (`fiche_pbx::CallEvent`, through `serde_json::to_value`) give the same lines.
 
 use serde_json::Value;
+use std::collections::HashMap;
 
-/// One event as a line: its `type` and the fields that identify it.
-pub fn summary(event: &Value) -> String {
-    let text = |key: &str| match &event[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
-    match event["type"].as_str() {
-        Some("call_started") => format!("call_started {}", text("direction")),
-        Some("ringing") => format!("ringing {}", text("extension")),
-        Some("ringing_stopped") => {
-            format!("ringing_stopped {} ({})", text("extension"), text("cause"))
-        }
-        Some("answered") => format!("answered {}", text("extension")),
-        Some("transferred") => format!("transferred {} {}", text("to"), text("kind")),
-        Some("ended") => format!("ended {}", text("outcome")),
-        Some(other) => other.to_owned(),
-        None => format!("not a call event: {event}"),
-    }
-}
-
-/// The lines of a call's events, in order, except that a run of consecutive
-/// `ringing_stopped` lines is sorted: the phones a ring group stops at once
-/// have no meaningful order.
-pub fn summaries(events: &[Value]) -> Vec<String> {
-    let mut lines: Vec<String> = events.iter().map(summary).collect();
+/// The lines of `events`, in order. Calls are numbered `#1`, `#2`, … in the
+/// order their first event appears, so the lines of one call read `#1 …`
+/// whatever its id. A run of consecutive `ringing_stopped` lines is sorted:
+/// the phones a ring group stops at once have no meaningful order.
+pub fn lines<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    let mut numbers: HashMap<String, usize> = HashMap::new();
+    let mut lines: Vec<String> = events
+        .into_iter()
+        .map(|event| {
+            let next = numbers.len() + 1;
+            let call = event["call_id"].as_str().unwrap_or_default().to_owned();
+            let n = *numbers.entry(call).or_insert(next);
+            line(n, event)
+        })
+        .collect();
+    let stopped = |line: &str| line.split(' ').nth(1) == Some("ringing_stopped");
     let mut start = 0;
     while start < lines.len() {
         let mut end = start;
-        while end < lines.len() && lines[end].starts_with("ringing_stopped ") {
+        while end < lines.len() && stopped(&lines[end]) {
             end += 1;
         }
         if end > start {
@@ -43,6 +37,66 @@ pub fn summaries(events: &[Value]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// One event of call `#n`: its `type` and the fields that tell what happened.
+fn line(n: usize, event: &Value) -> String {
+    let Some(kind) = event["type"].as_str() else {
+        return format!("not a call event: {event}");
+    };
+    let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
+    let details = match kind {
+        "call_started" => {
+            let mut s = format!(
+                "{} caller={} callee={}",
+                text("direction"),
+                party(&event["caller"]),
+                party(&event["callee"])
+            );
+            if let Some(queue) = event["queue"].as_str() {
+                s.push_str(&format!(" queue={queue}"));
+            }
+            if let Some(diverted) = event["diverted_from"].as_array() {
+                let from: Vec<&str> = diverted.iter().filter_map(Value::as_str).collect();
+                s.push_str(&format!(" diverted_from={}", from.join(",")));
+            }
+            s
+        }
+        "ringing" | "answered" => text("extension"),
+        "ringing_stopped" => format!("{}: {}", text("extension"), text("cause")),
+        "parties_updated" => format!(
+            "caller={} callee={}",
+            party(&event["caller"]),
+            party(&event["callee"])
+        ),
+        "transferred" => {
+            let mut s = format!("{} {}", text("to"), text("kind"));
+            if let Some(by) = event["by"].as_str() {
+                s.push_str(&format!(" by {by}"));
+            }
+            if let Some(transferee) = event["transferee"].as_str() {
+                s.push_str(&format!(" sending {transferee}"));
+            }
+            s
+        }
+        "ended" => format!("{}: {}", text("outcome"), text("cause")),
+        _ => String::new(),
+    };
+    format!("#{n} {kind} {details}").trim_end().to_owned()
+}
+
+/// A caller or callee: its number (`withheld`, `-` when none), then its name
+/// in brackets when it has one.
+fn party(party: &Value) -> String {
+    let mut s = match (&party["number"], party["withheld"].as_bool()) {
+        (_, Some(true)) => "withheld".to_owned(),
+        (Value::String(n), _) => n.clone(),
+        _ => "-".to_owned(),
+    };
+    if let Value::String(name) = &party["name"] {
+        s.push_str(&format!(" ({name})"));
+    }
+    s
 }
 
 /// The events of the call whose `call_started` names `source_key` (the SIP
@@ -97,18 +151,43 @@ mod tests {
     #[test]
     fn ring_group_stops_compare_in_any_order() {
         let a = [
-            json!({"type": "answered", "extension": "202"}),
-            json!({"type": "ringing_stopped", "extension": "203", "cause": "answered elsewhere"}),
-            json!({"type": "ringing_stopped", "extension": "201", "cause": "answered elsewhere"}),
-            json!({"type": "ended", "outcome": "answered", "cause": "BYE"}),
+            json!({"call_id": "x", "type": "answered", "extension": "202"}),
+            json!({"call_id": "x", "type": "ringing_stopped", "extension": "203", "cause": "answered elsewhere"}),
+            json!({"call_id": "x", "type": "ringing_stopped", "extension": "201", "cause": "answered elsewhere"}),
+            json!({"call_id": "x", "type": "ended", "outcome": "answered", "cause": "BYE"}),
         ];
         assert_eq!(
-            summaries(&a),
+            lines(&a),
             [
-                "answered 202",
-                "ringing_stopped 201 (answered elsewhere)",
-                "ringing_stopped 203 (answered elsewhere)",
-                "ended answered",
+                "#1 answered 202",
+                "#1 ringing_stopped 201: answered elsewhere",
+                "#1 ringing_stopped 203: answered elsewhere",
+                "#1 ended answered: BYE",
+            ]
+        );
+    }
+
+    #[test]
+    fn calls_are_numbered_in_order_of_appearance() {
+        let events = [
+            json!({"call_id": "b", "type": "call_started", "direction": "inbound",
+                   "caller": {"number": "0612345678", "name": "Client Test", "withheld": false},
+                   "callee": {"number": "201", "name": null, "withheld": false}}),
+            json!({"call_id": "a", "type": "call_started", "direction": "outbound",
+                   "caller": {"number": null, "name": null, "withheld": true},
+                   "callee": {"number": null, "name": null, "withheld": false},
+                   "queue": "support", "diverted_from": ["300", "301"]}),
+            json!({"call_id": "b", "type": "transferred", "kind": "blind", "by": "201",
+                   "transferee": "0612345678", "to": "202"}),
+            json!({"call_id": "a", "type": "held"}),
+        ];
+        assert_eq!(
+            lines(&events),
+            [
+                "#1 call_started inbound caller=0612345678 (Client Test) callee=201",
+                "#2 call_started outbound caller=withheld callee=- queue=support diverted_from=300,301",
+                "#1 transferred 202 blind by 201 sending 0612345678",
+                "#2 held",
             ]
         );
     }
@@ -128,9 +207,12 @@ mod tests {
     #[test]
     fn outbound_answer_has_no_extension() {
         assert_eq!(
-            summary(&json!({"type": "answered", "extension": null})),
-            "answered -"
+            lines(&[json!({"type": "answered", "extension": null})]),
+            ["#1 answered -"]
         );
-        assert_eq!(summary(&json!({"type": "held"})), "held");
+        assert_eq!(
+            lines(&[json!("closed by server")]),
+            ["not a call event: \"closed by server\""]
+        );
     }
 }

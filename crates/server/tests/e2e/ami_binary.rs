@@ -10,12 +10,12 @@
 
 use bytes::Bytes;
 use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer};
-use fiche_e2e::events::epoch_seconds;
+use fiche_e2e::events::{epoch_seconds, lines};
 use fiche_e2e::fiche_ami::{AmiGate, AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::ws::EventStream;
 use fiche_pbx::hep::{encode, HepPacket};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ const GUARD: Duration = Duration::from_secs(30);
 /// extra event after the end is seen (and fails the test).
 const QUIET_AFTER_END: Duration = Duration::from_millis(500);
 
-const INBOUND: &str = "#1 call_started inbound caller=0612345678 (dupont marie) callee=0412345678";
+const INBOUND: &str = "#1 call_started inbound caller=0612345678 (DUPONT Marie) callee=0412345678";
 const NORMAL_CLEARING: &str = "Normal Clearing (Q.850 cause 16)";
 /// The AMI test server's credentials.
 const USER: &str = "fiche";
@@ -109,65 +109,6 @@ impl Bed {
             self.fiche.log_tail(60),
         )
     }
-}
-
-fn show_party(party: &Value) -> String {
-    let mut s = match (&party["number"], party["withheld"].as_bool()) {
-        (_, Some(true)) => "withheld".to_owned(),
-        (Value::String(n), _) => n.clone(),
-        _ => "-".to_owned(),
-    };
-    if let Value::String(name) = &party["name"] {
-        s.push_str(&format!(" ({name})"));
-    }
-    s
-}
-
-/// `#<n> <type> <details>`, calls numbered in start order: the very lines of
-/// `ami_flows.rs`, built from the JSON Fiche streams.
-fn render(events: &[Value]) -> Vec<String> {
-    let mut numbers: HashMap<String, usize> = HashMap::new();
-    events
-        .iter()
-        .map(|event| {
-            let Some(kind) = event["type"].as_str() else {
-                return format!("not a call event: {event}");
-            };
-            let next = numbers.len() + 1;
-            let call = event["call_id"].as_str().unwrap_or_default().to_owned();
-            let n = *numbers.entry(call).or_insert(next);
-            let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
-            let details = match kind {
-                "call_started" => format!(
-                    "{} caller={} callee={}",
-                    text("direction"),
-                    show_party(&event["caller"]),
-                    show_party(&event["callee"])
-                )
-                .to_lowercase(),
-                "ringing" | "answered" => text("extension"),
-                "ringing_stopped" => format!("{}: {}", text("extension"), text("cause")),
-                "parties_updated" => format!(
-                    "caller={} callee={}",
-                    show_party(&event["caller"]),
-                    show_party(&event["callee"])
-                ),
-                "transferred" => {
-                    let mut s = format!("{} {}", text("to"), text("kind"));
-                    if let Some(by) = event["by"].as_str() {
-                        s.push_str(&format!(" by {by}"));
-                    }
-                    if let Some(transferee) = event["transferee"].as_str() {
-                        s.push_str(&format!(" sending {transferee}"));
-                    }
-                    s
-                }
-                "ended" => format!("{}: {}", text("outcome"), text("cause")),
-                _ => String::new(),
-            };
-            format!("#{n} {kind} {details}").trim_end().to_owned()
-        })
-        .collect()
 }
 
 /// The call ids in order of first appearance.
@@ -412,12 +353,7 @@ async fn check_calls(bed: &Bed, events: &[Value], lives: &[Live]) -> Vec<Value> 
 async fn flow(script: &str, expected: &[&str], lives: &[Live]) -> (Bed, Vec<Value>, Vec<Value>) {
     let mut bed = Bed::start(script, |addr| env_setup(addr, SECRET)).await;
     let events = bed.collect().await;
-    assert_eq!(
-        render(&events),
-        expected,
-        "{}",
-        bed.context(&events, script)
-    );
+    assert_eq!(lines(&events), expected, "{}", bed.context(&events, script));
     let entries = check_calls(&bed, &events, lives).await;
     (bed, events, entries)
 }
@@ -491,9 +427,9 @@ async fn same_shape_as_a_hep_call(mut bed: Bed, ami_events: &[Value], ami_live: 
     }
     let hep_events = bed.collect().await;
     assert_eq!(
-        render(&hep_events),
+        lines(&hep_events),
         [
-            "#1 call_started inbound caller=0612345678 (client test) callee=201",
+            "#1 call_started inbound caller=0612345678 (Client Test) callee=201",
             "#1 ringing 201",
             "#1 answered 201",
             "#1 ended answered: caller hung up",
@@ -631,7 +567,7 @@ async fn attended_transfer() {
             "#1 ringing 201",
             "#1 answered 201",
             "#1 held",
-            "#2 call_started internal caller=201 (claire) callee=202",
+            "#2 call_started internal caller=201 (Claire) callee=202",
             "#2 ringing 202",
             "#2 answered 202",
             "#1 transferred 202 attended by 201 sending 0612345678",
@@ -682,7 +618,7 @@ async fn outbound_from_an_agent() {
     flow(
         "outbound",
         &[
-            "#1 call_started outbound caller=201 (claire) callee=0612345678",
+            "#1 call_started outbound caller=201 (Claire) callee=0612345678",
             "#1 answered -",
             &format!("#1 ended answered: {NORMAL_CLEARING}"),
         ],
@@ -775,7 +711,7 @@ async fn fiche_restarted_during_an_answered_call() {
         }
     }
     assert_eq!(
-        render(&before),
+        lines(&before),
         [INBOUND, "#1 ringing 201", "#1 answered 201"]
     );
     drop(events);
@@ -807,7 +743,7 @@ async fn fiche_restarted_during_an_answered_call() {
     };
     let after = bed.collect().await;
     assert_eq!(
-        render(&after),
+        lines(&after),
         [
             INBOUND,
             "#1 answered 201",
@@ -847,7 +783,7 @@ async fn md5_login_configured_in_a_toml_file() {
     .await;
     let events = bed.collect().await;
     assert_eq!(
-        render(&events),
+        lines(&events),
         [
             INBOUND,
             "#1 ringing 201",
@@ -949,7 +885,7 @@ async fn two_pbxs_configured_at_once() {
                 .filter(|e| e["call_id"] == **id)
                 .cloned()
                 .collect();
-            render(&of_call)
+            lines(&of_call)
         })
         .collect();
     per_call.sort();
@@ -957,14 +893,14 @@ async fn two_pbxs_configured_at_once() {
         per_call,
         [
             vec![
-                "#1 call_started inbound caller=0612345678 (dupont marie) callee=0412345678"
+                "#1 call_started inbound caller=0612345678 (DUPONT Marie) callee=0412345678"
                     .to_owned(),
                 "#1 ringing 201".to_owned(),
                 "#1 answered 201".to_owned(),
                 format!("#1 ended answered: {NORMAL_CLEARING}"),
             ],
             vec![
-                "#1 call_started outbound caller=201 (claire) callee=0612345678".to_owned(),
+                "#1 call_started outbound caller=201 (Claire) callee=0612345678".to_owned(),
                 "#1 answered -".to_owned(),
                 format!("#1 ended answered: {NORMAL_CLEARING}"),
             ],
@@ -1062,7 +998,7 @@ async fn two_pbxs_with_the_same_linked_id_make_two_calls() {
         (call_ids(&all).len(), table.len()),
         (2, 2),
         "events: {:#?}\n/api/calls/live: {table:#?}",
-        render(&all)
+        lines(&all)
     );
 }
 
@@ -1115,7 +1051,7 @@ async fn click_to_call_from_the_api_rings_the_agents_own_extension() {
     let answer: Value = serde_json::from_str(&body).expect("JSON answer");
     let streamed = events.collect(GUARD, QUIET_AFTER_END).await;
     assert_eq!(
-        render(&streamed),
+        lines(&streamed),
         [
             "#1 call_started outbound caller=201 callee=0612345678",
             "#1 answered -",

@@ -5,9 +5,10 @@
 //! The time limits below are guards against a hung test, not speed assertions.
 
 use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer};
+use fiche_e2e::events::lines;
 use fiche_pbx::driver::ami::{run, AmiCommand, AmiSourceConfig, OriginateError};
-use fiche_pbx::{CallEvent, CallEventKind, CallId, CallState, LiveCalls, Outcome, Party};
-use std::collections::HashMap;
+use fiche_pbx::{CallEvent, CallEventKind, CallState, LiveCalls, Outcome};
+use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -106,70 +107,14 @@ impl Fiche {
     }
 }
 
-fn show_party(party: &Party) -> String {
-    let mut s = match (&party.number, party.withheld) {
-        (_, true) => "withheld".to_owned(),
-        (Some(n), false) => n.clone(),
-        (None, false) => "-".to_owned(),
-    };
-    if let Some(name) = &party.name {
-        s.push_str(&format!(" ({name})"));
-    }
-    s
-}
-
-/// `#<n> <type> <details>`, calls numbered in start order.
+/// The golden lines of typed events, read through their JSON (what `/ws`
+/// streams): the same lines `ami_binary` gets from the binary.
 fn render(events: &[CallEvent]) -> Vec<String> {
-    let mut numbers: HashMap<CallId, usize> = HashMap::new();
-    events
+    let json: Vec<serde_json::Value> = events
         .iter()
-        .map(|event| {
-            let next = numbers.len() + 1;
-            let n = *numbers.entry(event.call_id).or_insert(next);
-            let details = match &event.kind {
-                CallEventKind::CallStarted {
-                    direction,
-                    caller,
-                    callee,
-                    ..
-                } => format!(
-                    "{direction:?} caller={} callee={}",
-                    show_party(caller),
-                    show_party(callee)
-                )
-                .to_lowercase(),
-                CallEventKind::Ringing { extension } => extension.to_string(),
-                CallEventKind::RingingStopped { extension, cause } => {
-                    format!("{extension}: {cause}")
-                }
-                CallEventKind::Answered { extension } => extension
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |e| e.to_string()),
-                CallEventKind::PartiesUpdated { caller, callee } => {
-                    format!(
-                        "caller={} callee={}",
-                        show_party(caller),
-                        show_party(callee)
-                    )
-                }
-                CallEventKind::Held | CallEventKind::Resumed => String::new(),
-                CallEventKind::Transferred(t) => {
-                    let mut s = format!("{} {}", t.to.as_deref().unwrap_or("-"), t.kind.as_str());
-                    if let Some(by) = &t.by {
-                        s.push_str(&format!(" by {by}"));
-                    }
-                    if let Some(transferee) = &t.transferee {
-                        s.push_str(&format!(" sending {transferee}"));
-                    }
-                    s
-                }
-                CallEventKind::Ended { outcome, cause } => format!("{}: {cause}", outcome.as_str()),
-            };
-            format!("#{n} {} {details}", event.kind.name())
-                .trim_end()
-                .to_owned()
-        })
-        .collect()
+        .map(|event| serde_json::to_value(event).unwrap_or_else(|e| json!(e.to_string())))
+        .collect();
+    lines(&json)
 }
 
 fn live_table(events: &[CallEvent]) -> LiveCalls {
@@ -201,7 +146,7 @@ async fn flow(script: &str, use_md5: bool, expected: &[&str]) -> Vec<CallEvent> 
     events
 }
 
-const INBOUND: &str = "#1 call_started inbound caller=0612345678 (dupont marie) callee=0412345678";
+const INBOUND: &str = "#1 call_started inbound caller=0612345678 (DUPONT Marie) callee=0412345678";
 
 #[tokio::test]
 async fn inbound_answered_with_md5_login() {
@@ -327,7 +272,7 @@ async fn attended_transfer() {
             "#1 ringing 201",
             "#1 answered 201",
             "#1 held",
-            "#2 call_started internal caller=201 (claire) callee=202",
+            "#2 call_started internal caller=201 (Claire) callee=202",
             "#2 ringing 202",
             "#2 answered 202",
             "#1 transferred 202 attended by 201 sending 0612345678",
@@ -363,7 +308,7 @@ async fn outbound_from_an_agent() {
         "outbound",
         false,
         &[
-            "#1 call_started outbound caller=201 (claire) callee=0612345678",
+            "#1 call_started outbound caller=201 (Claire) callee=0612345678",
             "#1 answered -",
             "#1 ended answered: Normal Clearing (Q.850 cause 16)",
         ],

@@ -11,6 +11,7 @@
 //! for the PostgreSQL crash test.
 
 use anyhow::{bail, Context};
+use fiche_e2e::events::lines;
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::pg::PgSchema;
 use fiche_e2e::testbed::fiche_binary;
@@ -216,35 +217,13 @@ fn call_id(pbx: &str, call: &str) -> String {
     CallId::from_source_key(Source::Cti, &format!("{pbx}/{call}")).to_string()
 }
 
-/// `type` of each event of `call`, with its main detail.
+/// The golden lines of `call`'s events (every one from the CTI source).
 fn story(events: &[Value], call: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["call_id"] == call)
-        .map(|e| {
-            assert_eq!(e["source"], "cti");
-            let kind = e["type"].as_str().unwrap_or("?");
-            match kind {
-                "call_started" => format!(
-                    "call_started {} {}→{}",
-                    e["direction"].as_str().unwrap_or("?"),
-                    e["caller"]["number"].as_str().unwrap_or("-"),
-                    e["callee"]["number"].as_str().unwrap_or("-")
-                ),
-                "ringing" | "ringing_stopped" => {
-                    format!("{kind} {}", e["extension"].as_str().unwrap_or("?"))
-                }
-                "answered" => format!("answered {}", e["extension"].as_str().unwrap_or("-")),
-                "transferred" => format!("transferred {}", e["to"].as_str().unwrap_or("?")),
-                "ended" => format!(
-                    "ended {} {}",
-                    e["outcome"].as_str().unwrap_or("?"),
-                    e["cause"].as_str().unwrap_or("?")
-                ),
-                other => other.to_owned(),
-            }
-        })
-        .collect()
+    let of_call: Vec<&Value> = events.iter().filter(|e| e["call_id"] == call).collect();
+    for event in &of_call {
+        assert_eq!(event["source"], "cti", "{event}");
+    }
+    lines(of_call)
 }
 
 const CONFIG: &str =
@@ -418,36 +397,36 @@ async fn cti_requests_become_call_events_and_zammad_replies() {
     assert_eq!(
         story(&seen, &call_id("pbx1", "A1")),
         [
-            "call_started inbound +33612345678→201",
-            "ringing 201",
-            "answered 201",
-            "ended answered normalClearing"
+            "#1 call_started inbound caller=+33612345678 callee=201",
+            "#1 ringing 201",
+            "#1 answered 201",
+            "#1 ended answered: normalClearing",
         ]
     );
     assert_eq!(
         story(&seen, &call_id("pbx1", "B1")),
         [
-            "call_started inbound +33698765432→+33140000000",
-            "ringing 201",
-            "ringing 202",
-            "ended missed cancel"
+            "#1 call_started inbound caller=+33698765432 callee=+33140000000",
+            "#1 ringing 201",
+            "#1 ringing 202",
+            "#1 ended missed: cancel",
         ]
     );
     assert_eq!(
         story(&seen, &call_id("pbx1", "C1")),
         [
-            "call_started outbound 201→+33140000001",
-            "answered -",
-            "ended answered normalClearing"
+            "#1 call_started outbound caller=201 callee=+33140000001",
+            "#1 answered -",
+            "#1 ended answered: normalClearing",
         ]
     );
     assert_eq!(
         story(&seen, &call_id("pbx1", "D1")),
         [
-            "call_started inbound +33611111111→202",
-            "ringing 202",
-            "transferred 0622222222",
-            "ended forwarded forwarded"
+            "#1 call_started inbound caller=+33611111111 callee=202",
+            "#1 ringing 202",
+            "#1 transferred 0622222222 blind",
+            "#1 ended forwarded: forwarded",
         ]
     );
     assert!(
@@ -551,14 +530,14 @@ async fn collect_until(
     out
 }
 
-/// Per call, the event types of the JSON call-event deliveries to `/hook`, in arrival order.
+/// Per call, the golden lines of the JSON call-event deliveries to `/hook`, in arrival order.
 fn json_stories(deliveries: &[Received]) -> HashMap<String, Vec<String>> {
     json_stories_at(deliveries, "/hook")
 }
 
-/// Per call, the event types of the JSON call-event deliveries to `path`, in arrival order.
+/// Per call, the golden lines of the JSON call-event deliveries to `path`, in arrival order.
 fn json_stories_at(deliveries: &[Received], path: &str) -> HashMap<String, Vec<String>> {
-    let mut stories: HashMap<String, Vec<String>> = HashMap::new();
+    let mut events: HashMap<String, Vec<Value>> = HashMap::new();
     for d in deliveries.iter().filter(|d| d.path == path) {
         let value: Value = serde_json::from_str(&d.body).unwrap();
         assert_eq!(value["schema"], "fiche.webhook.v1");
@@ -569,12 +548,15 @@ fn json_stories_at(deliveries: &[Received], path: &str) -> HashMap<String, Vec<S
             d.headers.get("x-fiche-event").map(String::as_str),
             value["event"]["type"].as_str()
         );
-        stories
+        events
             .entry(value["event"]["call_id"].as_str().unwrap().to_owned())
             .or_default()
-            .push(value["event"]["type"].as_str().unwrap().to_owned());
+            .push(value["event"].clone());
     }
-    stories
+    events
+        .into_iter()
+        .map(|(call, events)| (call, lines(&events)))
+        .collect()
 }
 
 #[tokio::test]
@@ -609,7 +591,12 @@ async fn webhooks_survive_a_receiver_outage_and_a_restart() {
     let x = call_id("pbx1", "X");
     assert_eq!(
         json_stories(&first)[&x],
-        ["call_started", "ringing", "answered", "ended"]
+        [
+            "#1 call_started inbound caller=+33612345678 callee=201",
+            "#1 ringing 201",
+            "#1 answered 201",
+            "#1 ended answered: normalClearing",
+        ]
     );
     let zammad: Vec<&Received> = first.iter().filter(|d| d.path == "/zammad").collect();
     assert_eq!(zammad.len(), 3);
@@ -662,11 +649,20 @@ async fn webhooks_survive_a_receiver_outage_and_a_restart() {
     let stories = json_stories(&second);
     assert_eq!(
         stories[&call_id("pbx1", "Y")],
-        ["call_started", "ringing", "answered", "ended"]
+        [
+            "#1 call_started inbound caller=+33611111111 callee=201",
+            "#1 ringing 201",
+            "#1 answered 201",
+            "#1 ended answered: normalClearing",
+        ]
     );
     assert_eq!(
         stories[&call_id("pbx1", "Z")],
-        ["call_started", "ringing", "ended"]
+        [
+            "#1 call_started inbound caller=+33622222222 callee=202",
+            "#1 ringing 202",
+            "#1 ended missed: cancel",
+        ]
     );
     let zammad: Vec<String> = second
         .iter()
@@ -756,7 +752,11 @@ async fn ticket_changes_reach_json_targets_but_not_zammad() {
     let m1 = call_id("pbx1", "M1");
     assert_eq!(
         json_stories(&first)[&m1],
-        ["call_started", "ringing", "ended"]
+        [
+            "#1 call_started inbound caller=+33612345678 callee=201",
+            "#1 ringing 201",
+            "#1 ended missed: cancel",
+        ]
     );
     for d in first.iter().filter(|d| d.path == "/hook") {
         d.verify("s3cret");
@@ -854,7 +854,11 @@ async fn cti_calls_started_before_a_restart_end_after_it() {
     .await;
     assert_eq!(
         json_stories(&before)[&call_id("pbx1", "R1")],
-        ["call_started", "ringing", "answered"]
+        [
+            "#1 call_started inbound caller=+33612345678 callee=201",
+            "#1 ringing 201",
+            "#1 answered 201",
+        ]
     );
     let answered_ticket = &ticket_changes(&before, "/tickets")[0];
     assert_eq!(
@@ -901,11 +905,11 @@ async fn cti_calls_started_before_a_restart_end_after_it() {
     let seen = drain(&mut events, Duration::from_millis(1500)).await;
     assert_eq!(
         story(&seen, &call_id("pbx1", "R2")),
-        ["ended missed cancel"]
+        ["#1 ended missed: cancel"]
     );
     assert_eq!(
         story(&seen, &call_id("pbx1", "R1")),
-        ["ended answered normalClearing"]
+        ["#1 ended answered: normalClearing"]
     );
     assert_eq!(seen.len(), 2, "nothing else: {seen:#?}");
 
@@ -924,8 +928,11 @@ async fn cti_calls_started_before_a_restart_end_after_it() {
     })
     .await;
     let stories = json_stories(&after);
-    assert_eq!(stories[&call_id("pbx1", "R2")], ["ended"]);
-    assert_eq!(stories[&call_id("pbx1", "R1")], ["ended"]);
+    assert_eq!(stories[&call_id("pbx1", "R2")], ["#1 ended missed: cancel"]);
+    assert_eq!(
+        stories[&call_id("pbx1", "R1")],
+        ["#1 ended answered: normalClearing"]
+    );
     let tickets = ticket_changes(&after, "/hook");
     let callback = tickets
         .iter()
@@ -1010,7 +1017,11 @@ async fn https_targets_trust_a_private_ca_from_ca_file() {
     let t1 = call_id("pbx1", "T1");
     assert_eq!(
         json_stories_at(&trusted, "/crm")[&t1],
-        ["call_started", "ringing", "ended"]
+        [
+            "#1 call_started inbound caller=+33612345678 callee=201",
+            "#1 ringing 201",
+            "#1 ended missed: cancel",
+        ]
     );
 
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1050,7 +1061,11 @@ async fn https_targets_trust_a_private_ca_from_ca_file() {
     }
     assert_eq!(
         json_stories_at(&delivered, "/partner")[&t1],
-        ["call_started", "ringing", "ended"]
+        [
+            "#1 call_started inbound caller=+33612345678 callee=201",
+            "#1 ringing 201",
+            "#1 ended missed: cancel",
+        ]
     );
     drop(fiche);
 }

@@ -297,13 +297,6 @@ async fn send_udp(to: SocketAddr, packets: &[Vec<u8>]) {
     }
 }
 
-fn types(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_call_over_hep_udp_reaches_the_websocket_and_the_live_table() {
     let fiche = Running::start("").await;
@@ -322,8 +315,13 @@ async fn a_call_over_hep_udp_reaches_the_websocket_and_the_live_table() {
         events.push(next_event(&mut ws).await);
     }
     assert_eq!(
-        types(&events),
-        ["call_started", "ringing", "answered", "ended"]
+        fiche_e2e::events::lines(&events),
+        [
+            "#1 call_started inbound caller=0612345678 (<script>alert(1)</script> Élodie) callee=201",
+            "#1 ringing 201",
+            "#1 answered 201",
+            "#1 ended answered: caller hung up",
+        ]
     );
     assert_eq!(events[0]["source"], "hep");
     assert_eq!(events[0]["direction"], "inbound");
