@@ -55,9 +55,9 @@ if grep -rnE 'axum|crate::http' crates/server/src/auth ; then
   exit 1
 fi
 
-step "build the fiche binary for the end-to-end suites"
-cargo build -p fiche-server --locked
-
+# The end-to-end suites are fiche-server's `e2e` test, so cargo builds the fiche
+# binary they start (target/debug/fiche) with them; the OpenAPI check below starts
+# that same binary.
 step "tests: unit, store (SQLite and PostgreSQL), end to end (Kamailio + sipp)"
 cargo test --workspace --locked
 

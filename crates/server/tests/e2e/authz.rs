@@ -443,7 +443,7 @@ const MATRIX: &[Row] = &[
     ("WS", "/ws", None, [101, 101, 101]),
     ("WS", "/ws/events", None, [403, 101, 101]),
     // `fiche demo`'s "Simuler un appel" does not exist under `serve`; in the
-    // demo it is the admin's (tests/demo.rs: agent and supervisor 403, admin 202).
+    // demo it is the admin's (demo.rs: agent and supervisor 403, admin 202).
     ("POST", "/api/demo/calls", None, [404, 404, 404]),
     // Metrics are no role's: this test scrapes directly from loopback with no
     // metrics token configured, so every role gets them, as anyone would.
