@@ -306,10 +306,13 @@ async fn handle(
     if let (Some(card), Some(completion)) = (card, &outputs.completion) {
         completion.submit(event.call_id, card);
     }
-    match serde_json::to_string(&event) {
-        // No subscriber is not an error: nobody is watching.
-        Ok(json) => drop(outputs.fanout.send(Arc::from(json))),
-        Err(error) => warn!(%error, "call event not serialisable"),
+    // Serialised only for a subscriber: most of the time nobody watches
+    // /ws/events, and one who subscribes later gets later events either way.
+    if outputs.fanout.receiver_count() > 0 {
+        match serde_json::to_string(&event) {
+            Ok(json) => drop(outputs.fanout.send(Arc::from(json))),
+            Err(error) => warn!(%error, "call event not serialisable"),
+        }
     }
     drop(_entered);
     let mut closed = Vec::new();
