@@ -303,15 +303,25 @@ async fn handle(
         carded.remove(&event.call_id);
     }
     outputs.hub.publish_call(&event, card.clone());
+    // Serialised only for a subscriber: most of the time nobody watches
+    // /ws/events, and one who subscribes later gets later events either way.
+    if outputs.fanout.receiver_count() > 0 {
+        match serde_json::to_string(&event) {
+            Ok(json) => drop(outputs.fanout.send(Arc::from(json))),
+            Err(error) => warn!(%error, "call event not serialisable"),
+        }
+    }
+    drop(_entered);
+    if let CallEventKind::Ringing { .. } = event.kind {
+        // Let the sockets' pumps write the pop before the card completion and
+        // the sinks are woken: the scheduler runs the task woken last first, so
+        // their tasks would run ahead of the pumps and delay the pop by tens of
+        // µs (BENCHMARKS.md, "where the time goes").
+        tokio::task::yield_now().await;
+    }
     if let (Some(card), Some(completion)) = (card, &outputs.completion) {
         completion.submit(event.call_id, card);
     }
-    match serde_json::to_string(&event) {
-        // No subscriber is not an error: nobody is watching.
-        Ok(json) => drop(outputs.fanout.send(Arc::from(json))),
-        Err(error) => warn!(%error, "call event not serialisable"),
-    }
-    drop(_entered);
     let mut closed = Vec::new();
     for (i, sink) in outputs.sinks.iter().enumerate() {
         let item = SinkEvent {

@@ -125,15 +125,11 @@ pub async fn run_with(
         stats: hep_stats.clone(),
     });
     let (captures_tx, captures_rx) = mpsc::channel(SIP_QUEUE_CAPACITY);
-    if let Some(socket) = listeners.hep_udp {
+    // The tracker's task reads the UDP socket itself: no hop between them.
+    let udp = listeners.hep_udp.map(|socket| {
         info!(addr = ?socket.local_addr().ok(), "HEP UDP listening");
-        tasks.spawn(hep_driver::run_udp(
-            socket,
-            filter.clone(),
-            captures_tx.clone(),
-            shutdown.clone(),
-        ));
-    }
+        hep_driver::UdpReceiver::new(socket, filter.clone())
+    });
     if let Some(listener) = listeners.hep_tcp {
         info!(addr = ?listener.local_addr().ok(), "HEP TCP listening");
         tasks.spawn(hep_driver::run_tcp(
@@ -153,6 +149,7 @@ pub async fn run_with(
     };
     tasks.spawn(hep_driver::run_tracker(
         tracker_config,
+        udp,
         captures_rx,
         events_tx.clone(),
         shutdown.clone(),

@@ -1,9 +1,11 @@
-//! The HEP driver: UDP and TCP listeners feeding one SIP tracker task.
+//! The HEP driver: one SIP tracker task that reads the UDP socket itself, and
+//! TCP listeners feeding it.
 //!
-//! The sockets only receive, filter by source network and auth key, and decode;
-//! every SIP message then goes through a bounded channel to the single task that
-//! owns the [`SipTracker`], which turns them into [`CallEvent`]s. One tracker task
-//! keeps per-call state free of locks and in arrival order.
+//! The sockets only receive, filter by source network and auth key, and decode.
+//! One task owns the [`SipTracker`], which turns SIP messages into
+//! [`CallEvent`]s: it reads the UDP socket itself ([`UdpReceiver`]), and each
+//! TCP connection's task sends it its messages through a bounded channel. One
+//! tracker task keeps per-call state free of locks and in arrival order.
 //!
 //! The TCP listener cannot be starved ([`TcpLimits`]): a connection is closed
 //! when a packet it began is not complete within the partial-packet timeout or
@@ -270,77 +272,92 @@ impl Complaints {
     }
 }
 
-/// Decodes one datagram or stream packet and forwards it when it is SIP.
-async fn forward(
+/// The SIP message a decoded packet carries, when it passes the auth key;
+/// counted accepted or dropped.
+fn capture(
     packet: HepPacket,
     (peer, transport): (SocketAddr, HepTransport),
     filter: &HepFilter,
     complaints: &mut Complaints,
-    out: &mpsc::Sender<SipCapture>,
-) -> Result<(), mpsc::error::SendError<SipCapture>> {
+) -> Option<SipCapture> {
     if !filter.allows_packet(&packet) {
         filter.stats.drop_for(HepDrop::BadAuthKey);
         if let Some(suppressed) = complaints.bad_auth.tick() {
             warn!(%peer, suppressed, "HEP packet with a wrong or missing auth key dropped");
         }
-        return Ok(());
+        return None;
     }
     if !packet.is_sip() {
         filter.stats.drop_for(HepDrop::NotSip);
-        return Ok(());
+        return None;
     }
     filter.stats.accept(transport);
-    out.send(SipCapture {
+    Some(SipCapture {
         received_at: Utc::now(),
         src: packet.src,
         dst: packet.dst,
         payload: packet.payload,
     })
-    .await
 }
 
-/// Receives HEP over UDP until `shutdown`.
-pub async fn run_udp(
+/// The HEP UDP socket as the tracker's task reads it: datagrams in, SIP
+/// captures out, everything else dropped and counted.
+pub struct UdpReceiver {
     socket: UdpSocket,
     filter: Arc<HepFilter>,
-    out: mpsc::Sender<SipCapture>,
-    shutdown: CancellationToken,
-) {
-    let mut buf = vec![0u8; HEP_MAX_PACKET];
-    let mut complaints = Complaints::new();
-    loop {
-        let (len, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut buf) => match received {
+    /// One datagram at a time; HEP over UDP is at most one datagram.
+    buf: Vec<u8>,
+    complaints: Complaints,
+}
+
+impl UdpReceiver {
+    /// Reads `socket` with `filter`.
+    pub fn new(socket: UdpSocket, filter: Arc<HepFilter>) -> Self {
+        Self {
+            socket,
+            filter,
+            buf: vec![0u8; HEP_MAX_PACKET],
+            complaints: Complaints::new(),
+        }
+    }
+
+    /// The next SIP message that passes the filter. Cancel-safe: nothing is
+    /// held across the one await, the socket's receive.
+    pub async fn recv(&mut self) -> SipCapture {
+        loop {
+            let (len, peer) = match self.socket.recv_from(&mut self.buf).await {
                 Ok(r) => r,
                 Err(error) => {
                     // ICMP errors from earlier sends and the like: not fatal to a receiver.
                     debug!(%error, "HEP UDP receive error");
                     continue;
                 }
-            },
-        };
-        if !filter.allows_peer(peer.ip()) {
-            filter.stats.drop_for(HepDrop::NotAllowed);
-            if let Some(suppressed) = complaints.denied.tick() {
+            };
+            if let Some(capture) = self.accept(len, peer) {
+                return capture;
+            }
+        }
+    }
+
+    fn accept(&mut self, len: usize, peer: SocketAddr) -> Option<SipCapture> {
+        if !self.filter.allows_peer(peer.ip()) {
+            self.filter.stats.drop_for(HepDrop::NotAllowed);
+            if let Some(suppressed) = self.complaints.denied.tick() {
                 warn!(%peer, suppressed, "HEP from a network not in hep.allow dropped");
             }
-            continue;
+            return None;
         }
-        let Some(datagram) = buf.get(..len) else {
-            continue;
-        };
+        let datagram = self.buf.get(..len)?;
         match hep::decode(datagram) {
             Ok(packet) => {
                 let from = (peer, HepTransport::Udp);
-                if forward(packet, from, &filter, &mut complaints, &out)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                capture(packet, from, &self.filter, &mut self.complaints)
             }
-            Err(error) => complaints.decode_error(peer, &error, &filter.stats),
+            Err(error) => {
+                self.complaints
+                    .decode_error(peer, &error, &self.filter.stats);
+                None
+            }
         }
     }
 }
@@ -532,11 +549,11 @@ impl TcpConnection<'_> {
                         decoded = true;
                         self.activity.delivered.store(true, Relaxed);
                         let from = (peer, HepTransport::Tcp);
-                        if forward(packet, from, self.filter, &mut complaints, self.out)
-                            .await
-                            .is_err()
-                        {
-                            return;
+                        let capture = capture(packet, from, self.filter, &mut complaints);
+                        if let Some(capture) = capture {
+                            if self.out.send(capture).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -589,38 +606,74 @@ impl TcpConnection<'_> {
     }
 }
 
-/// Owns the SIP tracker: captures in, call events out, silent calls reaped on time.
-/// Returns when `shutdown` fires or every sender is gone.
+/// Owns the SIP tracker, and reads the UDP socket itself when there is one:
+/// captures in, call events out, silent calls reaped on time. TCP connections,
+/// one task each, send their captures through `tcp` ([`SIP_QUEUE_CAPACITY`]).
+///
+/// The UDP socket is read here rather than in a task of its own: a datagram
+/// goes from the socket to the tracker without a channel and a task wake-up
+/// between them, which was one hop of every pop. Backpressure is unchanged:
+/// while `events` is full the socket is not read, and the kernel's buffer
+/// absorbs or drops, as when the channel between them was full.
+///
+/// Returns when `shutdown` fires, when the pipeline is gone, or when there is
+/// no UDP socket and every TCP sender is gone.
 pub async fn run_tracker(
     config: SipTrackerConfig,
-    mut captures: mpsc::Receiver<SipCapture>,
+    mut udp: Option<UdpReceiver>,
+    mut tcp: mpsc::Receiver<SipCapture>,
     events: mpsc::Sender<CallEvent>,
     shutdown: CancellationToken,
 ) {
     let mut tracker = SipTracker::new(config);
     let mut parse_errors = RateLimitedLog::new(Duration::from_secs(10));
+    let mut tcp_open = true;
     loop {
         let deadline = tracker.next_timeout().map(|at| {
             let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::time::Instant::now() + wait
         });
-        tokio::select! {
+        let capture = tokio::select! {
             () = shutdown.cancelled() => return,
-            capture = captures.recv() => {
-                let Some(capture) = capture else { return };
-                if let Err(error) = tracker.handle(capture.received_at, capture.src, capture.dst, &capture.payload) {
-                    if let Some(suppressed) = parse_errors.tick() {
-                        warn!(src = ?capture.src, %error, suppressed, "SIP message not understood");
-                    }
+            capture = recv_udp(udp.as_mut()) => Some(capture),
+            capture = tcp.recv(), if tcp_open => match capture {
+                Some(capture) => Some(capture),
+                None if udp.is_none() => return,
+                None => {
+                    tcp_open = false;
+                    None
+                }
+            },
+            () = sleep_until(deadline) => {
+                tracker.handle_timeout(Utc::now());
+                None
+            }
+        };
+        if let Some(capture) = capture {
+            if let Err(error) = tracker.handle(
+                capture.received_at,
+                capture.src,
+                capture.dst,
+                &capture.payload,
+            ) {
+                if let Some(suppressed) = parse_errors.tick() {
+                    warn!(src = ?capture.src, %error, suppressed, "SIP message not understood");
                 }
             }
-            () = sleep_until(deadline) => tracker.handle_timeout(Utc::now()),
         }
         while let Some(event) = tracker.poll_event() {
             if events.send(event).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// The next capture from the UDP socket; never, without one.
+async fn recv_udp(udp: Option<&mut UdpReceiver>) -> SipCapture {
+    match udp {
+        Some(udp) => udp.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -767,9 +820,7 @@ mod tests {
             auth_key: Some(Bytes::from_static(b"key")),
             stats: stats.clone(),
         });
-        let (tx, mut rx) = mpsc::channel(16);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_udp(socket, filter, tx, shutdown.clone()));
+        let mut receiver = UdpReceiver::new(socket, filter);
         let with_key = |proto_type, key: Option<&'static [u8]>| {
             hep::encode(&HepPacket {
                 proto_type: Some(proto_type),
@@ -790,8 +841,8 @@ mod tests {
             sender.send_to(&datagram, addr).await.unwrap();
         }
         for _ in 0..2 {
-            let capture = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-            assert!(matches!(capture, Ok(Some(_))));
+            let capture = tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await;
+            assert!(capture.is_ok(), "both keyed SIP packets pass");
         }
         // The datagrams are read in order: the last one passed, so all were seen.
         assert_eq!(stats.accepted(HepTransport::Udp), 2);
@@ -800,6 +851,53 @@ mod tests {
         assert_eq!(stats.dropped(HepDrop::NotSip), 1);
         assert_eq!(stats.dropped(HepDrop::Malformed), 1);
         assert_eq!(stats.dropped(HepDrop::NotAllowed), 0);
+    }
+
+    #[tokio::test]
+    async fn the_tracker_reads_udp_itself_and_outlives_the_tcp_listener() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let filter = Arc::new(HepFilter {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            auth_key: None,
+            stats: Arc::default(),
+        });
+        let config = SipTrackerConfig {
+            agents: crate::ExtensionPatterns::new([r"2\d\d"]).unwrap(),
+            ..SipTrackerConfig::default()
+        };
+        // No TCP listener: its channel is closed from the start.
+        let (tcp_tx, tcp_rx) = mpsc::channel(16);
+        drop(tcp_tx);
+        let (events_tx, mut events) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_tracker(
+            config,
+            Some(UdpReceiver::new(socket, filter)),
+            tcp_rx,
+            events_tx,
+            shutdown.clone(),
+        ));
+        let invite = "INVITE sip:201@127.0.0.1:5060 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-udp\r\n\
+            From: <sip:0612345678@127.0.0.1>;tag=c1\r\n\
+            To: <sip:201@127.0.0.1>\r\n\
+            Call-ID: udp-tracker@127.0.0.1\r\n\
+            CSeq: 1 INVITE\r\n\
+            Contact: <sip:0612345678@127.0.0.1:5090>\r\n\
+            Content-Length: 0\r\n\r\n";
+        let datagram = hep::encode(&HepPacket {
+            proto_type: Some(1),
+            payload: Bytes::from_static(invite.as_bytes()),
+            ..HepPacket::default()
+        });
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sender.send_to(&datagram, addr).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the INVITE became an event")
+            .expect("the tracker is running");
+        assert_eq!(event.kind.name(), "call_started");
         shutdown.cancel();
         task.await.unwrap();
     }
