@@ -61,7 +61,23 @@ pub struct Config {
     /// Odoo: customers from its contacts, calls into its Helpdesk (absent: no Odoo).
     #[serde(default)]
     pub odoo: Option<fiche_odoo::OdooConfig>,
+    /// Several nodes on one PostgreSQL database (absent: this node alone).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// This node's place in a cluster (issue 15): several `fiche serve` on one
+/// PostgreSQL database share calls, pops and the work that must run once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique among the nodes (`FICHE_CLUSTER_NODE`, which
+    /// also turns the cluster on): letters, digits, `-`, `_`, `.`; 1 to 64.
+    pub node: String,
+}
+
+/// Longest `cluster.node`.
+const MAX_NODE_NAME: usize = 64;
 
 // --- [metrics] (issue 14) ---
 
@@ -650,6 +666,9 @@ impl Config {
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = set("FICHE_CLUSTER_NODE") {
+            self.cluster = Some(ClusterConfig { node: v });
+        }
         if let Some(v) = set("FICHE_HTTP_ADDR") {
             self.http_addr = v
                 .parse()
@@ -768,6 +787,20 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(cluster) = &self.cluster {
+            let name = &cluster.node;
+            if name.is_empty()
+                || name.len() > MAX_NODE_NAME
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                bail!("cluster.node: 1 to {MAX_NODE_NAME} letters, digits, '-', '_' or '.', got {name:?}");
+            }
+            if !self.database_url.starts_with("postgres") {
+                bail!("cluster: several nodes share one PostgreSQL database; SQLite serves one node (database_url is not postgres://)");
+            }
+        }
         if self.calls.agent_extensions.is_empty() {
             bail!("calls.agent_extensions: at least one pattern is needed");
         }
