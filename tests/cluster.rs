@@ -11,6 +11,7 @@
 use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
 use fiche_e2e::pg::PgSchema;
+use fiche_e2e::testbed::fiche_binary;
 use fiche_e2e::{auth, http, webhook_receiver};
 use fiche_pbx::hep::{try_encode, HepPacket, PayloadEncoding, PROTO_TYPE_SIP};
 use fiche_server::demo::scenario::{self, Caller, Scenario, Timing};
@@ -212,6 +213,23 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {GUARD:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `fiche cluster status` on the shared database.
+fn cluster_status(db: &PgSchema) -> String {
+    let output = std::process::Command::new(fiche_binary().expect("the fiche binary"))
+        .args(["cluster", "status"])
+        .env("FICHE_DATABASE_URL", &db.url)
+        .env("FICHE_AGENT_EXTENSIONS", r"2\d\d")
+        .output()
+        .expect("running fiche cluster status");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
 }
 
 async fn health(node: &FicheProcess) -> Value {
@@ -420,6 +438,32 @@ async fn the_node_holding_the_ami_connection_killed_mid_call_is_replaced_within_
     })
     .await;
     let call_id = b.live_calls().await.expect("live calls")[0]["id"].clone();
+    // A node that starts now (a page's node restarted) reads back the calls
+    // in progress: its snapshot has the call.
+    let c = node(&scratch, "c", &db, &config, &[]).await;
+    let live = c.live_calls().await.expect("node C's live calls");
+    assert_eq!(live.len(), 1, "{live:#?}");
+    assert_eq!(live[0]["id"], call_id);
+    assert_eq!(live[0]["state"], "answered");
+    // `fiche cluster status` names the three nodes and who holds what.
+    let status = cluster_status(&db);
+    for line in ["a ", "b ", "c "] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(line) && l.contains("actif")),
+            "{status}"
+        );
+    }
+    let a_line = status
+        .lines()
+        .find(|l| l.starts_with("a "))
+        .unwrap_or_default();
+    assert!(
+        a_line.contains("ami:paris") && a_line.contains("writer"),
+        "{status}"
+    );
+    drop(c);
 
     a.kill().await.expect("SIGKILL node A");
     let killed = Instant::now();
@@ -474,6 +518,26 @@ async fn a_node_killed_under_load_leaves_every_call_with_exactly_one_ticket() {
     let scratch = Scratch::create().expect("scratch");
     let a = node(&scratch, "a", &db, "", &[("FICHE_LOG", "info".into())]).await;
     let b = node(&scratch, "b", &db, "", &[("FICHE_LOG", "info".into())]).await;
+    eventually("node A, started first, writes the tickets", || async {
+        holds(&health(&a).await, "writer")
+    })
+    .await;
+    // A second node under a live node's name stops at start.
+    let same = std::process::Command::new(fiche_binary().expect("the fiche binary"))
+        .arg("serve")
+        .env("FICHE_DATABASE_URL", &db.url)
+        .env("FICHE_CLUSTER_NODE", "b")
+        .env("FICHE_HTTP_ADDR", "127.0.0.1:0")
+        .env("FICHE_HEP_ADDR", "127.0.0.1:0")
+        .env("FICHE_AGENT_EXTENSIONS", r"2\d\d")
+        .output()
+        .expect("running a second node b");
+    assert!(!same.status.success());
+    let said = String::from_utf8_lossy(&same.stderr);
+    assert!(
+        said.contains("another node of that name is alive"),
+        "{said}"
+    );
     let targets = [hep(&a), hep(&b)];
     // 100 calls a second for 6 s, each mirrored to both nodes; node A (which
     // holds the writer: it started first) is killed after 3 s.

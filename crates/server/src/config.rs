@@ -885,6 +885,21 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_postgresql_and_a_plain_node_name() {
+        let pg = ("FICHE_DATABASE_URL", "postgres://postgres@127.0.0.1/test");
+        let config = Config::load(None, env_of(&[pg, ("FICHE_CLUSTER_NODE", "paris-1")])).unwrap();
+        assert_eq!(config.cluster.map(|c| c.node).as_deref(), Some("paris-1"));
+        let err = Config::load(None, env_of(&[("FICHE_CLUSTER_NODE", "paris-1")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("SQLite serves one node"),
+            "{err:#}"
+        );
+        let err = Config::load(None, env_of(&[pg, ("FICHE_CLUSTER_NODE", "a b")])).unwrap_err();
+        assert!(format!("{err:#}").contains("cluster.node"), "{err:#}");
+        assert!(Config::load(None, env_of(&[pg])).unwrap().cluster.is_none());
+    }
+
+    #[test]
     fn the_odoo_key_comes_from_the_environment_and_never_shows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fiche.toml");

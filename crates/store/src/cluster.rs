@@ -392,11 +392,14 @@ pub(crate) async fn cursor_lock(conn: &mut sqlx::PgConnection, name: &str) -> Re
 
 /// Moves consumer `name`'s cursor to `seq` (never back).
 pub(crate) async fn cursor_set(conn: &mut sqlx::PgConnection, name: &str, seq: i64) -> Result<()> {
-    sqlx::query("UPDATE cluster_cursors SET seq = $2 WHERE name = $1 AND seq < $2")
-        .bind(name)
-        .bind(seq)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO cluster_cursors (name, seq) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET seq = GREATEST(cluster_cursors.seq, excluded.seq)",
+    )
+    .bind(name)
+    .bind(seq)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
