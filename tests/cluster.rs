@@ -416,6 +416,7 @@ async fn the_node_holding_the_ami_connection_killed_mid_call_is_replaced_within_
     );
     // Node A starts first and takes the AMI connection and the writer.
     let a = node(&scratch, "a", &db, &config, &[]).await;
+    agent(a.http_port(), "claire", "201").await;
     eventually("node A holds the AMI connection", || async {
         holds(&health(&a).await, "ami:paris")
     })
@@ -467,6 +468,18 @@ async fn the_node_holding_the_ami_connection_killed_mid_call_is_replaced_within_
 
     a.kill().await.expect("SIGKILL node A");
     let killed = Instant::now();
+    // Claire's page, whose node died, reconnects through the proxy to node B:
+    // its snapshot has her call, tracked by the node that died
+    // (the PBX hangs up only once node B has logged in).
+    let claire = Page::open(b.http_port(), "claire").await;
+    let snapshot = &claire.seen[0];
+    let calls = snapshot["calls"].as_array().cloned().unwrap_or_default();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["call"]["id"] == call_id && c["call"]["state"] == "answered"),
+        "{snapshot:#}"
+    );
     eventually("node B holds the AMI connection", || async {
         holds(&health(&b).await, "ami:paris")
     })
