@@ -24,6 +24,19 @@ pub const COMMAND_CHANNEL: &str = "fiche_cluster_commands";
 /// Advisory lock key serialising log appends (any fixed number; "fiche" in ASCII).
 const APPEND_LOCK: i64 = 0x0066_6963_6865;
 
+/// A connection waiting for notifications on one channel.
+#[derive(Debug)]
+pub struct Listener(PgListener);
+
+impl Listener {
+    /// Waits for the next notification; an error means the connection broke
+    /// (notifications sent meanwhile are lost: read the log after it).
+    pub async fn recv(&mut self) -> Result<()> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
 /// One node's row in `cluster_nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct NodeRow {
@@ -101,12 +114,11 @@ impl Store {
         self.cluster_pool().is_ok()
     }
 
-    /// A connection listening on `channel` (reconnects by itself; see
-    /// [`PgListener::recv`]).
-    pub async fn listen(&self, channel: &str) -> Result<PgListener> {
+    /// A connection listening on `channel`.
+    pub async fn listen(&self, channel: &str) -> Result<Listener> {
         let mut listener = PgListener::connect_with(self.cluster_pool()?).await?;
         listener.listen(channel).await?;
-        Ok(listener)
+        Ok(Listener(listener))
     }
 
     /// Records `node`'s heartbeat. Refuses a node name whose other holder beat

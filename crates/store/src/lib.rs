@@ -46,7 +46,7 @@ use sqlx::sqlite::{
 
 pub use calls::{Call, CallUpsert};
 pub use cluster::{
-    CommandRow, LeaseRow, LogEntry, NewLogEntry, NodeRow, COMMAND_CHANNEL, LOG_CHANNEL,
+    CommandRow, LeaseRow, Listener, LogEntry, NewLogEntry, NodeRow, COMMAND_CHANNEL, LOG_CHANNEL,
 };
 pub use cti::CtiToken;
 pub use customers::{

@@ -225,7 +225,7 @@ async fn serve_commands(
     tenure: CancellationToken,
 ) {
     let store = cluster.store();
-    let mut listener = store.listen(COMMAND_CHANNEL).await.ok();
+    let mut listener = None;
     loop {
         match store.commands_take(lease, cluster.node()).await {
             Ok(commands) => {
@@ -245,16 +245,9 @@ async fn serve_commands(
             }
             Err(error) => warn!(%error, "click-to-calls from other nodes not read"),
         }
-        let woken = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(drop),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = tenure.cancelled() => return,
-            result = woken => if result.is_err() { listener = None },
-            () = tokio::time::sleep(COMMAND_POLL) => {}
+        if !super::wait_for_news(store, COMMAND_CHANNEL, &mut listener, COMMAND_POLL, &tenure).await
+        {
+            return;
         }
     }
 }

@@ -246,15 +246,6 @@ pub async fn follow(cluster: Cluster, targets: FollowTargets, shutdown: Cancella
     };
     let mut listener = None;
     loop {
-        if listener.is_none() {
-            listener = match store.listen(LOG_CHANNEL).await {
-                Ok(l) => Some(l),
-                Err(error) => {
-                    warn!(%error, "not listening to the event log; polling it");
-                    None
-                }
-            };
-        }
         // Read everything there is, then wait for news.
         loop {
             match store
@@ -283,20 +274,8 @@ pub async fn follow(cluster: Cluster, targets: FollowTargets, shutdown: Cancella
                 }
             }
         }
-        let woken = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(drop),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = woken => if let Err(error) = result {
-                // sqlx reconnects on the next recv; the read above catches up.
-                debug!(%error, "event log listener interrupted");
-                listener = None;
-            },
-            () = tokio::time::sleep(POLL_EVERY) => {}
+        if !super::wait_for_news(&store, LOG_CHANNEL, &mut listener, POLL_EVERY, &shutdown).await {
+            return;
         }
     }
 }
@@ -367,7 +346,7 @@ pub async fn feed_writers(
         }
     };
     info!(from = cursor, "feeding the writers from the event log");
-    let mut listener = store.listen(LOG_CHANNEL).await.ok();
+    let mut listener = None;
     loop {
         loop {
             match store.log_after(cursor, READ_BATCH, None).await {
@@ -402,16 +381,8 @@ pub async fn feed_writers(
                 return;
             }
         }
-        let woken = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(drop),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = tenure.cancelled() => return,
-            result = woken => if result.is_err() { listener = store.listen(LOG_CHANNEL).await.ok(); },
-            () = tokio::time::sleep(POLL_EVERY) => {}
+        if !super::wait_for_news(&store, LOG_CHANNEL, &mut listener, POLL_EVERY, &tenure).await {
+            return;
         }
     }
 }

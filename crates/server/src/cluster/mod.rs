@@ -22,3 +22,39 @@ mod lease;
 pub mod status;
 
 pub use lease::{claimed, Cluster, LEASE_TTL};
+
+use fiche_store::{Listener, Store};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Waits until `channel` is notified, `poll` has passed or `stop` fires
+/// (then false). The listener is (re)connected first when it has none, and
+/// dropped when it breaks, so a database restart is survived by polling
+/// until it can listen again.
+pub(crate) async fn wait_for_news(
+    store: &Store,
+    channel: &str,
+    listener: &mut Option<Listener>,
+    poll: Duration,
+    stop: &CancellationToken,
+) -> bool {
+    if listener.is_none() {
+        *listener = store.listen(channel).await.ok();
+    }
+    let woken = async {
+        match listener.as_mut() {
+            Some(l) => l.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = stop.cancelled() => false,
+        result = woken => {
+            if result.is_err() {
+                *listener = None;
+            }
+            true
+        }
+        () = tokio::time::sleep(poll) => true,
+    }
+}
