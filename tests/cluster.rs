@@ -608,3 +608,57 @@ async fn a_node_killed_under_load_leaves_every_call_with_exactly_one_ticket() {
     drop(kill);
     db.drop_schema().await;
 }
+
+#[tokio::test]
+async fn click_to_call_from_an_agent_on_any_node_goes_through_the_node_holding_the_ami_connection()
+{
+    let db = PgSchema::create("cluster_dial").await;
+    let scratch = Scratch::create().expect("scratch");
+    let server = AmiTestServer::start(AmiServerOptions::default(), AmiScript::default())
+        .await
+        .expect("AMI test server");
+    let config = format!(
+        "[[ami]]\nname = \"paris\"\naddr = \"{}\"\nusername = \"fiche\"\nsecret = \"s3cret\"\n",
+        server.addr()
+    );
+    let a = node(&scratch, "a", &db, &config, &[]).await;
+    eventually("node A holds the AMI connection", || async {
+        holds(&health(&a).await, "ami:paris")
+    })
+    .await;
+    let b = node(&scratch, "b", &db, &config, &[]).await;
+    agent(b.http_port(), "nadia", "202").await;
+    let token = auth::login(b.http_port(), "nadia", PASSWORD)
+        .await
+        .expect("nadia's login");
+    let dial = json!({ "number": "0612345678" }).to_string();
+    let (status, body) = http::request(
+        b.http_port(),
+        "POST",
+        "/api/calls/originate",
+        Some(&token),
+        Some(&dial),
+    )
+    .await
+    .expect("click-to-call on node B");
+    assert_eq!(status, 202, "{body}\n{}", b.log_tail(30));
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    let originates = server.originates();
+    assert_eq!(originates.len(), 1, "one Originate, from the holder");
+    assert!(
+        originates[0]
+            .iter()
+            .any(|(k, v)| k == "Channel" && v == "PJSIP/202"),
+        "{originates:?}"
+    );
+    assert_eq!(server.logins(), 1, "node B never logged in");
+    // The call, heard by node A, is on node B's table under the id B answered.
+    eventually("node B shows the click-to-call", || async {
+        let live = b.live_calls().await.unwrap_or_default();
+        live.iter()
+            .any(|c| c["id"] == answer["call_id"] && c["direction"] == "outbound")
+    })
+    .await;
+    drop((a, b));
+    db.drop_schema().await;
+}
