@@ -17,8 +17,8 @@
 //! A cluster mode (`POP_BENCH_CLUSTER=<postgres URL>`, issue 15) starts two
 //! nodes on a schema of their own in that database: the calls arrive at node A
 //! (HEP), the agents' sockets are on node B, so every pop crosses the event log
-//! (PostgreSQL, LISTEN/NOTIFY); then the same calls with the sockets on node A,
-//! the same node as the HEP in the same cluster.
+//! (PostgreSQL, LISTEN/NOTIFY). The single-node figure is the default mode's,
+//! run just before on the same machine.
 //!
 //! A second mode (`POP_BENCH_IDLE=<sockets>`) opens that many idle agent sockets
 //! (shared between `POP_BENCH_IDLE_USERS` logins: a socket costs the same
@@ -154,7 +154,7 @@ fn across_nodes(url: &str) -> anyhow::Result<()> {
     let db = format!("{url}{separator}options[search_path]={schema}");
     let result = (|| {
         // Node A first: it takes the writer; node B only routes pops.
-        let (mut a, a_http, a_hep) = cluster_node("bench-a", &db)?;
+        let (mut a, _, a_hep) = cluster_node("bench-a", &db)?;
         std::thread::sleep(Duration::from_secs(2));
         let (mut b, b_http, _) = cluster_node("bench-b", &db)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -168,21 +168,22 @@ fn across_nodes(url: &str) -> anyhow::Result<()> {
                 seconds: env_number("POP_BENCH_SECONDS", 20).max(1),
             };
             let on_b = Arc::new(Api::new(b_http).await?);
-            let on_a = Api::new(a_http).await?;
             let tokens = on_b.agents(load.agents).await?;
             let mut sockets = Vec::with_capacity(load.agents);
             for token in &tokens {
                 sockets.push(on_b.socket(token).await?);
             }
-            let across = measure("across nodes (HEP at A, agents on B)", sockets, b.pid(), a_hep, load).await?;
-            let mut sockets = Vec::with_capacity(load.agents);
-            for token in &tokens {
-                sockets.push(on_a.socket(token).await?);
-            }
-            let local = measure("same node in the cluster (HEP and agents at A)", sockets, a.pid(), a_hep, load).await?;
+            let across = measure(
+                "across nodes (HEP at A, agents on B)",
+                sockets,
+                b.pid(),
+                a_hep,
+                load,
+            )
+            .await?;
             println!(
-                "cluster: across nodes p50 {:.2?} p99 {:.2?} (lost {}); same node p50 {:.2?} p99 {:.2?} (lost {})",
-                across.p50, across.p99, across.lost, local.p50, local.p99, local.lost
+                "cluster: across nodes p50 {:.2?} p99 {:.2?}, lost {}",
+                across.p50, across.p99, across.lost
             );
             anyhow::Ok(())
         });

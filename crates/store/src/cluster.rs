@@ -220,21 +220,44 @@ impl Store {
             .bind(APPEND_LOCK)
             .execute(&mut *tx)
             .await?;
-        let mut stored = Vec::with_capacity(entries.len());
+        // One statement for the whole batch: one round trip, rows numbered in
+        // the batch's order.
+        let mut call_ids = Vec::with_capacity(entries.len());
+        let mut dedupes = Vec::with_capacity(entries.len());
+        let mut ats = Vec::with_capacity(entries.len());
+        let mut bodies = Vec::with_capacity(entries.len());
         for entry in entries {
-            let row: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO cluster_events (node, call_id, dedupe, at, body) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING seq",
-            )
-            .bind(node)
-            .bind(&entry.call_id)
-            .bind(&entry.dedupe)
-            .bind(entry.at)
-            .bind(&entry.body)
-            .fetch_optional(&mut *tx)
-            .await?;
-            stored.push(row.is_some());
+            call_ids.push(entry.call_id.clone());
+            dedupes.push(entry.dedupe.clone());
+            ats.push(entry.at);
+            bodies.push(entry.body.clone());
         }
+        let inserted: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+            "INSERT INTO cluster_events (node, call_id, dedupe, at, body) \
+             SELECT $1, call_id, dedupe, at, body FROM \
+               UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
+               WITH ORDINALITY AS batch (call_id, dedupe, at, body, n) ORDER BY n \
+             ON CONFLICT DO NOTHING RETURNING call_id, dedupe",
+        )
+        .bind(node)
+        .bind(&call_ids)
+        .bind(&dedupes)
+        .bind(&ats)
+        .bind(&bodies)
+        .fetch_all(&mut *tx)
+        .await?;
+        let inserted: std::collections::HashSet<(String, String)> = inserted
+            .into_iter()
+            .filter_map(|(call, key)| Some((call?, key?)))
+            .collect();
+        // Entries without a key (ticket changes) are always stored.
+        let stored: Vec<bool> = entries
+            .iter()
+            .map(|e| match (&e.call_id, &e.dedupe) {
+                (Some(call), Some(key)) => inserted.contains(&(call.clone(), key.clone())),
+                _ => true,
+            })
+            .collect();
         if stored.iter().any(|s| *s) {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(LOG_CHANNEL)
