@@ -14,6 +14,12 @@
 //! ratio of Fiche's latency to the relay's is printed: what Fiche adds beyond
 //! the wire, measured in one run under one load (`POP_BENCH_RELAY=0` skips it).
 //!
+//! A cluster mode (`POP_BENCH_CLUSTER=<postgres URL>`, issue 15) starts two
+//! nodes on a schema of their own in that database: the calls arrive at node A
+//! (HEP), the agents' sockets are on node B, so every pop crosses the event log
+//! (PostgreSQL, LISTEN/NOTIFY). The single-node figure is the default mode's,
+//! run just before on the same machine.
+//!
 //! A second mode (`POP_BENCH_IDLE=<sockets>`) opens that many idle agent sockets
 //! (shared between `POP_BENCH_IDLE_USERS` logins: a socket costs the same
 //! whichever session opened it) and reports the server's resident memory per
@@ -23,6 +29,8 @@
 //! cargo build --release -p fiche-server
 //! ulimit -n 65536; cargo bench -p fiche-server --bench pop_load
 //! ulimit -n 65536; POP_BENCH_IDLE=10000 cargo bench -p fiche-server --bench pop_load
+//! ulimit -n 65536; POP_BENCH_CLUSTER=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo bench -p fiche-server --bench pop_load
 //! ```
 //! Settings: `POP_BENCH_AGENTS` (default 1000), `POP_BENCH_RATE` calls/s (default
 //! 100), `POP_BENCH_SECONDS` (default 20), `POP_BENCH_IDLE` (sockets, default off),
@@ -72,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     if let Ok(ports) = std::env::var(relay::CHILD) {
         return relay::serve(&ports);
     }
+    if let Ok(url) = std::env::var("POP_BENCH_CLUSTER") {
+        return across_nodes(&url);
+    }
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
     let http_port = free_port()?;
     let hep_port = free_port()?;
@@ -104,6 +115,86 @@ fn main() -> anyhow::Result<()> {
     if result.is_err() {
         eprintln!("fiche log:\n{}", server.log());
     }
+    result
+}
+
+/// A `fiche serve` node of the bench cluster, on the shared schema.
+fn cluster_node(name: &str, db: &str) -> anyhow::Result<(support::Server, SocketAddr, SocketAddr)> {
+    let http_port = free_port()?;
+    let hep_port = free_port()?;
+    let server = Workdir::new()?.serve(&[
+        ("FICHE_HTTP_ADDR", &format!("127.0.0.1:{http_port}")),
+        ("FICHE_HEP_ADDR", &format!("127.0.0.1:{hep_port}")),
+        ("FICHE_AGENT_EXTENSIONS", r"3\d{4}"),
+        ("FICHE_LOG", "warn"),
+        ("FICHE_DATABASE_URL", db),
+        ("FICHE_CLUSTER_NODE", name),
+    ])?;
+    Ok((
+        server,
+        ([127, 0, 0, 1], http_port).into(),
+        ([127, 0, 0, 1], hep_port).into(),
+    ))
+}
+
+/// `psql <url> -c <sql>`: the bench needs no PostgreSQL driver of its own.
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("psql")
+        .args([url, "-q", "-c", sql])
+        .status()?;
+    anyhow::ensure!(status.success(), "psql: {sql}");
+    Ok(())
+}
+
+/// The cluster mode: calls at node A, agents on node B, then on node A.
+fn across_nodes(url: &str) -> anyhow::Result<()> {
+    let schema = format!("pop_bench_{}", std::process::id());
+    psql(url, &format!("CREATE SCHEMA {schema}"))?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let db = format!("{url}{separator}options[search_path]={schema}");
+    let result = (|| {
+        // Node A first: it takes the writer; node B only routes pops.
+        let (mut a, _, a_hep) = cluster_node("bench-a", &db)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let (mut b, b_http, _) = cluster_node("bench-b", &db)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let result = runtime.block_on(async {
+            let load = Load {
+                agents: env_number("POP_BENCH_AGENTS", 1000).clamp(1, 10_000),
+                rate: env_number("POP_BENCH_RATE", 100).max(1),
+                seconds: env_number("POP_BENCH_SECONDS", 20).max(1),
+            };
+            let on_b = Arc::new(Api::new(b_http).await?);
+            let tokens = on_b.agents(load.agents).await?;
+            let mut sockets = Vec::with_capacity(load.agents);
+            for token in &tokens {
+                sockets.push(on_b.socket(token).await?);
+            }
+            let across = measure(
+                "across nodes (HEP at A, agents on B)",
+                sockets,
+                b.pid(),
+                a_hep,
+                load,
+            )
+            .await?;
+            println!(
+                "cluster: across nodes p50 {:.2?} p99 {:.2?}, lost {}",
+                across.p50, across.p99, across.lost
+            );
+            anyhow::Ok(())
+        });
+        a.stop();
+        b.stop();
+        if result.is_err() {
+            eprintln!("node A log:\n{}\nnode B log:\n{}", a.log(), b.log());
+        }
+        result
+    })();
+    psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;
     result
 }
 

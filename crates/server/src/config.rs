@@ -61,7 +61,23 @@ pub struct Config {
     /// Odoo: customers from its contacts, calls into its Helpdesk (absent: no Odoo).
     #[serde(default)]
     pub odoo: Option<fiche_odoo::OdooConfig>,
+    /// Several nodes on one PostgreSQL database (absent: this node alone).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// This node's place in a cluster (issue 15): several `fiche serve` on one
+/// PostgreSQL database share calls, pops and the work that must run once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique among the nodes (`FICHE_CLUSTER_NODE`, which
+    /// also turns the cluster on): letters, digits, `-`, `_`, `.`; 1 to 64.
+    pub node: String,
+}
+
+/// Longest `cluster.node`.
+const MAX_NODE_NAME: usize = 64;
 
 // --- [metrics] (issue 14) ---
 
@@ -650,6 +666,9 @@ impl Config {
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = set("FICHE_CLUSTER_NODE") {
+            self.cluster = Some(ClusterConfig { node: v });
+        }
         if let Some(v) = set("FICHE_HTTP_ADDR") {
             self.http_addr = v
                 .parse()
@@ -768,6 +787,20 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(cluster) = &self.cluster {
+            let name = &cluster.node;
+            if name.is_empty()
+                || name.len() > MAX_NODE_NAME
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                bail!("cluster.node: 1 to {MAX_NODE_NAME} letters, digits, '-', '_' or '.', got {name:?}");
+            }
+            if !self.database_url.starts_with("postgres") {
+                bail!("cluster: several nodes share one PostgreSQL database; SQLite serves one node (database_url is not postgres://)");
+            }
+        }
         if self.calls.agent_extensions.is_empty() {
             bail!("calls.agent_extensions: at least one pattern is needed");
         }
@@ -849,6 +882,21 @@ mod tests {
         let err = Config::load(None, env_of(&[("FICHE_METRICS_TOKEN", "short")])).unwrap_err();
         assert!(format!("{err:#}").contains("metrics.token"), "{err:#}");
         assert!(!format!("{err:#}").contains("short"), "{err:#}");
+    }
+
+    #[test]
+    fn a_cluster_needs_postgresql_and_a_plain_node_name() {
+        let pg = ("FICHE_DATABASE_URL", "postgres://postgres@127.0.0.1/test");
+        let config = Config::load(None, env_of(&[pg, ("FICHE_CLUSTER_NODE", "paris-1")])).unwrap();
+        assert_eq!(config.cluster.map(|c| c.node).as_deref(), Some("paris-1"));
+        let err = Config::load(None, env_of(&[("FICHE_CLUSTER_NODE", "paris-1")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("SQLite serves one node"),
+            "{err:#}"
+        );
+        let err = Config::load(None, env_of(&[pg, ("FICHE_CLUSTER_NODE", "a b")])).unwrap_err();
+        assert!(format!("{err:#}").contains("cluster.node"), "{err:#}");
+        assert!(Config::load(None, env_of(&[pg])).unwrap().cluster.is_none());
     }
 
     #[test]

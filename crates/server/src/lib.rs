@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod authz;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod cti;
 pub mod customer_memory;

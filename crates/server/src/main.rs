@@ -62,6 +62,17 @@ enum Command {
         #[command(subcommand)]
         command: fiche_server::odoo::cli::OdooCommand,
     },
+    /// Several nodes on one PostgreSQL database.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The nodes, their last heartbeat, and the work each holds.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +150,15 @@ fn main() -> anyhow::Result<()> {
                 fiche_server::cli::backup::run(&config.database_url, &args).await
             }
             Command::Odoo { command } => odoo(&config, command).await,
+            Command::Cluster {
+                command: ClusterCommand::Status,
+            } => {
+                let store = open_store(&config).await?;
+                let report = fiche_server::cluster::status::report(&store).await;
+                store.close().await;
+                print!("{}", report?);
+                Ok(())
+            }
         }
     })
 }

@@ -116,6 +116,12 @@ pub struct SinkEvent {
     pub event: CallEvent,
     /// Settled by the sink once the event is durable there.
     pub receipt: Option<Receipt>,
+    /// In a cluster, the event's key in its call (see `cluster::bus`).
+    pub key: Option<String>,
+    /// In a cluster, the event's place in the log: a writer fed from the log
+    /// writes it only past its cursor, and moves the cursor in the same
+    /// transaction.
+    pub log_seq: Option<i64>,
 }
 
 impl From<CallEvent> for SinkEvent {
@@ -123,8 +129,19 @@ impl From<CallEvent> for SinkEvent {
         Self {
             event,
             receipt: None,
+            key: None,
+            log_seq: None,
         }
     }
+}
+
+/// A call event another node's sources produced, read from the cluster's log.
+#[derive(Debug)]
+pub struct Remote {
+    /// The event.
+    pub event: CallEvent,
+    /// Its key in its call.
+    pub key: String,
 }
 
 /// Events from a source that acknowledges them (one CTI request), in order,
@@ -191,15 +208,28 @@ pub struct Outputs {
     pub completion: Option<CardCompletion>,
     /// Calls begun and ended, for `/metrics`.
     pub calls: Arc<crate::metrics::CallStats>,
+    /// In a cluster, which events this node applied (its sinks are then the
+    /// log's publisher); `None` on a single node.
+    pub seen: Option<crate::cluster::bus::Seen>,
+}
+
+/// Where an event comes from.
+enum Origin<'a> {
+    /// This node's sources, with the receipt of the request that reported it.
+    Local(Option<&'a Receipt>),
+    /// Another node, through the log: for this node's hub only.
+    Remote(String),
 }
 
 /// Applies events until every sender is gone or `shutdown` fires, then drains
 /// what is already queued. Dropping the sinks on return lets their writers
 /// drain in turn. `events` come from sources that do not wait (HEP, AMI),
-/// `acknowledged` from those that do (CTI).
+/// `acknowledged` from those that do (CTI), `remote` from other nodes (in a
+/// cluster; `None` alone).
 pub async fn run(
     mut events: mpsc::Receiver<CallEvent>,
     mut acknowledged: mpsc::Receiver<Acknowledged>,
+    remote: Option<mpsc::Receiver<Remote>>,
     mut outputs: Outputs,
     ended_linger: Duration,
     shutdown: CancellationToken,
@@ -209,11 +239,18 @@ pub async fn run(
     let mut budget = LogBudget::new();
     let mut events_open = true;
     let mut acknowledged_open = true;
+    let mut remote_open = remote.is_some();
+    // Alone, a channel nobody sends on, never read.
+    let mut remote = remote.unwrap_or_else(|| mpsc::channel(1).1);
     while events_open || acknowledged_open {
         tokio::select! {
             event = events.recv(), if events_open => match event {
-                Some(event) => handle(event, None, &mut outputs, (&mut carded, &mut budget)).await,
+                Some(event) => handle(event, Origin::Local(None), &mut outputs, (&mut carded, &mut budget)).await,
                 None => events_open = false,
+            },
+            item = remote.recv(), if remote_open => match item {
+                Some(Remote { event, key }) => handle(event, Origin::Remote(key), &mut outputs, (&mut carded, &mut budget)).await,
+                None => remote_open = false,
             },
             item = acknowledged.recv(), if acknowledged_open => match item {
                 Some(item) => handle_acknowledged(item, &mut outputs, (&mut carded, &mut budget)).await,
@@ -223,12 +260,15 @@ pub async fn run(
                 let cutoff = Utc::now() - chrono::Duration::from_std(ended_linger).unwrap_or_default();
                 outputs.hub.prune(cutoff);
                 carded.retain(|id| outputs.hub.has_call(id));
+                if let Some(seen) = &mut outputs.seen {
+                    seen.retain(|id| outputs.hub.has_call(id));
+                }
             }
             () = shutdown.cancelled() => {
                 events.close();
                 acknowledged.close();
                 while let Some(event) = events.recv().await {
-                    handle(event, None, &mut outputs, (&mut carded, &mut budget)).await;
+                    handle(event, Origin::Local(None), &mut outputs, (&mut carded, &mut budget)).await;
                 }
                 while let Some(item) = acknowledged.recv().await {
                     handle_acknowledged(item, &mut outputs, (&mut carded, &mut budget)).await;
@@ -250,7 +290,13 @@ async fn handle_acknowledged(
 ) {
     let Acknowledged { events, receipt } = item;
     for event in events {
-        handle(event, Some(&receipt), outputs, (&mut *carded, &mut *budget)).await;
+        handle(
+            event,
+            Origin::Local(Some(&receipt)),
+            outputs,
+            (&mut *carded, &mut *budget),
+        )
+        .await;
     }
     // The pipeline's own part: each sink holds a clone until its write is
     // durable. A request that reported nothing new (a repeated hangup) is
@@ -260,10 +306,28 @@ async fn handle_acknowledged(
 
 async fn handle(
     event: CallEvent,
-    receipt: Option<&Receipt>,
+    origin: Origin<'_>,
     outputs: &mut Outputs,
     (carded, budget): Memory<'_>,
 ) {
+    // In a cluster an event is applied once, whether this node's source or
+    // the log brings it first (two nodes fed the same SIP).
+    let (receipt, key) = match (&origin, &mut outputs.seen) {
+        (Origin::Local(receipt), Some(seen)) => match seen.local(&event) {
+            (key, true) => (*receipt, Some(key)),
+            // Already in the log from another node: durable, and shown.
+            (_, false) => return,
+        },
+        (Origin::Local(receipt), None) => (*receipt, None),
+        (Origin::Remote(key), Some(seen)) => {
+            if !seen.remote(event.call_id, key) {
+                return;
+            }
+            (None, None)
+        }
+        (Origin::Remote(_), None) => return,
+    };
+    let remote = matches!(origin, Origin::Remote(_));
     let span = info_span!("call", id = %event.call_id, source = %event.source);
     let _entered = span.enter();
     match &event.kind {
@@ -281,7 +345,10 @@ async fn handle(
         CallEventKind::Ended { outcome, cause } => info!(?outcome, cause = ?cause, "call ended"),
         other => info!(event = other.name(), "call event"),
     }
-    outputs.calls.count(&event);
+    if !remote {
+        // Each node counts what its own sources saw.
+        outputs.calls.count(&event);
+    }
     // In-memory fan-out first: the pop reaches the agent before anything touches the disk.
     // The card is made from the call as the hub's live table holds it, which
     // knows the call since its `CallStarted`; the hub applies this event below.
@@ -322,11 +389,17 @@ async fn handle(
     if let (Some(card), Some(completion)) = (card, &outputs.completion) {
         completion.submit(event.call_id, card);
     }
+    if remote {
+        // Its sinks ran on the node that saw it (its publisher, then the writers).
+        return;
+    }
     let mut closed = Vec::new();
     for (i, sink) in outputs.sinks.iter().enumerate() {
         let item = SinkEvent {
             event: event.clone(),
             receipt: receipt.cloned(),
+            key: key.clone(),
+            log_seq: None,
         };
         // A sink gone drops the item, its receipt clone unsettled: a failure.
         if sink.send(item).await.is_err() {

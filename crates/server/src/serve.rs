@@ -1,6 +1,7 @@
 //! `fiche serve`: binds every socket, starts the listeners, the pipeline and the
 //! HTTP server, and stops them all on one cancellation token.
 
+use crate::cluster::{bus, claimed, Cluster};
 use crate::config::{AmiConfig, Config};
 use crate::http::{self, AppState};
 use crate::pipeline::{
@@ -104,6 +105,19 @@ pub async fn run_with(
     let agents =
         ExtensionPatterns::new(&config.calls.agent_extensions).context("calls.agent_extensions")?;
     let tasks = TaskTracker::new();
+    // Several nodes on one database: join before anything runs, so that a
+    // second node under a live node's name stops here.
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let http = listeners
+                .http_addr()
+                .map_or_else(|_| config.http_addr.to_string(), |a| a.to_string());
+            let cluster = Cluster::join(&c.node, store.clone(), http).await?;
+            tasks.spawn(cluster.clone().run_heartbeat(shutdown.clone()));
+            Some(cluster)
+        }
+        None => None,
+    };
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
     let (acknowledged_tx, acknowledged_rx) = mpsc::channel(ACKNOWLEDGED_QUEUE_CAPACITY);
     let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
@@ -160,12 +174,22 @@ pub async fn run_with(
         ami_statuses.push((source.name.clone(), ami_config.status.clone()));
         let (commands_tx, commands_rx) = mpsc::channel(AMI_COMMAND_CAPACITY);
         info!(name = %source.name, addr = %source.addr, "AMI source");
-        tasks.spawn(ami_driver::run(
-            ami_config,
-            events_tx.clone(),
-            commands_rx,
-            shutdown.clone(),
-        ));
+        match &cluster {
+            // One node at a time holds the connection.
+            Some(cluster) => tasks.spawn(crate::cluster::ami::run(
+                cluster.clone(),
+                ami_config,
+                events_tx.clone(),
+                commands_rx,
+                shutdown.clone(),
+            )),
+            None => tasks.spawn(ami_driver::run(
+                ami_config,
+                events_tx.clone(),
+                commands_rx,
+                shutdown.clone(),
+            )),
+        };
         ami_commands.push(commands_tx);
     }
 
@@ -202,12 +226,15 @@ pub async fn run_with(
     // Odoo (only with an [odoo] table): partners polled into the customer file,
     // which the customer sync above brings into the index. Its first attempt
     // runs at once, so a refused key is in the log at start, without delaying it.
-    if let Some(odoo) = &config.odoo {
-        tasks.spawn(crate::odoo::run_poller(
-            odoo.clone(),
-            store.clone(),
-            config.numbers.policy(),
+    if let Some(odoo) = config.odoo.as_ref().filter(|o| o.poll_interval().is_some()) {
+        let (odoo, store, policy) = (odoo.clone(), store.clone(), config.numbers.policy());
+        tasks.spawn(claimed(
+            cluster.clone(),
+            "odoo-poll".into(),
             shutdown.clone(),
+            move |token| {
+                crate::odoo::run_poller(odoo.clone(), store.clone(), policy.clone(), token)
+            },
         ));
     }
     let cards = crate::tickets::cards::CardMaker {
@@ -223,9 +250,13 @@ pub async fn run_with(
     let tickets_changed = Arc::new(tokio::sync::Notify::new());
     // Ticket changes reach the webhook outbox only when a target is configured,
     // and Odoo's outbox only with an [odoo] table.
+    // In a cluster the log hears them too, for the other nodes' pages.
     let (tickets_feed, mut feed_rxs) = crate::tickets::TicketFeed::channels(
-        usize::from(!config.webhooks.is_empty()) + usize::from(config.odoo.is_some()),
+        usize::from(!config.webhooks.is_empty())
+            + usize::from(config.odoo.is_some())
+            + usize::from(cluster.is_some()),
     );
+    let cluster_feed_rx = cluster.as_ref().and_then(|_| feed_rxs.pop());
     let odoo_feed_rx = config.odoo.as_ref().and_then(|_| feed_rxs.pop());
     let tickets_feed_rx = feed_rxs.pop();
     if let (Some(odoo), Some(rx)) = (&config.odoo, odoo_feed_rx) {
@@ -235,11 +266,14 @@ pub async fn run_with(
             rx,
             waker.clone(),
         ));
-        tasks.spawn(crate::odoo::delivery::deliver(
-            odoo.clone(),
-            store.clone(),
-            waker,
+        let (odoo, store) = (odoo.clone(), store.clone());
+        tasks.spawn(claimed(
+            cluster.clone(),
+            "odoo-delivery".into(),
             shutdown.clone(),
+            move |token| {
+                crate::odoo::delivery::deliver(odoo.clone(), store.clone(), waker.clone(), token)
+            },
         ));
     }
     let mut writer = crate::tickets::writer::TicketWriter::new(
@@ -256,7 +290,7 @@ pub async fn run_with(
     tasks.spawn(crate::tickets::figures::run(
         store.clone(),
         hub.clone(),
-        tickets_changed,
+        tickets_changed.clone(),
         shutdown.clone(),
     ));
     let completion = cards.start_completion(hub.clone(), &tasks, shutdown.clone());
@@ -269,23 +303,69 @@ pub async fn run_with(
     let mut outputs = Outputs {
         fanout: fanout.clone(),
         hub: hub.clone(),
-        sinks: vec![tickets_tx],
+        sinks: Vec::new(),
         cards: Some(cards),
         completion: Some(completion),
         calls: call_stats.clone(),
+        seen: None,
     };
     // Outbound webhooks: an outbox writer fed like any sink, delivery tasks per target.
-    outputs.sinks.extend(crate::webhooks::start(
+    let webhooks_sink = crate::webhooks::start(
         &config.webhooks,
         &webhook_stats,
         store.clone(),
         tickets_feed_rx,
         &tasks,
+        cluster.clone(),
         shutdown.clone(),
-    )?);
+    )?;
+    let remote_rx = match &cluster {
+        None => {
+            outputs.sinks.push(tickets_tx);
+            outputs.sinks.extend(webhooks_sink);
+            None
+        }
+        Some(cluster) => {
+            // The sources' events go to the log; the writers read the log on
+            // the one node holding `writer`, and every node follows it.
+            outputs
+                .sinks
+                .push(bus::publisher(cluster.clone(), cluster_feed_rx, &tasks));
+            outputs.seen = Some(bus::Seen::default());
+            let mut writers = vec![(
+                vec![crate::tickets::writer::LOG_CURSOR.to_owned()],
+                tickets_tx,
+            )];
+            if let Some(sink) = webhooks_sink {
+                writers.push((crate::webhooks::cursor_names(&config.webhooks), sink));
+            }
+            let feeder_store = store.clone();
+            tasks.spawn(cluster.clone().exclusive(
+                "writer".into(),
+                shutdown.clone(),
+                move |tenure| bus::feed_writers(feeder_store.clone(), writers.clone(), tenure),
+            ));
+            let prune_store = store.clone();
+            tasks.spawn(cluster.clone().exclusive(
+                "prune".into(),
+                shutdown.clone(),
+                move |tenure| bus::prune(prune_store.clone(), tenure),
+            ));
+            let (remote_tx, remote_rx) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+            let targets = bus::FollowTargets {
+                remote: remote_tx,
+                hub: hub.clone(),
+                tickets_changed: tickets_changed.clone(),
+                live_max: config.calls.live_max,
+            };
+            tasks.spawn(bus::follow(cluster.clone(), targets, shutdown.clone()));
+            Some(remote_rx)
+        }
+    };
     tasks.spawn(pipeline::run(
         events_rx,
         acknowledged_rx,
+        remote_rx,
         outputs,
         config.calls.ended_linger(),
         shutdown.clone(),
@@ -328,6 +408,7 @@ pub async fn run_with(
         allowed_origins: Arc::new(config.websocket.allowed_origins.clone()),
         sockets: sockets.clone(),
         demo,
+        cluster,
     };
     // Read before the users, so that the watcher starts from what is loaded.
     let users_stamp = state.store.users_stamp().await.ok();

@@ -21,6 +21,7 @@
 
 mod backup;
 mod calls;
+mod cluster;
 mod cti;
 mod customers;
 mod error;
@@ -44,6 +45,9 @@ use sqlx::sqlite::{
 };
 
 pub use calls::{Call, CallUpsert};
+pub use cluster::{
+    CommandRow, LeaseRow, Listener, LogEntry, NewLogEntry, NodeRow, COMMAND_CHANNEL, LOG_CHANNEL,
+};
 pub use cti::CtiToken;
 pub use customers::{
     BatchOutcome, CheckedCustomer, Customer, CustomerChange, CustomerId, CustomerPage,

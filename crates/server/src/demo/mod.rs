@@ -90,6 +90,8 @@ pub fn demo_config(
     config.webhooks.clear();
     // The demo company must never reach a real Odoo, nor its contacts the demo.
     config.odoo = None;
+    // One throwaway node on SQLite: never part of a cluster.
+    config.cluster = None;
     Ok(config)
 }
 

@@ -313,133 +313,174 @@ pub async fn fill(store: &Store, policy: &NumberPolicy) -> anyhow::Result<Vec<Lo
     }
     let now = Utc::now();
     let history = History { store, policy, now };
-    // (customer, days ago, hour, answered by, outcome, minutes talked)
-    let bernard = &customers[0];
-    let haddad = &customers[1];
-    let roux = &customers[2];
-    let petit = &customers[3];
-    let laurent = &customers[4];
-    let garnier = &customers[5];
-    let moreau = &customers[6];
-
-    // Sophie Bernard: a yearly service done, a quote under way.
-    let call = history
-        .call(bernard.id, "0261911234", 21, 9, Some(CLAIRE), 6)
-        .await?;
-    history
-        .ticket(
-            call,
-            bernard.id,
-            "0261911234",
-            "Entretien annuel de la chaudière",
-            Some("Dépannage / SAV"),
-            TicketStatus::Closed,
-            Some(claire),
-            &[(
-                claire,
-                "Rendez-vous fixé le 14 à 8 h 30. Technicien : Julien.",
-            )],
-        )
-        .await?;
-    let call = history
-        .call(bernard.id, "0465711234", 3, 8, Some(CLAIRE), 4)
-        .await?;
-    history
-        .ticket(
-            call,
-            bernard.id,
-            "0465711234",
-            "Devis remplacement du ballon d’eau chaude",
-            Some("Commande"),
-            TicketStatus::Open,
-            Some(claire),
-            &[
-                (
-                    claire,
-                    "Souhaite un ballon de 200 L, pose avant les vacances scolaires.",
-                ),
-                (claire, "Devis envoyé par courriel, relancer vendredi."),
-            ],
-        )
-        .await?;
-    // Karim Haddad: a billing question, answered by Nadia.
-    let call = history
-        .call(haddad.id, "0465712210", 9, 14, Some(NADIA), 3)
-        .await?;
-    history
-        .ticket(
-            call,
-            haddad.id,
-            "0465712210",
-            "Facture n° 2026-0412 : question sur la TVA",
-            Some("Facturation"),
-            TicketStatus::Closed,
-            Some(nadia),
-            &[(
-                nadia,
-                "TVA à 10 % pour la rénovation confirmée, avoir envoyé.",
-            )],
-        )
-        .await?;
-    // Élodie Roux: a complaint, open, on Nadia.
-    let call = history
-        .call(roux.id, "0261914567", 1, 17, Some(NADIA), 8)
-        .await?;
-    history
-        .ticket(
-            call,
-            roux.id,
-            "0261914567",
-            "Pompe à chaleur bruyante la nuit",
-            Some("Réclamation"),
-            TicketStatus::Open,
-            Some(nadia),
-            &[(
-                nadia,
-                "Bruit depuis le dégivrage. Passage du technicien à planifier.",
-            )],
-        )
-        .await?;
-    // Jean-Marc Petit: an urgent repair last week.
-    let call = history
-        .call(petit.id, "0465715678", 6, 7, Some(CLAIRE), 2)
-        .await?;
-    history
-        .ticket(
-            call,
-            petit.id,
-            "0465715678",
-            "Plus d’eau chaude à l’officine",
-            Some("Dépannage / SAV"),
-            TicketStatus::Closed,
-            Some(claire),
-            &[(
-                claire,
-                "Urgence : technicien sur place à 9 h, résistance changée.",
-            )],
-        )
-        .await?;
-    history
-        .call(laurent.id, "0536491122", 12, 11, Some(NADIA), 12)
-        .await?;
-    history
-        .call(garnier.id, "0261917788", 30, 18, Some(CLAIRE), 5)
-        .await?;
-    // Nathalie Moreau: a call missed on the ring group yesterday, its
-    // callback overdue (the board's "À rappeler").
-    let call = history
-        .call(moreau.id, "0353013344", 1, 12, None, 0)
-        .await?;
-    history
-        .callback(
-            call,
-            moreau.id,
-            "0353013344",
-            "À rappeler : Nathalie Moreau",
-        )
-        .await?;
+    let agent_of = |ext: &str| if ext == NADIA { nadia } else { claire };
+    for past in &HISTORY {
+        let customer = customers[past.customer].id;
+        let call = history
+            .call(
+                customer,
+                past.number,
+                past.days,
+                past.hour,
+                past.agent,
+                past.minutes,
+            )
+            .await?;
+        match (&past.ticket, past.agent) {
+            (Some(ticket), Some(agent)) => {
+                let agent = agent_of(agent);
+                let notes: Vec<(UserId, &str)> = ticket.notes.iter().map(|n| (agent, *n)).collect();
+                history
+                    .ticket(call, customer, past.number, ticket, Some(agent), &notes)
+                    .await?;
+            }
+            // Missed on the ring group: a callback for nobody in particular.
+            (Some(ticket), None) => {
+                history
+                    .callback(call, customer, past.number, ticket.subject)
+                    .await?;
+            }
+            (None, _) => {}
+        }
+    }
     Ok(logins)
 }
+
+/// One call of the demo company's past, and the ticket it left.
+struct Past {
+    /// Index in [`CUSTOMERS`].
+    customer: usize,
+    number: &'static str,
+    days: i64,
+    hour: u32,
+    /// Who answered; `None`: missed on the ring group (its ticket is a callback).
+    agent: Option<&'static str>,
+    minutes: i64,
+    ticket: Option<PastTicket>,
+}
+
+/// A past call's ticket: its notes are by the agent who answered, its owner.
+struct PastTicket {
+    subject: &'static str,
+    reason: Option<&'static str>,
+    status: TicketStatus,
+    notes: &'static [&'static str],
+}
+
+/// The demo company's past calls, oldest customers first.
+const HISTORY: [Past; 8] = [
+    // Sophie Bernard: a yearly service done, a quote under way.
+    Past {
+        customer: 0,
+        number: "0261911234",
+        days: 21,
+        hour: 9,
+        agent: Some(CLAIRE),
+        minutes: 6,
+        ticket: Some(PastTicket {
+            subject: "Entretien annuel de la chaudière",
+            reason: Some("Dépannage / SAV"),
+            status: TicketStatus::Closed,
+            notes: &["Rendez-vous fixé le 14 à 8 h 30. Technicien : Julien."],
+        }),
+    },
+    Past {
+        customer: 0,
+        number: "0465711234",
+        days: 3,
+        hour: 8,
+        agent: Some(CLAIRE),
+        minutes: 4,
+        ticket: Some(PastTicket {
+            subject: "Devis remplacement du ballon d’eau chaude",
+            reason: Some("Commande"),
+            status: TicketStatus::Open,
+            notes: &[
+                "Souhaite un ballon de 200 L, pose avant les vacances scolaires.",
+                "Devis envoyé par courriel, relancer vendredi.",
+            ],
+        }),
+    },
+    // Karim Haddad: a billing question, answered by Nadia.
+    Past {
+        customer: 1,
+        number: "0465712210",
+        days: 9,
+        hour: 14,
+        agent: Some(NADIA),
+        minutes: 3,
+        ticket: Some(PastTicket {
+            subject: "Facture n° 2026-0412 : question sur la TVA",
+            reason: Some("Facturation"),
+            status: TicketStatus::Closed,
+            notes: &["TVA à 10 % pour la rénovation confirmée, avoir envoyé."],
+        }),
+    },
+    // Élodie Roux: a complaint, open, on Nadia.
+    Past {
+        customer: 2,
+        number: "0261914567",
+        days: 1,
+        hour: 17,
+        agent: Some(NADIA),
+        minutes: 8,
+        ticket: Some(PastTicket {
+            subject: "Pompe à chaleur bruyante la nuit",
+            reason: Some("Réclamation"),
+            status: TicketStatus::Open,
+            notes: &["Bruit depuis le dégivrage. Passage du technicien à planifier."],
+        }),
+    },
+    // Jean-Marc Petit: an urgent repair last week.
+    Past {
+        customer: 3,
+        number: "0465715678",
+        days: 6,
+        hour: 7,
+        agent: Some(CLAIRE),
+        minutes: 2,
+        ticket: Some(PastTicket {
+            subject: "Plus d’eau chaude à l’officine",
+            reason: Some("Dépannage / SAV"),
+            status: TicketStatus::Closed,
+            notes: &["Urgence : technicien sur place à 9 h, résistance changée."],
+        }),
+    },
+    Past {
+        customer: 4,
+        number: "0536491122",
+        days: 12,
+        hour: 11,
+        agent: Some(NADIA),
+        minutes: 12,
+        ticket: None,
+    },
+    Past {
+        customer: 5,
+        number: "0261917788",
+        days: 30,
+        hour: 18,
+        agent: Some(CLAIRE),
+        minutes: 5,
+        ticket: None,
+    },
+    // Nathalie Moreau: a call missed on the ring group yesterday, its
+    // callback overdue (the board's "À rappeler").
+    Past {
+        customer: 6,
+        number: "0353013344",
+        days: 1,
+        hour: 12,
+        agent: None,
+        minutes: 0,
+        ticket: Some(PastTicket {
+            subject: "À rappeler : Nathalie Moreau",
+            reason: None,
+            status: TicketStatus::Open,
+            notes: &[],
+        }),
+    },
+];
 
 /// A call of the history: its id and when it ended (its ticket's date).
 #[derive(Debug, Clone, Copy)]
@@ -534,12 +575,16 @@ impl History<'_> {
         call: PastCall,
         customer: CustomerId,
         number: &str,
-        subject: &str,
-        reason: Option<&str>,
-        status: TicketStatus,
+        ticket: &PastTicket,
         assignee: Option<UserId>,
         notes: &[(UserId, &str)],
     ) -> anyhow::Result<()> {
+        let PastTicket {
+            subject,
+            reason,
+            status,
+            ..
+        } = *ticket;
         let ticket = self
             .store
             .insert_ticket(&NewTicket {

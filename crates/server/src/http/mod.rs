@@ -45,6 +45,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Ticket changes made through the API, for the webhook outbox.
     pub tickets_feed: crate::tickets::TicketFeed,
+    /// This node in its cluster (`None`: a single node).
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Origins besides the server's own whose pages may open the websockets.
     pub allowed_origins: Arc<Vec<String>>,
     /// The hub sockets' tasks: a stopping server tells each "going away"
@@ -130,6 +132,17 @@ pub fn router(state: AppState, web_root: Option<PathBuf>) -> Router {
     pages::security_headers(app)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Liveness; in a cluster also this node's name and the leases it holds
+/// (which PBX connections, whether it writes tickets).
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<serde_json::Value> {
+    match &state.cluster {
+        None => Json(serde_json::json!({ "status": "ok" })),
+        Some(cluster) => Json(serde_json::json!({
+            "status": "ok",
+            "node": cluster.node(),
+            "leases": cluster.held(),
+        })),
+    }
 }

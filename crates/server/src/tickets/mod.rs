@@ -10,6 +10,33 @@ pub mod writer;
 
 pub use feed::TicketFeed;
 
+/// Each user's open-callback count as last sent, so that a user whose last
+/// callback closed is told 0.
+#[derive(Debug, Default)]
+pub struct CallbackCounts {
+    users: std::collections::HashSet<i64>,
+}
+
+impl CallbackCounts {
+    /// Sends each user's open-callback count (0 to those who had some).
+    pub async fn push(&mut self, store: &fiche_store::Store, hub: &fiche_hub::Hub) {
+        match store.open_callbacks_per_user().await {
+            Ok(counts) => {
+                let mut now = std::collections::HashSet::new();
+                for (user, n) in counts {
+                    hub.set_open_callbacks(user.0, n);
+                    now.insert(user.0);
+                }
+                for gone in self.users.difference(&now) {
+                    hub.set_open_callbacks(*gone, 0);
+                }
+                self.users = now;
+            }
+            Err(error) => tracing::warn!(%error, "open callbacks not counted"),
+        }
+    }
+}
+
 use chrono::{DateTime, Utc};
 use fiche_hub::{Priority, TicketSummary};
 use fiche_store::{Customer, CustomerId, Ticket};

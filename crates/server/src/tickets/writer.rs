@@ -38,6 +38,8 @@ use tracing::{debug, warn};
 pub const WRITER_QUEUE_CAPACITY: usize = 4096;
 /// Most events taken in one batch.
 pub const BATCH_MAX: usize = 100;
+/// The writer's cursor in a cluster's log.
+pub const LOG_CURSOR: &str = "tickets";
 /// Calls tracked at once; beyond, the oldest are forgotten (their row stays).
 const MAX_TRACKED: usize = 100_000;
 
@@ -82,7 +84,7 @@ pub struct TicketWriter {
     /// Batch sizes, lag and failures, for `/metrics`.
     pub stats: Arc<crate::metrics::WriterStats>,
     tracks: HashMap<CallId, Track>,
-    callback_users: HashSet<i64>,
+    callback_counts: super::CallbackCounts,
     /// The tracks as they were before the batch being written touched them, to
     /// put back when it rolls back.
     journal: HashMap<CallId, Option<Track>>,
@@ -115,7 +117,7 @@ impl TicketWriter {
             feed,
             stats: Arc::default(),
             tracks: HashMap::new(),
-            callback_users: HashSet::new(),
+            callback_counts: super::CallbackCounts::default(),
             journal: HashMap::new(),
             changed_tickets: Vec::new(),
             created_tickets: HashSet::new(),
@@ -226,8 +228,21 @@ impl TicketWriter {
     async fn write_in_one(&mut self, events: &[SinkEvent]) -> Result<bool, StoreError> {
         let mut tx = self.store.begin_tickets().await?;
         let mut changed = false;
+        // Fed from a cluster's log: what the cursor passed was written already
+        // (by this node before a crash, or by the last holder of the work).
+        let last = events.iter().filter_map(|item| item.log_seq).max();
+        let written = match last {
+            Some(_) => tx.log_cursor(LOG_CURSOR).await?,
+            None => i64::MIN,
+        };
         for item in events {
+            if item.log_seq.is_some_and(|seq| seq <= written) {
+                continue;
+            }
             changed |= self.apply(&mut tx, &item.event).await?;
+        }
+        if let Some(last) = last {
+            tx.log_cursor_set(LOG_CURSOR, last).await?;
         }
         tx.commit().await?;
         Ok(changed)
@@ -703,22 +718,9 @@ impl TicketWriter {
         }
     }
 
-    /// Sends each user's open-callback count (0 to those who had some).
+    /// Sends each user's open-callback count.
     async fn push_open_callbacks(&mut self) {
-        match self.store.open_callbacks_per_user().await {
-            Ok(counts) => {
-                let mut now = HashSet::new();
-                for (user, n) in counts {
-                    self.hub.set_open_callbacks(user.0, n);
-                    now.insert(user.0);
-                }
-                for gone in self.callback_users.difference(&now) {
-                    self.hub.set_open_callbacks(*gone, 0);
-                }
-                self.callback_users = now;
-            }
-            Err(error) => warn!(%error, "open callbacks not counted"),
-        }
+        self.callback_counts.push(&self.store, &self.hub).await;
     }
 }
 

@@ -112,6 +112,7 @@ pub fn start(
     store: Store,
     tickets: Option<mpsc::Receiver<TicketSummary>>,
     tasks: &TaskTracker,
+    cluster: Option<crate::cluster::Cluster>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<mpsc::Sender<SinkEvent>>> {
     if configs.is_empty() {
@@ -130,14 +131,19 @@ pub fn start(
             .get(i)
             .cloned()
             .unwrap_or_else(|| Arc::new(crate::metrics::TargetStats::new(target.name.clone())));
-        tasks.spawn(crate::outbox::drain(
-            store.clone(),
-            Courier {
-                target: target.clone(),
-                stats: counters,
-            },
-            notify,
+        let courier = Courier {
+            target: target.clone(),
+            stats: counters,
+        };
+        let store = store.clone();
+        // In a cluster one node delivers each target, in order.
+        tasks.spawn(crate::cluster::claimed(
+            cluster.clone(),
+            format!("webhook:{}", target.name),
             shutdown.clone(),
+            move |tenure| {
+                crate::outbox::drain(store.clone(), courier.clone(), notify.clone(), tenure)
+            },
         ));
     }
     let (sink, events) = mpsc::channel(SINK_CAPACITY);
@@ -162,7 +168,7 @@ async fn write(
             // A call's events first: the ticket a call made follows the call.
             biased;
             event = events.recv(), if events_open => {
-                let Some(SinkEvent { event, receipt }) = event else {
+                let Some(SinkEvent { event, receipt, log_seq, .. }) = event else {
                     events_open = false;
                     continue;
                 };
@@ -182,7 +188,8 @@ async fn write(
                         continue;
                     }
                     let key = event.call_id.to_string();
-                    stored &= push(&store, target, waker, &key, &event_type, &body).await;
+                    let delivery = Delivery { ordering_key: &key, event_type: &event_type, body: &body, log_seq };
+                    stored &= push(&store, target, waker, delivery).await;
                 }
                 zammad.forget_ended();
                 if let (true, Some(receipt)) = (stored, receipt) {
@@ -202,7 +209,8 @@ async fn write(
                         continue;
                     }
                     // A lost ticket change is logged by `push`; nothing waits on it.
-                    let _stored = push(&store, target, waker, &key, &event_type, &body).await;
+                    let delivery = Delivery { ordering_key: &key, event_type: &event_type, body: &body, log_seq: None };
+                    let _stored = push(&store, target, waker, delivery).await;
                 }
             }
         }
@@ -235,16 +243,37 @@ async fn recall_parties(store: &Store, zammad: &mut payload::ZammadCalls, event:
     }
 }
 
+/// The cursor of `target`'s outbox writes in a cluster's log.
+pub fn cursor_name(target: &str) -> String {
+    format!("webhooks:{target}")
+}
+
+/// The cursors of every configured target (see [`cursor_name`]).
+pub fn cursor_names(configs: &[WebhookConfig]) -> Vec<String> {
+    configs
+        .iter()
+        .map(|c| cursor_name(&c.target_name()))
+        .collect()
+}
+
+/// One delivery to queue.
+struct Delivery<'a> {
+    ordering_key: &'a str,
+    event_type: &'a str,
+    body: &'a str,
+    /// In a cluster, the event's place in the log (pushed once per target).
+    log_seq: Option<i64>,
+}
+
 /// Queues one delivery for `target` (retrying database errors a few times) and
 /// wakes its delivery task; false when the delivery could not be stored.
-async fn push(
-    store: &Store,
-    target: &Target,
-    waker: &Notify,
-    ordering_key: &str,
-    event_type: &str,
-    body: &str,
-) -> bool {
+async fn push(store: &Store, target: &Target, waker: &Notify, delivery: Delivery<'_>) -> bool {
+    let Delivery {
+        ordering_key,
+        event_type,
+        body,
+        log_seq,
+    } = delivery;
     let entry = NewOutboxEntry {
         target: &target.name,
         ordering_key: Some(ordering_key),
@@ -253,7 +282,15 @@ async fn push(
     };
     let mut attempt = 1;
     let stored = loop {
-        match store.outbox_push(&entry, target.max_rows).await {
+        let pushed = match log_seq {
+            None => store.outbox_push(&entry, target.max_rows).await,
+            Some(seq) => store
+                .outbox_push_logged(&entry, target.max_rows, &cursor_name(&target.name), seq)
+                .await
+                // Pushed already (before a crash, or by the last holder): done.
+                .map(|dropped| dropped.unwrap_or(0)),
+        };
+        match pushed {
             Ok(0) => break true,
             Ok(dropped) => {
                 warn!(target = %target.name, dropped, max = target.max_rows,
@@ -287,6 +324,7 @@ enum Attempt {
 
 /// Sends one target's outbox rows (see [`crate::outbox::drain`]), counting
 /// them for `/metrics`.
+#[derive(Clone)]
 struct Courier {
     target: Target,
     stats: Arc<crate::metrics::TargetStats>,

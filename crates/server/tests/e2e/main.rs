@@ -15,6 +15,7 @@ mod ami_flows;
 mod ami_recordings;
 mod auth;
 mod authz;
+mod cluster;
 mod cti;
 mod cti_zammad;
 mod customers_sync;

@@ -5,6 +5,7 @@
 
 mod backup;
 mod calls;
+mod cluster;
 mod cti_outbox;
 mod customer_changes;
 mod customers;
