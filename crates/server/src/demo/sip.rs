@@ -49,6 +49,19 @@ fn sdp(host: IpAddr, port: u16) -> String {
     )
 }
 
+/// One in-dialog request on its way through the PBX.
+struct Hop<'a> {
+    method: &'a str,
+    ruri: &'a str,
+    from: SocketAddr,
+    to: SocketAddr,
+    branch: &'a str,
+    /// The sender's Via `rport` parameter as the PBX wrote it.
+    rport: &'a str,
+    /// The headers after Max-Forwards.
+    common: &'a str,
+}
+
 /// One dialog through the PBX: the caller's INVITE and what the proxy and
 /// the phones do with it.
 #[derive(Debug, Clone)]
@@ -363,30 +376,15 @@ impl Dialog {
             user = self.caller_user,
             caller = self.caller,
         );
-        let received = format!(
-            "{method} sip:{ext}@{phone} SIP/2.0
-            Via: SIP/2.0/UDP {caller};branch={branch}
-            Route: <sip:{pbx_ip};lr;ftag={ftag}>
-            Max-Forwards: 70
-            {common}",
-            caller = self.caller,
-            pbx_ip = PBX.ip(),
-            ftag = self.caller_tag,
-        );
-        let forwarded = format!(
-            "{method} sip:{ext}@{phone} SIP/2.0
-            Via: SIP/2.0/UDP {pbx};branch={branch}.k
-            Via: SIP/2.0/UDP {caller};rport={port};branch={branch}
-            Max-Forwards: 69
-            {common}",
-            pbx = PBX,
-            caller = self.caller,
-            port = self.caller.port(),
-        );
-        vec![
-            message(self.caller, PBX, &received, ""),
-            message(PBX, phone, &forwarded, ""),
-        ]
+        self.through_proxy(Hop {
+            method,
+            ruri: &format!("sip:{ext}@{phone}"),
+            from: self.caller,
+            to: phone,
+            branch: &branch,
+            rport: &format!("rport={}", self.caller.port()),
+            common: &common,
+        })
     }
 
     /// An in-dialog request from phone `ext` (which answered) to the caller.
@@ -411,26 +409,42 @@ impl Dialog {
             tag = self.phone_tag(ext),
             cid = self.call_id,
         );
-        let ruri = format!("sip:{}@{}", self.caller_user, self.caller);
+        self.through_proxy(Hop {
+            method,
+            ruri: &format!("sip:{}@{}", self.caller_user, self.caller),
+            from: phone,
+            to: self.caller,
+            branch: &branch,
+            rport: "rport",
+            common: &common,
+        })
+    }
+
+    /// An in-dialog request as the PBX received it from `hop.from` and as it
+    /// forwarded it to `hop.to` (its own Via on top, the sender's with `rport`).
+    fn through_proxy(&self, hop: Hop<'_>) -> Vec<SipPacket> {
+        let Hop {
+            method,
+            ruri,
+            from,
+            to,
+            branch,
+            rport,
+            common,
+        } = hop;
         let received = format!(
-            "{method} {ruri} SIP/2.0
-            Via: SIP/2.0/UDP {phone};branch={branch}
-            Route: <sip:{pbx_ip};lr;ftag={ftag}>
-            Max-Forwards: 70
-            {common}",
+            "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {from};branch={branch}\n\
+             Route: <sip:{pbx_ip};lr;ftag={ftag}>\nMax-Forwards: 70\n{common}",
             pbx_ip = PBX.ip(),
             ftag = self.caller_tag,
         );
         let forwarded = format!(
-            "{method} {ruri} SIP/2.0
-            Via: SIP/2.0/UDP {PBX};branch={branch}.k
-            Via: SIP/2.0/UDP {phone};rport;branch={branch}
-            Max-Forwards: 69
-            {common}"
+            "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {PBX};branch={branch}.k\n\
+             Via: SIP/2.0/UDP {from};{rport};branch={branch}\nMax-Forwards: 69\n{common}"
         );
         vec![
-            message(phone, PBX, &received, ""),
-            message(PBX, self.caller, &forwarded, ""),
+            message(from, PBX, &received, ""),
+            message(PBX, to, &forwarded, ""),
         ]
     }
 
