@@ -1,7 +1,7 @@
 //! Several `fiche serve` nodes on one PostgreSQL database (issue 15), as real
 //! processes: calls seen by one node pop at agents connected to another; the
-//! same SIP mirrored to both nodes is one call, one ticket, one pop per agent
-//! and one webhook delivery; the node holding the AMI connection killed with
+//! same SIP mirrored to both nodes is one call, one ticket, one pop per agent,
+//! one webhook delivery and one Odoo ticket; the node holding the AMI connection killed with
 //! SIGKILL mid-call is replaced within 10 s; a node killed under load leaves
 //! every call with exactly one ticket.
 //!
@@ -10,6 +10,7 @@
 
 use fiche_e2e::ami_server::{AmiScript, AmiServerOptions, AmiTestServer};
 use fiche_e2e::fiche_ami::{AmiSetup, FicheProcess, Scratch};
+use fiche_e2e::odoo::{Helpdesk, OdooSpec, TestOdoo};
 use fiche_e2e::pg::PgSchema;
 use fiche_e2e::testbed::fiche_binary;
 use fiche_e2e::{auth, http, webhook_receiver};
@@ -303,12 +304,21 @@ async fn the_same_call_mirrored_to_two_nodes_is_one_call_one_ticket_one_pop_and_
     let db = PgSchema::create("cluster_once").await;
     let scratch = Scratch::create().expect("scratch");
     let mut receiver = webhook_receiver::plain(0).await.expect("webhook receiver");
+    let odoo = TestOdoo::start(OdooSpec::v17(Helpdesk::Enterprise))
+        .await
+        .expect("Odoo test server");
+    let spec = odoo.spec();
     let config = format!(
-        "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{}/hook\"\nmax_backoff_secs = 1\n",
-        receiver.port
+        "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{}/hook\"\nmax_backoff_secs = 1\n\n\
+         [odoo]\nurl = \"{}\"\ndatabase = \"{}\"\nlogin = \"{}\"\npoll_interval_secs = 1\n",
+        receiver.port,
+        odoo.url(),
+        spec.database,
+        spec.login
     );
-    let a = node(&scratch, "a", &db, &config, &[]).await;
-    let b = node(&scratch, "b", &db, &config, &[]).await;
+    let key = [("FICHE_ODOO_API_KEY", spec.api_key.clone())];
+    let a = node(&scratch, "a", &db, &config, &key).await;
+    let b = node(&scratch, "b", &db, &config, &key).await;
     agent(a.http_port(), "claire", "201").await;
     agent(a.http_port(), "nadia", "202").await;
     let mut claire = Page::open(b.http_port(), "claire").await;
@@ -395,6 +405,27 @@ async fn the_same_call_mirrored_to_two_nodes_is_one_call_one_ticket_one_pop_and_
         tickets,
         vec![(call_id.clone(), 1)],
         "one ticket for the call"
+    );
+    // And one help-desk ticket in Odoo, whichever node delivers.
+    let marker = query_pairs(
+        &db,
+        "SELECT '[Fiche #' || id || ']', 1::bigint FROM tickets WHERE call_id IS NOT NULL",
+    )
+    .await[0]
+        .0
+        .clone();
+    eventually("the call's ticket reaches Odoo", || async {
+        !odoo.records("helpdesk.ticket").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let in_odoo = odoo.records("helpdesk.ticket");
+    assert_eq!(in_odoo.len(), 1, "one Odoo ticket: {in_odoo:?}");
+    assert!(
+        in_odoo[0]["name"]
+            .as_str()
+            .is_some_and(|n| n.contains(&marker)),
+        "{in_odoo:?}"
     );
     drop((a, b));
     db.drop_schema().await;
