@@ -294,14 +294,32 @@ async fn the_demo_fills_its_database_and_its_calls_make_tickets_and_callbacks() 
     .unwrap_or_else(|e| panic!("{e}\n{}", demo.log()));
     assert_eq!(callback["customer_name"], "Thomas Garnier", "{callback}");
 
-    // The answered call has its ticket, once it is over.
+    // The answered call has its ticket, once it is over: its own, or, when the
+    // caller is the customer with an overdue callback, that callback, which the
+    // call closed by reaching her (a "reached" event naming the call).
     let ticket = until(CALL_TIMEOUT, "the answered call's ticket", || {
         let admin = admin.clone();
         let answered = answered.clone();
         async move {
-            items(&get(port, &admin, "/api/tickets?kind=call&limit=100").await)
+            let own = items(&get(port, &admin, "/api/tickets?kind=call&limit=100").await)
                 .into_iter()
-                .find(|t| t["call_id"] == answered.as_str())
+                .find(|t| t["call_id"] == answered.as_str());
+            if own.is_some() {
+                return own;
+            }
+            let closed = "/api/tickets?kind=callback&status=closed&limit=100";
+            for callback in items(&get(port, &admin, closed).await) {
+                let detail = get(port, &admin, &format!("/api/tickets/{}", callback["id"])).await;
+                let reached = detail["events"].as_array().is_some_and(|events| {
+                    events
+                        .iter()
+                        .any(|e| e["kind"] == "reached" && e["call_id"] == answered.as_str())
+                });
+                if reached {
+                    return Some(callback);
+                }
+            }
+            None
         }
     })
     .await
