@@ -122,7 +122,11 @@ pub async fn run(
             })
     };
     let asked = async {
+        // Relays in flight: owned here, so they end with the source (each is
+        // bounded by RELAY_TIMEOUT anyway).
+        let mut relays = tokio::task::JoinSet::new();
         while let Some(command) = commands.recv().await {
+            while relays.try_join_next().is_some() {}
             let local = lock(&inner).clone();
             match local {
                 Some(session) => {
@@ -137,7 +141,7 @@ pub async fn run(
                 None => {
                     let (cluster, lease) = (cluster.clone(), lease.clone());
                     // Each relay waits on its own: a slow holder delays no other agent.
-                    tokio::spawn(async move { relay(&cluster, &lease, command).await });
+                    relays.spawn(async move { relay(&cluster, &lease, command).await });
                 }
             }
         }

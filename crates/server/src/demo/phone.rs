@@ -243,20 +243,7 @@ impl PhoneSystem {
     }
 
     async fn send(&self, socket: &UdpSocket, packet: &SipPacket) {
-        let hep = HepPacket {
-            ip_family: Some(if packet.src.is_ipv6() { 10 } else { 2 }),
-            ip_protocol: Some(17),
-            src: Some(packet.src),
-            dst: Some(packet.dst),
-            timestamp: Some(chrono::Utc::now()),
-            proto_type: Some(PROTO_TYPE_SIP),
-            capture_id: Some(CAPTURE_ID),
-            auth_key: self.auth_key.clone(),
-            correlation_id: None,
-            node_name: Some(Bytes::from_static(b"fiche-demo")),
-            payload: Bytes::from(packet.text.clone().into_bytes()),
-        };
-        match try_encode(&hep, PayloadEncoding::Plain) {
+        match hep_datagram(packet, self.auth_key.clone()) {
             Ok(datagram) => {
                 if let Err(error) = socket.send_to(&datagram, self.target).await {
                     debug!(%error, "demo: a HEP datagram was not sent");
@@ -265,6 +252,28 @@ impl PhoneSystem {
             Err(error) => warn!(%error, "demo: a SIP message could not be wrapped in HEP"),
         }
     }
+}
+
+/// `packet` as the HEP v3 datagram a Kamailio `siptrace` mirror sends (also
+/// what the cluster tests send to several nodes).
+pub fn hep_datagram(
+    packet: &SipPacket,
+    auth_key: Option<Bytes>,
+) -> Result<Vec<u8>, fiche_pbx::hep::HepEncodeError> {
+    let hep = HepPacket {
+        ip_family: Some(if packet.src.is_ipv6() { 10 } else { 2 }),
+        ip_protocol: Some(17),
+        src: Some(packet.src),
+        dst: Some(packet.dst),
+        timestamp: Some(chrono::Utc::now()),
+        proto_type: Some(PROTO_TYPE_SIP),
+        capture_id: Some(CAPTURE_ID),
+        auth_key,
+        correlation_id: None,
+        node_name: Some(Bytes::from_static(b"fiche-demo")),
+        payload: Bytes::from(packet.text.clone().into_bytes()),
+    };
+    try_encode(&hep, PayloadEncoding::Plain)
 }
 
 /// The extensions of the agents who have a page open.

@@ -14,9 +14,8 @@ use fiche_e2e::odoo::{Helpdesk, OdooSpec, TestOdoo};
 use fiche_e2e::pg::PgSchema;
 use fiche_e2e::testbed::fiche_binary;
 use fiche_e2e::{auth, http, webhook_receiver};
-use fiche_pbx::hep::{try_encode, HepPacket, PayloadEncoding, PROTO_TYPE_SIP};
+use fiche_server::demo::phone::hep_datagram;
 use fiche_server::demo::scenario::{self, Caller, Scenario, Timing};
-use fiche_server::demo::sip::SipPacket;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -148,30 +147,11 @@ async fn play(script: &scenario::Script, to: &[SocketAddr]) {
     let start = tokio::time::Instant::now();
     for step in &script.steps {
         tokio::time::sleep_until(start + step.at).await;
-        let datagram = datagram(&step.packet);
+        let datagram = hep_datagram(&step.packet, None).expect("HEP encoding");
         for addr in to {
             socket.send_to(&datagram, addr).await.expect("HEP sent");
         }
     }
-}
-
-fn datagram(packet: &SipPacket) -> Vec<u8> {
-    let hep = HepPacket {
-        ip_family: Some(2),
-        ip_protocol: Some(17),
-        src: Some(packet.src),
-        dst: Some(packet.dst),
-        timestamp: Some(chrono::Utc::now()),
-        proto_type: Some(PROTO_TYPE_SIP),
-        capture_id: Some(1),
-        auth_key: None,
-        correlation_id: None,
-        node_name: None,
-        payload: bytes::Bytes::from(packet.text.clone().into_bytes()),
-    };
-    try_encode(&hep, PayloadEncoding::Plain)
-        .expect("HEP encoding")
-        .to_vec()
 }
 
 fn hep(node: &FicheProcess) -> SocketAddr {
